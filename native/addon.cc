@@ -1,0 +1,268 @@
+// N-API glue: checks every argument (count, type, length against the given dims, index ranges),
+// then forwards raw pointers to kernels.cc. Bad input throws a JS TypeError/RangeError; nothing
+// here may crash the process. No hidden native state except the thread count.
+#define NAPI_VERSION 8
+#include <napi.h>
+
+#include <cstdint>
+#include <string>
+
+#include "kernels.h"
+
+namespace {
+
+struct Args {
+  const Napi::CallbackInfo& info;
+  const char* fn;
+  Napi::Env env() const { return info.Env(); }
+
+  [[noreturn]] void fail(const std::string& msg, bool range = false) const {
+    std::string m = std::string(fn) + ": " + msg;
+    if (range) throw Napi::RangeError::New(env(), m);
+    throw Napi::TypeError::New(env(), m);
+  }
+  void count(size_t n) const {
+    if (info.Length() != n)
+      fail("expected " + std::to_string(n) + " arguments, received " + std::to_string(info.Length()));
+  }
+  int dim(size_t i, const char* name) const {
+    if (!info[i].IsNumber()) fail(std::string(name) + " must be a number");
+    double d = info[i].As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d != (double)(int64_t)d || d > 2147483647.0)
+      fail(std::string(name) + " must be a non-negative integer, received " + std::to_string(d), true);
+    return (int)d;
+  }
+  float num(size_t i, const char* name) const {
+    if (!info[i].IsNumber()) fail(std::string(name) + " must be a number");
+    return info[i].As<Napi::Number>().FloatValue();
+  }
+  bool flag(size_t i, const char* name) const {
+    if (!info[i].IsBoolean()) fail(std::string(name) + " must be a boolean");
+    return info[i].As<Napi::Boolean>().Value();
+  }
+  template <typename T, napi_typedarray_type Kind>
+  T* typed(size_t i, const char* name, const char* kindName, int64_t expected, bool nullable) const {
+    if (nullable && (info[i].IsNull() || info[i].IsUndefined())) return nullptr;
+    if (!info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != Kind)
+      fail(std::string(name) + " must be a " + kindName);
+    auto arr = info[i].As<Napi::TypedArrayOf<T>>();
+    if (expected >= 0 && (int64_t)arr.ElementLength() != expected)
+      fail(std::string(name) + " has length " + std::to_string(arr.ElementLength()) + ", expected " +
+               std::to_string(expected),
+           true);
+    return arr.Data();
+  }
+  float* f32(size_t i, const char* name, int64_t expected, bool nullable = false) const {
+    return typed<float, napi_float32_array>(i, name, "Float32Array", expected, nullable);
+  }
+  int32_t* i32(size_t i, const char* name, int64_t expected) const {
+    return typed<int32_t, napi_int32_array>(i, name, "Int32Array", expected, false);
+  }
+  uint8_t* u8(size_t i, const char* name, int64_t expected, bool nullable) const {
+    return typed<uint8_t, napi_uint8_array>(i, name, "Uint8Array", expected, nullable);
+  }
+  void indices(const int32_t* idx, int64_t n, int limit, const char* name) const {
+    for (int64_t j = 0; j < n; j++)
+      if (idx[j] < 0 || idx[j] >= limit)
+        fail(std::string(name) + "[" + std::to_string(j) + "] = " + std::to_string(idx[j]) +
+                 " is outside [0, " + std::to_string(limit) + ")",
+             true);
+  }
+};
+
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Args a{info, "gemm"};
+  a.count(10);
+  bool tA = a.flag(0, "transA"), tB = a.flag(1, "transB");
+  int M = a.dim(2, "M"), N = a.dim(3, "N"), K = a.dim(4, "K");
+  float alpha = a.num(5, "alpha");
+  const float* A = a.f32(6, "A", (int64_t)M * K);
+  const float* B = a.f32(7, "B", (int64_t)K * N);
+  float beta = a.num(8, "beta");
+  float* C = a.f32(9, "C", (int64_t)M * N);
+  sae::gemm(tA, tB, M, N, K, alpha, A, B, beta, C);
+  return info.Env().Undefined();
+}
+
+Napi::Value AddBias(const Napi::CallbackInfo& info) {
+  Args a{info, "addBias"};
+  a.count(5);
+  int rows = a.dim(2, "rows"), cols = a.dim(3, "cols");
+  float* P = a.f32(0, "P", (int64_t)rows * cols);
+  const float* bias = a.f32(1, "bias", cols, true);
+  sae::add_bias(P, bias, rows, cols, a.flag(4, "relu"));
+  return info.Env().Undefined();
+}
+
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  Args a{info, "reluBackward"};
+  a.count(5);
+  int rows = a.dim(3, "rows"), cols = a.dim(4, "cols");
+  float* G = a.f32(0, "G", (int64_t)rows * cols);
+  const float* F = a.f32(1, "F", (int64_t)rows * cols);
+  const float* add = a.f32(2, "colAdd", cols, true);
+  sae::relu_backward(G, F, add, rows, cols);
+  return info.Env().Undefined();
+}
+
+Napi::Value ColSum(const Napi::CallbackInfo& info) {
+  Args a{info, "colSum"};
+  a.count(5);
+  int rows = a.dim(1, "rows"), cols = a.dim(2, "cols");
+  const float* A = a.f32(0, "A", (int64_t)rows * cols);
+  float* out = a.f32(3, "out", cols);
+  sae::col_sum(A, rows, cols, out, a.flag(4, "accumulate"));
+  return info.Env().Undefined();
+}
+
+Napi::Value TopkRows(const Napi::CallbackInfo& info) {
+  Args a{info, "topkRows"};
+  a.count(8);
+  int rows = a.dim(3, "rows"), cols = a.dim(4, "cols"), k = a.dim(5, "k");
+  const float* P = a.f32(0, "P", (int64_t)rows * cols);
+  const float* bias = a.f32(1, "bias", cols, true);
+  const uint8_t* mask = a.u8(2, "mask", cols, true);
+  int32_t* idx = a.i32(6, "idx", (int64_t)rows * k);
+  float* val = a.f32(7, "val", (int64_t)rows * k);
+  int candidates = cols;
+  if (mask) {
+    candidates = 0;
+    for (int c = 0; c < cols; c++) candidates += mask[c] ? 1 : 0;
+  }
+  if (k > candidates)
+    a.fail("k = " + std::to_string(k) + " exceeds the " + std::to_string(candidates) + " candidate columns", true);
+  sae::topk_rows(P, bias, mask, rows, cols, k, idx, val);
+  return info.Env().Undefined();
+}
+
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  Args a{info, "gatherRows"};
+  a.count(9);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
+  const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
+  const float* val = a.f32(1, "val", (int64_t)rows * k);
+  const float* W = a.f32(4, "W", (int64_t)H * D);
+  const float* bias = a.f32(7, "bias", D, true);
+  float* out = a.f32(8, "out", (int64_t)rows * D);
+  a.indices(idx, (int64_t)rows * k, H, "idx");
+  sae::gather_rows(idx, val, rows, k, W, D, bias, out);
+  return info.Env().Undefined();
+}
+
+Napi::Value GatherDot(const Napi::CallbackInfo& info) {
+  Args a{info, "gatherDot"};
+  a.count(8);
+  int rows = a.dim(1, "rows"), k = a.dim(2, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
+  const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
+  const float* G = a.f32(3, "G", (int64_t)rows * D);
+  const float* W = a.f32(4, "W", (int64_t)H * D);
+  float* out = a.f32(7, "out", (int64_t)rows * k);
+  a.indices(idx, (int64_t)rows * k, H, "idx");
+  sae::gather_dot(idx, rows, k, G, W, D, out);
+  return info.Env().Undefined();
+}
+
+Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
+  Args a{info, "scatterRows"};
+  a.count(8);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
+  const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
+  const float* val = a.f32(1, "val", (int64_t)rows * k);
+  const float* X = a.f32(4, "X", (int64_t)rows * D);
+  float* out = a.f32(7, "out", (int64_t)H * D);
+  a.indices(idx, (int64_t)rows * k, H, "idx");
+  sae::scatter_rows(idx, val, rows, k, X, D, out);
+  return info.Env().Undefined();
+}
+
+Napi::Value Adam(const Napi::CallbackInfo& info) {
+  Args a{info, "adam"};
+  a.count(10);
+  float* p = a.f32(0, "params", -1);
+  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  const float* g = a.f32(1, "grads", n);
+  float* m = a.f32(2, "m", n);
+  float* v = a.f32(3, "v", n);
+  sae::adam(p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"),
+            a.num(8, "bc1"), a.num(9, "bc2"));
+  return info.Env().Undefined();
+}
+
+Napi::Value RowNorms(const Napi::CallbackInfo& info) {
+  Args a{info, "rowNorms"};
+  a.count(4);
+  int rows = a.dim(1, "rows"), cols = a.dim(2, "cols");
+  sae::row_norms(a.f32(0, "W", (int64_t)rows * cols), rows, cols, a.f32(3, "out", rows));
+  return info.Env().Undefined();
+}
+
+Napi::Value ProjectRows(const Napi::CallbackInfo& info) {
+  Args a{info, "projectRows"};
+  a.count(4);
+  int rows = a.dim(2, "rows"), cols = a.dim(3, "cols");
+  sae::project_rows(a.f32(0, "G", (int64_t)rows * cols), a.f32(1, "W", (int64_t)rows * cols), rows, cols);
+  return info.Env().Undefined();
+}
+
+Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
+  Args a{info, "normalizeRows"};
+  a.count(3);
+  int rows = a.dim(1, "rows"), cols = a.dim(2, "cols");
+  sae::normalize_rows(a.f32(0, "W", (int64_t)rows * cols), rows, cols);
+  return info.Env().Undefined();
+}
+
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  Args a{info, "sumSquares"};
+  a.count(1);
+  float* p = a.f32(0, "a", -1);
+  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  return Napi::Number::New(info.Env(), sae::sum_squares(p, n));
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Args a{info, "setThreads"};
+  a.count(1);
+  int n = a.dim(0, "threads");
+  if (n < 1) a.fail("threads must be at least 1", true);
+  sae::set_threads(n);
+  return info.Env().Undefined();
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("threads", sae::get_threads());
+  o.Set("blas", sae::blas_config());
+  o.Set("compiler", std::string("g++ ") + __VERSION__);
+#if defined(__AVX512F__)
+  o.Set("simd", "avx512");
+#elif defined(__AVX2__)
+  o.Set("simd", "avx2");
+#else
+  o.Set("simd", "sse");
+#endif
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("addBias", Napi::Function::New(env, AddBias));
+  exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
+  exports.Set("colSum", Napi::Function::New(env, ColSum));
+  exports.Set("topkRows", Napi::Function::New(env, TopkRows));
+  exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
+  exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
+  exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));
+  exports.Set("adam", Napi::Function::New(env, Adam));
+  exports.Set("rowNorms", Napi::Function::New(env, RowNorms));
+  exports.Set("projectRows", Napi::Function::New(env, ProjectRows));
+  exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
+  exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads));
+  exports.Set("info", Napi::Function::New(env, Info));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(sae_native, Init)

@@ -1,0 +1,252 @@
+// Float32 kernels behind the addon. See kernels.h for the contract of each one.
+// Threads: a small std::thread fan-out per call (kernels are coarse: one call per step piece, so
+// thread start-up, ~20 µs, is noise). OpenBLAS keeps its own pthread pool; we never mix in OpenMP,
+// whose spinning workers fight OpenBLAS's on small core counts (DESIGN.md decision 1).
+#include "kernels.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <thread>
+#include <vector>
+
+namespace sae {
+
+static int g_threads = std::max(1u, std::thread::hardware_concurrency());
+
+void set_threads(int n) {
+  g_threads = std::max(1, n);
+  openblas_set_num_threads(g_threads);
+}
+int get_threads() { return g_threads; }
+std::string blas_config() { return std::string(openblas_get_config()); }
+
+// Runs fn(begin, end) over [0, n) split into contiguous chunks, one per thread.
+template <typename Fn>
+static void parallel_for(int64_t n, int64_t minChunk, Fn fn) {
+  int nt = (int)std::min<int64_t>(g_threads, std::max<int64_t>(1, n / std::max<int64_t>(1, minChunk)));
+  if (nt <= 1) {
+    fn((int64_t)0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(nt - 1);
+  int64_t chunk = (n + nt - 1) / nt;
+  for (int t = 1; t < nt; t++) {
+    int64_t b = t * chunk, e = std::min(n, b + chunk);
+    if (b < e) pool.emplace_back([=] { fn(b, e); });
+  }
+  fn((int64_t)0, std::min(n, chunk));
+  for (auto& th : pool) th.join();
+}
+
+void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+          const float* B, float beta, float* C) {
+  if (M == 0 || N == 0) return;
+  cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, N);
+}
+
+void add_bias(float* P, const float* bias, int rows, int cols, bool relu) {
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* p = P + r * cols;
+      if (bias) for (int c = 0; c < cols; c++) p[c] += bias[c];
+      if (relu) for (int c = 0; c < cols; c++) p[c] = p[c] > 0.f ? p[c] : 0.f;
+    }
+  });
+}
+
+void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols) {
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* g = G + r * cols;
+      const float* f = F + r * cols;
+      if (colAdd) {
+        for (int c = 0; c < cols; c++) g[c] = f[c] > 0.f ? g[c] + colAdd[c] : 0.f;
+      } else {
+        for (int c = 0; c < cols; c++) g[c] = f[c] > 0.f ? g[c] : 0.f;
+      }
+    }
+  });
+}
+
+void col_sum(const float* A, int rows, int cols, float* out, bool accumulate) {
+  // Threads split columns so each output element has one writer; rows are summed in order,
+  // which keeps the result independent of the thread count.
+  parallel_for(cols, 256, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; c++) if (!accumulate) out[c] = 0.f;
+    for (int r = 0; r < rows; r++) {
+      const float* a = A + (int64_t)r * cols;
+      for (int64_t c = c0; c < c1; c++) out[c] += a[c];
+    }
+  });
+}
+
+// Min-heap on "worse": smaller value, or equal value and larger column.
+static inline bool worse(float va, int ia, float vb, int ib) {
+  return va < vb || (va == vb && ia > ib);
+}
+
+static void sift_down(float* hv, int* hi, int k, int pos) {
+  for (;;) {
+    int l = 2 * pos + 1, r = l + 1, w = pos;
+    if (l < k && worse(hv[l], hi[l], hv[w], hi[w])) w = l;
+    if (r < k && worse(hv[r], hi[r], hv[w], hi[w])) w = r;
+    if (w == pos) return;
+    std::swap(hv[pos], hv[w]);
+    std::swap(hi[pos], hi[w]);
+    pos = w;
+  }
+}
+
+void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows, int cols, int k,
+               int32_t* idx, float* val) {
+  if (k == 0) return;
+  parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
+    std::vector<float> hv(k);
+    std::vector<int> hi(k);
+    for (int64_t r = r0; r < r1; r++) {
+      const float* p = P + r * cols;
+      int n = 0, c = 0;
+      // Fill the heap with the first k candidates, then keep the k best seen. A later column
+      // only enters on a strictly larger value, so ties keep the lower column.
+      for (; c < cols && n < k; c++) {
+        if (mask && !mask[c]) continue;
+        hv[n] = p[c] + (bias ? bias[c] : 0.f);
+        hi[n] = c;
+        n++;
+      }
+      for (int i = k / 2 - 1; i >= 0; i--) sift_down(hv.data(), hi.data(), k, i);
+      float floor = hv[0];
+      for (; c < cols; c++) {
+        float s = p[c] + (bias ? bias[c] : 0.f);
+        if (s <= floor || (mask && !mask[c])) continue;
+        hv[0] = s;
+        hi[0] = c;
+        sift_down(hv.data(), hi.data(), k, 0);
+        floor = hv[0];
+      }
+      // Emit in ascending column order (deterministic, and friendlier to later row gathers).
+      std::vector<std::pair<int, float>> out(k);
+      for (int j = 0; j < k; j++) out[j] = {hi[j], hv[j]};
+      std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.first < b.first; });
+      for (int j = 0; j < k; j++) {
+        idx[r * k + j] = out[j].first;
+        val[r * k + j] = out[j].second > 0.f ? out[j].second : 0.f;
+      }
+    }
+  });
+}
+
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
+                 const float* bias, float* out) {
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) {
+      float* o = out + b * D;
+      if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
+      for (int j = 0; j < k; j++) {
+        float a = val[b * k + j];
+        if (a == 0.f) continue;
+        const float* w = W + (int64_t)idx[b * k + j] * D;
+        for (int d = 0; d < D; d++) o[d] += a * w[d];
+      }
+    }
+  });
+}
+
+void gather_dot(const int32_t* idx, int rows, int k, const float* G, const float* W, int D,
+                float* out) {
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) {
+      const float* g = G + b * D;
+      for (int j = 0; j < k; j++) {
+        const float* w = W + (int64_t)idx[b * k + j] * D;
+        float s = 0.f;
+        for (int d = 0; d < D; d++) s += g[d] * w[d];
+        out[b * k + j] = s;
+      }
+    }
+  });
+}
+
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int D,
+                  float* out) {
+  // Threads own disjoint column ranges of out, so two rows that pick the same latent never race,
+  // and every element is summed in row order whatever the thread count.
+  parallel_for(D, 64, [&](int64_t d0, int64_t d1) {
+    for (int b = 0; b < rows; b++) {
+      const float* x = X + (int64_t)b * D;
+      for (int j = 0; j < k; j++) {
+        float a = val[(int64_t)b * k + j];
+        if (a == 0.f) continue;
+        float* o = out + (int64_t)idx[(int64_t)b * k + j] * D;
+        for (int64_t d = d0; d < d1; d++) o[d] += a * x[d];
+      }
+    }
+  });
+}
+
+void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+          float beta2, float eps, float bc1, float bc2) {
+  parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      float gi = g[i];
+      float mi = beta1 * m[i] + (1.f - beta1) * gi;
+      float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
+    }
+  });
+}
+
+void row_norms(const float* W, int rows, int cols, float* out) {
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* w = W + r * cols;
+      double s = 0;
+      for (int c = 0; c < cols; c++) s += (double)w[c] * w[c];
+      out[r] = (float)std::sqrt(s);
+    }
+  });
+}
+
+void project_rows(float* G, const float* W, int rows, int cols) {
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      const float* w = W + r * cols;
+      float* g = G + r * cols;
+      double ww = 0, gw = 0;
+      for (int c = 0; c < cols; c++) {
+        ww += (double)w[c] * w[c];
+        gw += (double)g[c] * w[c];
+      }
+      if (ww == 0) continue;
+      float a = (float)(gw / ww);
+      for (int c = 0; c < cols; c++) g[c] -= a * w[c];
+    }
+  });
+}
+
+void normalize_rows(float* W, int rows, int cols) {
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* w = W + r * cols;
+      double s = 0;
+      for (int c = 0; c < cols; c++) s += (double)w[c] * w[c];
+      if (s == 0) continue;
+      float inv = (float)(1.0 / std::sqrt(s));
+      for (int c = 0; c < cols; c++) w[c] *= inv;
+    }
+  });
+}
+
+double sum_squares(const float* a, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)a[i] * a[i];
+  return s;
+}
+
+}  // namespace sae

@@ -1,0 +1,63 @@
+// Coarse float32 kernels for SAE training. Pure C++: no N-API here, so this file can be
+// benchmarked and tested on its own. Every array is row-major; shapes use the project's letters:
+// B batch rows, D input dim, H latents, K selected latents per row.
+// Arguments are assumed valid: addon.cc checks every length and index before calling in.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace sae {
+
+void set_threads(int n);
+int get_threads();
+std::string blas_config();
+
+// C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or Xᵀ (OpenBLAS sgemm).
+void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+          const float* B, float beta, float* C);
+
+// P[r,c] = P[r,c] + bias[c] (bias may be null), then ReLU when relu is set.
+void add_bias(float* P, const float* bias, int rows, int cols, bool relu);
+
+// ReLU backward in place: G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null).
+void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols);
+
+// out[c] = (accumulate ? out[c] : 0) + sum_r A[r,c]
+void col_sum(const float* A, int rows, int cols, float* out, bool accumulate);
+
+// Per-row top-k of S = P + bias among the columns where mask is 1 (mask may be null).
+// idx[r, 0..k) = the chosen columns in ascending order; val = max(0, S) at those columns.
+// Ties go to the lower column. Requires k <= number of candidate columns.
+void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows, int cols, int k,
+               int32_t* idx, float* val);
+
+// out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
+                 const float* bias, float* out);
+
+// out[b,k] = G[b,:] · W[idx[b,k], :]
+void gather_dot(const int32_t* idx, int rows, int k, const float* G, const float* W, int D,
+                float* out);
+
+// out[idx[b,k], :] += val[b,k] * X[b,:]     (sparse weight gradient)
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int D,
+                  float* out);
+
+// Adam with bias correction over n contiguous parameters.
+void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+          float beta2, float eps, float bc1, float bc2);
+
+// out[i] = ||W[i,:]||
+void row_norms(const float* W, int rows, int cols, float* out);
+
+// G[i,:] -= (G[i]·Ŵ[i]) Ŵ[i], Ŵ[i] = W[i]/||W[i]||: removes the part of a decoder-row gradient
+// that would change the row's norm (the unit-norm constraint's tangent projection).
+void project_rows(float* G, const float* W, int rows, int cols);
+
+// W[i,:] /= ||W[i,:]|| (rows of norm 0 are left alone)
+void normalize_rows(float* W, int rows, int cols);
+
+// sum of squares, accumulated in double
+double sum_squares(const float* a, int64_t n);
+
+}  // namespace sae

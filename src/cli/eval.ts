@@ -1,0 +1,79 @@
+import { Command } from "commander";
+import fs from "node:fs";
+import path from "node:path";
+import { loadConfig } from "../config/load.ts";
+import { selectEngine } from "../engine/index.ts";
+import { findRun, writeFileAtomic } from "../io/run.ts";
+import { loadFinal } from "../io/weights.ts";
+import { createModel } from "../sae/index.ts";
+import { createSource } from "../data/index.ts";
+import { evaluate, type EvalResult } from "../eval/metrics.ts";
+import type { CliIo } from "./io.ts";
+import { fmtNum, positiveInt } from "./common.ts";
+
+export function evalCommand(io: CliIo): Command {
+  return new Command("eval")
+    .description("evaluate a finished run on its held-out split; prints a table and writes runs/<run-id>/eval.json")
+    .argument("<run>", "run id (or a unique prefix of one, or the run's folder)")
+    .option("--runs-dir <dir>", "folder that holds runs", "runs")
+    .option("--tokens <n>", "evaluation tokens (default: the run's data.eval_tokens)", positiveInt)
+    .option("--json", "print the result as JSON")
+    .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .addHelpText("after", `
+Examples:
+  sae eval 20261125-181500-quickstart-topk-3fa2
+  sae eval 20261125 --json`)
+    .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number }) => {
+      const dir = findRun(opts.runsDir, arg);
+      const { config } = loadConfig(path.join(dir, "config.yaml"));
+      const engine = selectEngine(opts.threads ?? config.train.threads);
+      const model = createModel(config);
+      const p = loadFinal(dir, model);
+      const data = createSource(config);
+      const N = opts.tokens ?? config.data.eval_tokens;
+      const result = evaluate(engine.engine, model, p, data.evalSet(N), N, data.groundTruth());
+      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result }, null, 2) + "\n");
+      if (opts.json) io.out(JSON.stringify(result, null, 2));
+      else {
+        io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
+        printEval(io, result);
+      }
+    });
+}
+
+export function printEval(io: CliIo, r: EvalResult): void {
+  const rows: [string, string, string][] = [
+    ["mse", fmtNum(r.mse), "Σ_d (x − x̂)² per token"],
+    ["fvu", fmtNum(r.fvu), "fraction of variance unexplained (centred)"],
+    ["explained_variance", fmtNum(r.explained_variance), "1 − fvu"],
+    ["l0", r.l0.toFixed(2), "active latents per token"],
+    ["l1", fmtNum(r.l1), "Σ_i f_i‖d_i‖ per token"],
+    ["dead_frac", pct(r.dead_frac), "latents that never fire on the eval set"],
+    ["dense_frac", pct(r.dense_frac), "latents firing on > 10% of tokens"],
+    ["l2_ratio", fmtNum(r.l2_ratio), "mean ‖x̂‖/‖x‖"],
+    ["gamma", fmtNum(r.gamma), "relative reconstruction bias (< 1: shrinkage)"],
+    ["cosine", fmtNum(r.cosine), "mean cos(x, x̂)"],
+  ];
+  if (r.ground_truth) {
+    const g = r.ground_truth;
+    rows.push(["mmcs_recall", fmtNum(g.mmcs_recall), `mean best cosine per true feature (${g.n_features})`]);
+    rows.push(["mmcs_precision", fmtNum(g.mmcs_precision), "mean best cosine per latent"]);
+    rows.push(["recovered_0_9", pct(g.recovered_0_9), "true features matched at cosine > 0.9"]);
+  }
+  const w = Math.max(...rows.map((r) => r[0].length));
+  const v = Math.max(...rows.map((r) => r[1].length));
+  for (const [k, val, what] of rows) io.out(`  ${k.padEnd(w)}  ${val.padStart(v)}  ${what}`);
+  io.out(`  density (latents per decade of firing rate): ${Object.entries(r.density_histogram).map(([k, n]) => `${k} ${n}`).join(", ")}`);
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(2)}%`;
+}
+
+export function readEval(dir: string): EvalResult | null {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8")) as EvalResult;
+  } catch {
+    return null;
+  }
+}

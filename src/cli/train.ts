@@ -1,0 +1,64 @@
+import { Command } from "commander";
+import path from "node:path";
+import cliProgress from "cli-progress";
+import { loadConfig } from "../config/load.ts";
+import { selectEngine } from "../engine/index.ts";
+import { createRunDir, newRunId } from "../io/run.ts";
+import { train, type TrainReporter } from "../train/loop.ts";
+import type { CliIo } from "./io.ts";
+import { collect, positiveInt } from "./common.ts";
+import { printEval } from "./eval.ts";
+
+export function trainCommand(io: CliIo): Command {
+  return new Command("train")
+    .description("train an SAE from a YAML experiment; writes runs/<run-id>/")
+    .argument("<config>", "YAML experiment file (see configs/)")
+    .option("--set <key=value>", "override a config key, type-checked (repeatable)", collect, [])
+    .option("--run-id <id>", "name of the run folder (default: time-name-variant-random)")
+    .option("--runs-dir <dir>", "folder that holds runs (default: the config's runs_dir, or runs)")
+    .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .addHelpText("after", `
+Examples:
+  sae train configs/quickstart.yaml
+  sae train configs/standard.yaml --set sae.l1_coefficient=0.03 --set train.steps=2000
+  for k in 16 32 64; do sae train configs/quickstart.yaml --set sae.k=$k; done`)
+    .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
+      const sets = [...opts.set];
+      if (opts.threads !== undefined) sets.push(`train.threads=${opts.threads}`);
+      if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
+      const { config, warnings } = loadConfig(file, sets);
+      for (const w of warnings) io.err(`warning: ${w}`);
+      const engine = selectEngine(config.train.threads);
+      const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
+      const runDir = createRunDir(config.runs_dir, runId);
+
+      const control = { stop: false };
+      const onSigint = () => {
+        if (control.stop) process.exit(130);
+        control.stop = true;
+        io.err("\nstopping after this step (Ctrl-C again to abort without saving)...");
+      };
+      process.on("SIGINT", onSigint);
+      let bar: cliProgress.SingleBar | null = null;
+      const reporter: TrainReporter = { log: (l) => io.err(l) };
+      if (io.isTTY) {
+        bar = new cliProgress.SingleBar(
+          { format: "{bar} {percentage}% | step {value}/{total} | {tps} tok/s | ETA {eta_formatted} | loss {loss} | L0 {l0}", stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(config.train.steps, 0, { tps: "-", loss: "-", l0: "-" });
+        reporter.progress = (step, _total, info) => bar!.update(step, { tps: Math.round(info.tokensPerSec), loss: info.loss.toPrecision(4), l0: info.l0.toFixed(1) });
+      }
+      try {
+        const { status, eval: result } = await train({ config, runDir, runId, engine, reporter, control });
+        bar?.stop();
+        if (result) {
+          io.out(`run ${runId} ${status.status}: ${path.join(config.runs_dir, runId)}`);
+          printEval(io, result);
+        }
+      } finally {
+        bar?.stop();
+        process.off("SIGINT", onSigint);
+      }
+    });
+}

@@ -1,0 +1,198 @@
+// YAML loading, `--set key=value` overrides and validation, with errors that name the key, the
+// file and line, what was expected and what was found, and suggest a fix.
+// Precedence: schema defaults < YAML file < --set.
+import fs from "node:fs";
+import YAML, { LineCounter, isMap, isPair, isScalar, type Document } from "yaml";
+import type { z } from "zod";
+import { ConfigSchema, VARIANT_KEYS, resolveConfig, type Config } from "./schema.ts";
+import { SaeError } from "../errors.ts";
+
+export interface LoadedConfig {
+  config: Config;
+  warnings: string[];
+}
+
+export function loadConfig(file: string | null, sets: string[] = []): LoadedConfig {
+  let raw: unknown = {};
+  let doc: Document | null = null;
+  const lines = new LineCounter();
+  if (file !== null) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, "utf8");
+    } catch (e) {
+      throw new SaeError("usage", `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "check the path; configs/ has examples");
+    }
+    doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    if (doc.errors.length > 0) {
+      const err = doc.errors[0];
+      const pos = lines.linePos(err.pos[0]);
+      throw new SaeError("config", `${file}:${pos.line}:${pos.col}: invalid YAML: ${err.message.split("\n")[0]}`, "fix the YAML syntax at that line");
+    }
+    raw = doc.toJS() ?? {};
+    if (typeof raw !== "object" || Array.isArray(raw)) {
+      throw new SaeError("config", `${file}: the top level must be a mapping of keys (data:, sae:, train:, ...), found ${Array.isArray(raw) ? "a list" : typeof raw}`, "see configs/quickstart.yaml");
+    }
+  }
+  const setPaths = new Map<string, string>();
+  for (const s of sets) applySet(raw as Record<string, unknown>, s, setPaths);
+
+  const parsed = ConfigSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success) {
+    const msgs = parsed.error.issues.map((issue) => describeIssue(issue, doc, lines, file, setPaths));
+    throw new SaeError("config", msgs.length === 1 ? msgs[0] : `${msgs.length} problems in the config:\n  ${msgs.join("\n  ")}`);
+  }
+  const config = resolveConfig(parsed.data);
+  const where = (p: string[]) => origin(p, doc, lines, file, setPaths);
+  crossCheck(config, where);
+
+  const warnings: string[] = [];
+  for (const [variant, keys] of Object.entries(VARIANT_KEYS)) {
+    if (variant === config.sae.variant) continue;
+    for (const k of keys) {
+      const given = (raw as { sae?: Record<string, unknown> }).sae?.[k] !== undefined;
+      if (given) warnings.push(`${where(["sae", k])}sae.${k} is ignored: only the ${variant} variant reads it (this run is ${config.sae.variant})`);
+    }
+  }
+  return { config, warnings };
+}
+
+/** Applies one `key.path=value` (value parsed as a YAML scalar) to the raw config object. */
+function applySet(raw: Record<string, unknown>, s: string, setPaths: Map<string, string>): void {
+  const eq = s.indexOf("=");
+  if (eq <= 0) throw new SaeError("usage", `--set ${s}: expected key=value, e.g. --set sae.k=64`);
+  const key = s.slice(0, eq).trim();
+  const valueText = s.slice(eq + 1);
+  const path = key.split(".");
+  let value: unknown;
+  try {
+    value = valueText === "" ? "" : YAML.parse(valueText);
+  } catch {
+    value = valueText;
+  }
+  // Walk the schema alongside the path so unknown keys are caught here with a suggestion.
+  let shape: Record<string, z.ZodType> | null = objectShape(ConfigSchema);
+  let obj = raw;
+  for (let i = 0; i < path.length; i++) {
+    const part = path[i];
+    if (!shape || !(part in shape)) {
+      const known = shape ? Object.keys(shape) : [];
+      const prefix = path.slice(0, i).join(".");
+      throw new SaeError("usage", `--set ${s}: unknown key ${prefix ? prefix + "." : ""}${part}${suggest(part, known)}`, known.length ? `keys here: ${known.join(", ")}` : undefined);
+    }
+    if (i === path.length - 1) {
+      obj[part] = value;
+    } else {
+      if (typeof obj[part] !== "object" || obj[part] === null) obj[part] = {};
+      obj = obj[part] as Record<string, unknown>;
+      shape = objectShape(shape[part]);
+    }
+  }
+  setPaths.set(key, s);
+}
+
+/** The shape of a (possibly default-wrapped / optional) zod object schema, or null. */
+function objectShape(t: z.ZodType): Record<string, z.ZodType> | null {
+  let cur: any = t;
+  for (let i = 0; i < 4 && cur; i++) {
+    if (cur.shape) return cur.shape as Record<string, z.ZodType>;
+    cur = cur.def?.innerType ?? cur._zod?.def?.innerType;
+  }
+  return null;
+}
+
+function shapeAt(path: (string | number | symbol)[]): Record<string, z.ZodType> | null {
+  let shape = objectShape(ConfigSchema);
+  for (const p of path) {
+    if (!shape || !(String(p) in shape)) return null;
+    shape = objectShape(shape[String(p)]);
+  }
+  return shape;
+}
+
+function describeIssue(issue: z.core.$ZodIssue, doc: Document | null, lines: LineCounter, file: string | null, setPaths: Map<string, string>): string {
+  const path = issue.path.map(String);
+  if (issue.code === "unrecognized_keys") {
+    const known = Object.keys(shapeAt(issue.path as string[]) ?? {});
+    return issue.keys
+      .map((k) => {
+        const full = [...path, k];
+        return `${origin(full, doc, lines, file, setPaths)}unknown key ${full.join(".")}${suggest(k, known)} (known keys${path.length ? " under " + path.join(".") : ""}: ${known.join(", ")})`;
+      })
+      .join("\n  ");
+  }
+  const input = (issue as { input?: unknown }).input;
+  const expected = issue.message.replace(/^Invalid input: |^Invalid option: |^Too big: |^Too small: /, "").replace(/, received .*$/, "");
+  return `${origin(path, doc, lines, file, setPaths)}${path.join(".") || "(top level)"}: ${expected}, but found ${show(input)}`;
+}
+
+/** "file:line:col: " for a key from the YAML file, "--set k=v: " for an override, or "". */
+function origin(path: string[], doc: Document | null, lines: LineCounter, file: string | null, setPaths: Map<string, string>): string {
+  const set = setPaths.get(path.join("."));
+  if (set !== undefined) return `--set ${set}: `;
+  if (!doc || !file) return "";
+  const pos = locate(doc, path);
+  if (pos === null) return `${file}: `;
+  const lp = lines.linePos(pos);
+  return `${file}:${lp.line}:${lp.col}: `;
+}
+
+/** Source offset of the key (or the deepest existing parent key) at path. */
+function locate(doc: Document, path: string[]): number | null {
+  let node: unknown = doc.contents;
+  let found: number | null = null;
+  for (const part of path) {
+    if (!isMap(node)) break;
+    const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && String(it.key.value) === part);
+    if (!pair || !isPair(pair) || !isScalar(pair.key)) break;
+    found = pair.key.range?.[0] ?? found;
+    node = pair.value;
+  }
+  return found;
+}
+
+function show(v: unknown): string {
+  if (v === undefined) return "nothing";
+  if (v === null) return "null";
+  if (typeof v === "string") return `"${v}" (a string)`;
+  if (typeof v === "object") return Array.isArray(v) ? "a list" : "a mapping";
+  return `${String(v)} (a ${typeof v})`;
+}
+
+export function suggest(word: string, known: string[]): string {
+  let best = "", bestD = Infinity;
+  for (const k of known) {
+    const d = editDistance(word.toLowerCase(), k.toLowerCase());
+    if (d < bestD) { bestD = d; best = k; }
+  }
+  return best && bestD <= Math.max(2, Math.floor(word.length / 3)) ? ` (did you mean ${best}?)` : "";
+}
+
+function editDistance(a: string, b: string): number {
+  const dp = Array.from({ length: a.length + 1 }, (_, i) => [i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) dp[0][j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++)
+      dp[i][j] = Math.min(dp[i - 1][j] + 1, dp[i][j - 1] + 1, dp[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+  return dp[a.length][b.length];
+}
+
+/** Rules that involve more than one key. */
+function crossCheck(c: Config, where: (p: string[]) => string): void {
+  const fail = (p: string[], msg: string, hint: string) => {
+    throw new SaeError("config", `${where(p)}${p.join(".")}: ${msg}`, hint);
+  };
+  if (c.sae.variant === "topk" && c.sae.k > c.sae.d_sae)
+    fail(["sae", "k"], `k = ${c.sae.k} exceeds the number of latents d_sae = ${c.sae.d_sae}`, "lower sae.k or raise sae.d_sae / sae.expansion_factor");
+  if (c.sae.k_aux > c.sae.d_sae)
+    fail(["sae", "k_aux"], `k_aux = ${c.sae.k_aux} exceeds d_sae = ${c.sae.d_sae}`, "lower sae.k_aux");
+  const syn = c.data.synthetic;
+  if (syn.mean_active > syn.n_features)
+    fail(["data", "synthetic", "mean_active"], `mean_active = ${syn.mean_active} exceeds n_features = ${syn.n_features}`, "lower mean_active or raise n_features");
+  if (syn.magnitude_min > syn.magnitude_max)
+    fail(["data", "synthetic", "magnitude_min"], `magnitude_min = ${syn.magnitude_min} exceeds magnitude_max = ${syn.magnitude_max}`, "swap them");
+}
+
+export function configToYaml(c: Config): string {
+  return YAML.stringify(c, { lineWidth: 0 });
+}

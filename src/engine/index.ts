@@ -1,0 +1,62 @@
+// Picks the engine once at start-up: the native addon when it loads, else the TypeScript
+// reference kernels. SAE_ENGINE=typescript|native forces one. The caller prints `reason`.
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import os from "node:os";
+import { jsEngine } from "./js.ts";
+import type { Engine } from "./types.ts";
+import { SaeError } from "../errors.ts";
+
+export type { Arr, Engine } from "./types.ts";
+
+export interface NativeInfo { threads: number; blas: string; compiler: string; simd: string }
+interface NativeAddon extends Omit<Engine, "name"> { setThreads(n: number): void; info(): NativeInfo }
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const addonPath = path.join(root, "build/Release/sae_native.node");
+
+let cached: { addon: NativeAddon | null; error: string | null } | null = null;
+
+/** Loads the addon once; returns it, or null with the reason it failed. */
+export function loadNative(): { addon: NativeAddon | null; error: string | null } {
+  if (cached) return cached;
+  try {
+    const require = createRequire(import.meta.url);
+    cached = { addon: require(addonPath) as NativeAddon, error: null };
+  } catch (e) {
+    cached = { addon: null, error: (e as Error).message.split("\n")[0] };
+  }
+  return cached;
+}
+
+export function nativeEngine(addon: NativeAddon): Engine {
+  return {
+    name: "native",
+    gemm: addon.gemm, addBias: addon.addBias, reluBackward: addon.reluBackward, colSum: addon.colSum,
+    topkRows: addon.topkRows, gatherRows: addon.gatherRows, gatherDot: addon.gatherDot,
+    scatterRows: addon.scatterRows, adam: addon.adam, rowNorms: addon.rowNorms,
+    projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares,
+  };
+}
+
+export interface EngineChoice { engine: Engine; threads: number; reason: string; info: NativeInfo | null }
+
+export function selectEngine(threads?: number): EngineChoice {
+  const want = process.env.SAE_ENGINE ?? "auto";
+  if (!["auto", "native", "typescript"].includes(want)) {
+    throw new SaeError("usage", `SAE_ENGINE=${want} is not an engine`, "use SAE_ENGINE=native, SAE_ENGINE=typescript, or unset it");
+  }
+  const n = threads ?? os.availableParallelism();
+  if (want === "typescript") return { engine: jsEngine, threads: 1, reason: "TypeScript engine (SAE_ENGINE=typescript)", info: null };
+  const { addon, error } = loadNative();
+  if (!addon) {
+    if (want === "native") {
+      throw new SaeError("runtime", `the native engine did not load: ${error}`, "run `npm run build:native` (needs libopenblas-pthread-dev and pkg-config), then `sae doctor`");
+    }
+    return { engine: jsEngine, threads: 1, reason: `TypeScript engine, slow (native addon not loaded: ${error}; run \`npm run build:native\`)`, info: null };
+  }
+  addon.setThreads(n);
+  const info = addon.info();
+  return { engine: nativeEngine(addon), threads: n, reason: `native engine, ${n} threads, ${info.blas.split(" ").slice(0, 2).join(" ")}`, info };
+}

@@ -1,0 +1,154 @@
+// Reference kernels in plain TypeScript. Straightforward loops, written for clarity: they are the
+// oracle for the native parity tests and run the float64 gradient checks. Works on Float32Array
+// (rounding each stored result to float32) and Float64Array alike.
+import type { Arr, Engine } from "./types.ts";
+
+export const jsEngine: Engine = {
+  name: "typescript",
+
+  gemm(transA, transB, M, N, K, alpha, A, B, beta, C) {
+    const acc = new Float64Array(N);
+    for (let i = 0; i < M; i++) {
+      acc.fill(0);
+      for (let p = 0; p < K; p++) {
+        const a = transA ? A[p * M + i] : A[i * K + p];
+        if (a === 0) continue;
+        if (transB) for (let j = 0; j < N; j++) acc[j] += a * B[j * K + p];
+        else {
+          const off = p * N;
+          for (let j = 0; j < N; j++) acc[j] += a * B[off + j];
+        }
+      }
+      const off = i * N;
+      for (let j = 0; j < N; j++) C[off + j] = alpha * acc[j] + (beta === 0 ? 0 : beta * C[off + j]);
+    }
+  },
+
+  addBias(P, bias, rows, cols, relu) {
+    for (let r = 0; r < rows; r++) {
+      const off = r * cols;
+      for (let c = 0; c < cols; c++) {
+        let v = P[off + c] + (bias ? bias[c] : 0);
+        if (relu && !(v > 0)) v = 0;
+        P[off + c] = v;
+      }
+    }
+  },
+
+  reluBackward(G, F, colAdd, rows, cols) {
+    for (let r = 0; r < rows; r++) {
+      const off = r * cols;
+      for (let c = 0; c < cols; c++) G[off + c] = F[off + c] > 0 ? G[off + c] + (colAdd ? colAdd[c] : 0) : 0;
+    }
+  },
+
+  colSum(A, rows, cols, out, accumulate) {
+    if (!accumulate) out.fill(0, 0, cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c] += A[r * cols + c];
+  },
+
+  topkRows(P, bias, mask, rows, cols, k, idx, val) {
+    const cand: number[] = [];
+    for (let c = 0; c < cols; c++) if (!mask || mask[c]) cand.push(c);
+    if (k > cand.length) throw new RangeError(`topkRows: k = ${k} exceeds the ${cand.length} candidate columns`);
+    const s = new Float64Array(cols);
+    for (let r = 0; r < rows; r++) {
+      // float32 addition to match the native kernel bit for bit on Float32Array inputs
+      const f32 = P instanceof Float32Array;
+      for (const c of cand) s[c] = f32 ? Math.fround(P[r * cols + c] + (bias ? bias[c] : 0)) : P[r * cols + c] + (bias ? bias[c] : 0);
+      const order = cand.slice().sort((a, b) => s[b] - s[a] || a - b).slice(0, k).sort((a, b) => a - b);
+      for (let j = 0; j < k; j++) {
+        idx[r * k + j] = order[j];
+        val[r * k + j] = Math.max(0, s[order[j]]);
+      }
+    }
+  },
+
+  gatherRows(idx, val, rows, k, W, H, D, bias, out) {
+    checkIdx(idx, H);
+    for (let b = 0; b < rows; b++) {
+      for (let d = 0; d < D; d++) out[b * D + d] = bias ? bias[d] : 0;
+      for (let j = 0; j < k; j++) {
+        const a = val[b * k + j];
+        if (a === 0) continue;
+        const w = idx[b * k + j] * D;
+        for (let d = 0; d < D; d++) out[b * D + d] += a * W[w + d];
+      }
+    }
+  },
+
+  gatherDot(idx, rows, k, G, W, H, D, out) {
+    checkIdx(idx, H);
+    for (let b = 0; b < rows; b++) {
+      for (let j = 0; j < k; j++) {
+        const w = idx[b * k + j] * D;
+        let s = 0;
+        for (let d = 0; d < D; d++) s += G[b * D + d] * W[w + d];
+        out[b * k + j] = s;
+      }
+    }
+  },
+
+  scatterRows(idx, val, rows, k, X, H, D, out) {
+    checkIdx(idx, H);
+    for (let b = 0; b < rows; b++) {
+      for (let j = 0; j < k; j++) {
+        const a = val[b * k + j];
+        if (a === 0) continue;
+        const o = idx[b * k + j] * D;
+        for (let d = 0; d < D; d++) out[o + d] += a * X[b * D + d];
+      }
+    }
+  },
+
+  adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2) {
+    for (let i = 0; i < p.length; i++) {
+      m[i] = beta1 * m[i] + (1 - beta1) * g[i];
+      v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+      p[i] -= (lr * (m[i] / bc1)) / (Math.sqrt(v[i] / bc2) + eps);
+    }
+  },
+
+  rowNorms(W, rows, cols, out) {
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += W[r * cols + c] ** 2;
+      out[r] = Math.sqrt(s);
+    }
+  },
+
+  projectRows(G, W, rows, cols) {
+    for (let r = 0; r < rows; r++) {
+      let ww = 0, gw = 0;
+      for (let c = 0; c < cols; c++) {
+        ww += W[r * cols + c] ** 2;
+        gw += G[r * cols + c] * W[r * cols + c];
+      }
+      if (ww === 0) continue;
+      const a = gw / ww;
+      for (let c = 0; c < cols; c++) G[r * cols + c] -= a * W[r * cols + c];
+    }
+  },
+
+  normalizeRows(W, rows, cols) {
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += W[r * cols + c] ** 2;
+      if (s === 0) continue;
+      const inv = 1 / Math.sqrt(s);
+      for (let c = 0; c < cols; c++) W[r * cols + c] *= inv;
+    }
+  },
+
+  sumSquares(a: Arr) {
+    let s = 0;
+    for (let i = 0; i < a.length; i++) s += a[i] * a[i];
+    return s;
+  },
+};
+
+function checkIdx(idx: Int32Array, H: number): void {
+  for (let j = 0; j < idx.length; j++) {
+    if (idx[j] < 0 || idx[j] >= H) throw new RangeError(`idx[${j}] = ${idx[j]} is outside [0, ${H})`);
+  }
+}

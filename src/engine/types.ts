@@ -1,0 +1,33 @@
+// The kernel interface every variant computes through. Two implementations: the native addon
+// (float32, OpenBLAS, threads) and the TypeScript reference (float32 or float64: the test oracle,
+// the float64 gradient checks, and the fallback when the addon is missing). Row-major arrays;
+// letters: B batch rows, D input dim, H latents, K selected latents per row.
+
+export type Arr = Float32Array | Float64Array;
+
+export interface Engine {
+  readonly name: "native" | "typescript";
+  /** C[M,N] = alpha·op(A)·op(B) + beta·C; op(A) is [M,K], op(B) is [K,N]. */
+  gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Arr, B: Arr, beta: number, C: Arr): void;
+  /** P[r,c] += bias[c] (bias may be null), then ReLU if relu. */
+  addBias(P: Arr, bias: Arr | null, rows: number, cols: number, relu: boolean): void;
+  /** G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null). */
+  reluBackward(G: Arr, F: Arr, colAdd: Arr | null, rows: number, cols: number): void;
+  /** out[c] = (accumulate ? out[c] : 0) + Σ_r A[r,c] */
+  colSum(A: Arr, rows: number, cols: number, out: Arr, accumulate: boolean): void;
+  /** Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column. */
+  topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr): void;
+  /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
+  gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
+  /** out[b,k] = G[b,:]·W[idx[b,k],:] */
+  gatherDot(idx: Int32Array, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
+  /** out[idx[b,k],:] += val[b,k]·X[b,:]   (out is [H, D]) */
+  scatterRows(idx: Int32Array, val: Arr, rows: number, k: number, X: Arr, H: number, D: number, out: Arr): void;
+  /** One Adam step with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
+  adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number): void;
+  rowNorms(W: Arr, rows: number, cols: number, out: Arr): void;
+  /** G[i] −= (G[i]·Ŵ[i])Ŵ[i]: drop the gradient component along each (unit) decoder row. */
+  projectRows(G: Arr, W: Arr, rows: number, cols: number): void;
+  normalizeRows(W: Arr, rows: number, cols: number): void;
+  sumSquares(a: Arr): number;
+}
