@@ -39,7 +39,8 @@ export function loadConfig(file: string | null, sets: string[] = []): LoadedConf
 
   const parsed = ConfigSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
-    const msgs = parsed.error.issues.map((issue) => describeIssue(issue, doc, lines, file, setPaths));
+    const msgs = parsed.error.issues.flatMap((issue) => describeIssue(issue, doc, lines, file, setPaths).split("\n  "));
+    msgs.sort((a, b) => lineOf(a) - lineOf(b));
     throw new SaeError("config", msgs.length === 1 ? msgs[0] : `${msgs.length} problems in the config:\n  ${msgs.join("\n  ")}`);
   }
   const config = resolveConfig(parsed.data);
@@ -149,6 +150,12 @@ function locate(doc: Document, path: string[]): number | null {
     node = pair.value;
   }
   return found;
+}
+
+/** the line number in a "file:line:col: ..." message, for ordering (unknown lines last) */
+function lineOf(msg: string): number {
+  const m = /^[^:]+:(\d+):\d+: /.exec(msg);
+  return m ? Number(m[1]) : Infinity;
 }
 
 function show(v: unknown): string {

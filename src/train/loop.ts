@@ -13,6 +13,7 @@ import type { Code } from "../sae/variant.ts";
 import { createSource, estimateScale, scaleInPlace } from "../data/index.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
 import { saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import { optimizerStep } from "./step.ts";
 import { MetricsLog, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
 import { saveFinal } from "../io/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -78,23 +79,10 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       let nDead = 0;
       for (let i = 0; i < H; i++) nDead += dead[i] = s.sinceFired[i] >= t.dead_tokens_threshold ? 1 : 0;
 
-      // forward + backward
-      grads.buf.fill(0);
-      const inp = { e, p: s.p, X, B, coeff, dead: nDead > 0 ? dead : null };
-      const fwd = model.forward(inp);
-      model.backward(inp, grads);
+      const { fwd, gradNorm: gnorm } = optimizerStep(e, model, s, grads, X, B, {
+        lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, gradClip: t.grad_clip, coeff, dead: nDead > 0 ? dead : null,
+      });
       if (!Number.isFinite(fwd.terms.loss)) throw new Error(`loss became ${fwd.terms.loss} at step ${step}; lower train.lr or check the data`);
-
-      // global gradient-norm clipping, then the unit-norm constraint's tangent projection
-      const gnorm = Math.sqrt(e.sumSquares(grads.buf));
-      if (t.grad_clip > 0 && gnorm > t.grad_clip) {
-        const f = t.grad_clip / gnorm;
-        for (let i = 0; i < grads.buf.length; i++) grads.buf[i] *= f;
-      }
-      if (model.unitNormDecoder) e.projectRows(grads.get("W_dec"), s.p.get("W_dec"), H, D);
-      s.adamT++;
-      e.adam(s.p.buf, grads.buf, s.m.buf, s.v.buf, lr, t.beta1, t.beta2, t.eps, 1 - t.beta1 ** s.adamT, 1 - t.beta2 ** s.adamT);
-      if (model.unitNormDecoder) e.normalizeRows(s.p.get("W_dec"), H, D);
 
       // dead-latent counters, in tokens (sae-variants.md §1.5): fired = value > 0 anywhere in the batch
       firedLatents(e, fwd.code, B, H, fired);

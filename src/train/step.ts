@@ -1,0 +1,55 @@
+// One optimisation step, shared by the training loop and the tests:
+// forward → backward → clip → unit-norm projection → Adam (frozen parameters skipped) → renormalise.
+import type { Arr, Engine } from "../engine/types.ts";
+import type { ParamSet } from "../sae/params.ts";
+import type { ForwardResult, SaeModel } from "../sae/variant.ts";
+
+export interface OptimState {
+  p: ParamSet;
+  m: ParamSet;
+  v: ParamSet;
+  /** Adam's step counter t (bias corrections use β^t) */
+  adamT: number;
+}
+
+export interface StepSettings {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  /** global gradient-norm clip; 0 = off */
+  gradClip: number;
+  /** the sparsity coefficient at this step */
+  coeff: number;
+  dead: Uint8Array | null;
+  /** parameter names that must not change */
+  frozen?: ReadonlySet<string>;
+}
+
+export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: ParamSet, X: Arr, B: number, o: StepSettings): { fwd: ForwardResult; gradNorm: number } {
+  const { D, H } = model.dims;
+  grads.buf.fill(0);
+  const inp = { e, p: s.p, X, B, coeff: o.coeff, dead: o.dead };
+  const fwd = model.forward(inp);
+  model.backward(inp, grads);
+  const frozen = o.frozen ?? new Set<string>();
+  for (const name of frozen) grads.get(name).fill(0);
+  const gradNorm = Math.sqrt(e.sumSquares(grads.buf));
+  if (o.gradClip > 0 && gradNorm > o.gradClip) {
+    const f = o.gradClip / gradNorm;
+    for (let i = 0; i < grads.buf.length; i++) grads.buf[i] *= f;
+  }
+  const constrain = model.unitNormDecoder && !frozen.has("W_dec");
+  if (constrain) e.projectRows(grads.get("W_dec"), s.p.get("W_dec"), H, D);
+  s.adamT++;
+  const bc1 = 1 - o.beta1 ** s.adamT, bc2 = 1 - o.beta2 ** s.adamT;
+  if (frozen.size === 0) {
+    e.adam(s.p.buf, grads.buf, s.m.buf, s.v.buf, o.lr, o.beta1, o.beta2, o.eps, bc1, bc2);
+  } else {
+    for (const { name } of s.p.specs) {
+      if (!frozen.has(name)) e.adam(s.p.get(name), grads.get(name), s.m.get(name), s.v.get(name), o.lr, o.beta1, o.beta2, o.eps, bc1, bc2);
+    }
+  }
+  if (constrain) e.normalizeRows(s.p.get("W_dec"), H, D);
+  return { fwd, gradNorm };
+}

@@ -1,0 +1,71 @@
+// Shared test utilities: float64 finite-difference gradient checks, random arrays, an in-process CLI.
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { jsEngine } from "../src/engine/js.ts";
+import { ParamSet } from "../src/sae/params.ts";
+import type { SaeModel, StepInput } from "../src/sae/variant.ts";
+import { Rng } from "../src/train/rng.ts";
+import { main } from "../src/cli/main.ts";
+
+export function randn(n: number, rng: Rng, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {
+  const a = new ctor(n);
+  for (let i = 0; i < n; i++) a[i] = scale * rng.normal();
+  return a;
+}
+
+/**
+ * Central differences (h = 1e-6, float64) of the model's loss against its backward for every
+ * element of every parameter. Returns the worst relative error max|a − n| / max(1e-6, |a| + |n|).
+ */
+export function gradCheck(model: SaeModel, p: ParamSet, inp: Omit<StepInput, "e" | "p">, h = 1e-6): { worst: number; where: string; checked: number } {
+  const base: StepInput = { ...inp, e: jsEngine, p };
+  const g = p.like();
+  model.forward(base);
+  model.backward(base, g);
+  let worst = 0, where = "", checked = 0;
+  for (const { name } of p.specs) {
+    const w = p.get(name), gw = g.get(name);
+    for (let i = 0; i < w.length; i++) {
+      const keep = w[i];
+      w[i] = keep + h;
+      const up = model.forward(base).terms.loss;
+      w[i] = keep - h;
+      const down = model.forward(base).terms.loss;
+      w[i] = keep;
+      const num = (up - down) / (2 * h);
+      const err = Math.abs(num - gw[i]) / Math.max(1e-6, Math.abs(num) + Math.abs(gw[i]));
+      checked++;
+      if (err > worst) { worst = err; where = `${name}[${i}]: analytic ${gw[i]}, numeric ${num}`; }
+    }
+  }
+  return { worst, where, checked };
+}
+
+export function randomParams(model: SaeModel, seed: number, scale = 0.5): ParamSet {
+  const p = new ParamSet(model.specs, Float64Array);
+  const rng = new Rng(seed, 7);
+  for (let i = 0; i < p.buf.length; i++) p.buf[i] = scale * rng.normal();
+  return p;
+}
+
+export function tmpDir(prefix = "sae-test-"): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** Runs the CLI in-process; returns its exit code and what it printed. */
+export async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = "", err = "";
+  const code = await main(args, { out: (t) => void (out += t.endsWith("\n") ? t : t + "\n"), err: (t) => void (err += t.endsWith("\n") ? t : t + "\n"), isTTY: false });
+  return { code, out, err };
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+export const MODELS_DIR = process.env.SAE_SHARED_MODELS;

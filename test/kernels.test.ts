@@ -1,0 +1,152 @@
+// Native kernels against the TypeScript reference, on odd and power-of-two shapes, plus the
+// addon's argument checks (bad input must throw, never crash the process).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { jsEngine } from "../src/engine/js.ts";
+import { loadNative, nativeEngine } from "../src/engine/index.ts";
+import type { Engine } from "../src/engine/types.ts";
+import { Rng } from "../src/train/rng.ts";
+import { maxAbsDiff, randn } from "./helpers.ts";
+
+const { addon, error } = loadNative();
+const skip = addon ? false : process.env.CI ? false : `native addon not built (${error})`;
+if (!addon && process.env.CI) throw new Error(`native addon must load under CI: ${error}`);
+const nat: Engine = addon ? nativeEngine(addon) : jsEngine;
+
+const SHAPES = [
+  { B: 7, D: 13, H: 29, K: 5 },
+  { B: 16, D: 32, H: 64, K: 8 },
+  { B: 33, D: 65, H: 257, K: 17 },
+];
+const f32 = (n: number, seed: number, scale = 1) => randn(n, new Rng(seed), scale, Float32Array) as Float32Array;
+
+function close(name: string, a: ArrayLike<number>, b: ArrayLike<number>, tol: number) {
+  const d = maxAbsDiff(a, b);
+  assert.ok(d <= tol, `${name}: max |native − reference| = ${d} > ${tol}`);
+}
+
+for (const { B, D, H, K } of SHAPES) {
+  const tag = `B=${B} D=${D} H=${H} K=${K}`;
+
+  test(`gemm, all four transposes (${tag})`, { skip }, () => {
+    for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      const A = f32(B * D, 1), Bm = f32(D * H, 2), C0 = f32(B * H, 3);
+      const c1 = C0.slice(), c2 = C0.slice();
+      nat.gemm(tA, tB, B, H, D, 0.7, A, Bm, 0.3, c1);
+      jsEngine.gemm(tA, tB, B, H, D, 0.7, A, Bm, 0.3, c2);
+      close(`gemm(${tA},${tB})`, c1, c2, 1e-4);
+    }
+  });
+
+  test(`addBias, reluBackward, colSum (${tag})`, { skip }, () => {
+    for (const relu of [true, false]) {
+      const P = f32(B * H, 4), bias = f32(H, 5);
+      const a = P.slice(), b = P.slice();
+      nat.addBias(a, bias, B, H, relu);
+      jsEngine.addBias(b, bias, B, H, relu);
+      close("addBias", a, b, 0);
+    }
+    const G = f32(B * H, 6), F = f32(B * H, 7), add = f32(H, 8);
+    for (const colAdd of [add, null]) {
+      const a = G.slice(), b = G.slice();
+      nat.reluBackward(a, F, colAdd, B, H);
+      jsEngine.reluBackward(b, F, colAdd, B, H);
+      close("reluBackward", a, b, 0);
+    }
+    const o1 = f32(H, 9), o2 = o1.slice();
+    nat.colSum(G, B, H, o1, true);
+    jsEngine.colSum(G, B, H, o2, true);
+    close("colSum", o1, o2, 1e-5);
+  });
+
+  test(`topkRows with and without mask, bias (${tag})`, { skip }, () => {
+    const P = f32(B * H, 10), bias = f32(H, 11, 0.1);
+    const mask = new Uint8Array(H).map((_, i) => (i % 3 === 0 ? 1 : 0));
+    for (const [m, k] of [[null, K], [mask, Math.min(K, Math.ceil(H / 3))]] as const) {
+      const i1 = new Int32Array(B * k), i2 = new Int32Array(B * k);
+      const v1 = new Float32Array(B * k), v2 = new Float32Array(B * k);
+      nat.topkRows(P, bias, m, B, H, k, i1, v1);
+      jsEngine.topkRows(P, bias, m, B, H, k, i2, v2);
+      assert.deepEqual(i1, i2);
+      close("topk values", v1, v2, 0);
+      if (m) for (const i of i1) assert.equal(m[i], 1, "selected a masked-out column");
+    }
+  });
+
+  test(`gatherRows, gatherDot, scatterRows (${tag})`, { skip }, () => {
+    const idx = new Int32Array(B * K).map((_, j) => (j * 7919) % H);
+    const val = f32(B * K, 12);
+    val[0] = 0; // zero values are skipped by the kernels and must not matter
+    const W = f32(H * D, 13), bias = f32(D, 14), G = f32(B * D, 15);
+    for (const b of [bias, null]) {
+      const o1 = new Float32Array(B * D), o2 = new Float32Array(B * D);
+      nat.gatherRows(idx, val, B, K, W, H, D, b, o1);
+      jsEngine.gatherRows(idx, val, B, K, W, H, D, b, o2);
+      close("gatherRows", o1, o2, 1e-5);
+    }
+    const d1 = new Float32Array(B * K), d2 = new Float32Array(B * K);
+    nat.gatherDot(idx, B, K, G, W, H, D, d1);
+    jsEngine.gatherDot(idx, B, K, G, W, H, D, d2);
+    close("gatherDot", d1, d2, 1e-5);
+    const s1 = f32(H * D, 16), s2 = s1.slice();
+    nat.scatterRows(idx, val, B, K, G, H, D, s1);
+    jsEngine.scatterRows(idx, val, B, K, G, H, D, s2);
+    close("scatterRows", s1, s2, 1e-5);
+  });
+
+  test(`adam, rowNorms, projectRows, normalizeRows, sumSquares (${tag})`, { skip }, () => {
+    const n = H * D;
+    const p1 = f32(n, 17), g = f32(n, 18), m1 = f32(n, 19, 0.1), v1 = f32(n, 20, 0.1).map(Math.abs);
+    const p2 = p1.slice(), m2 = m1.slice(), v2 = v1.slice();
+    nat.adam(p1, g, m1, v1, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002);
+    jsEngine.adam(p2, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002);
+    // float32 rounding differs with FMA contraction: compare relative to each array's scale
+    for (const [name, a, b] of [["adam p", p1, p2], ["adam m", m1, m2], ["adam v", v1, v2]] as const) {
+      close(name, a, b, 1e-6 * Math.max(...b.map(Math.abs)));
+    }
+    const W = f32(n, 21), r1 = new Float32Array(H), r2 = new Float32Array(H);
+    nat.rowNorms(W, H, D, r1);
+    jsEngine.rowNorms(W, H, D, r2);
+    close("rowNorms", r1, r2, 1e-5);
+    const G1 = f32(n, 22), G2 = G1.slice();
+    nat.projectRows(G1, W, H, D);
+    jsEngine.projectRows(G2, W, H, D);
+    close("projectRows", G1, G2, 1e-5);
+    const W1 = W.slice(), W2 = W.slice();
+    nat.normalizeRows(W1, H, D);
+    jsEngine.normalizeRows(W2, H, D);
+    close("normalizeRows", W1, W2, 1e-6);
+    assert.ok(Math.abs(nat.sumSquares(W) - jsEngine.sumSquares(W)) < 1e-6 * jsEngine.sumSquares(W));
+  });
+}
+
+test("topkRows: ties go to the lower column; rows with fewer than K positives keep zeros", { skip }, () => {
+  const H = 10, k = 4;
+  const P = new Float32Array([
+    1, 5, 5, 0, 5, 5, 2, 0, 0, 0, // ties at 5: columns 1, 2, 4, 5 win over the 1 and 2
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, // all tied: the first four columns
+    -1, 2, -3, -4, -5, -6, -7, -8, -9, -0.5, // one positive: L0 = 1, three zero values
+  ]);
+  for (const e of [nat, jsEngine]) {
+    const idx = new Int32Array(3 * k), val = new Float32Array(3 * k);
+    e.topkRows(P, null, null, 3, H, k, idx, val);
+    assert.deepEqual([...idx], [1, 2, 4, 5, 0, 1, 2, 3, 0, 1, 2, 9], e.name);
+    assert.deepEqual([...val], [5, 5, 5, 5, 3, 3, 3, 3, 0, 2, 0, 0], e.name);
+  }
+});
+
+test("native addon: bad arguments throw errors instead of crashing", { skip }, () => {
+  const a = addon!;
+  const x = new Float32Array(6);
+  assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, x, x, 0, x), /gemm: A has length 6, expected 2/);
+  assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, new Float64Array(2) as unknown as Float32Array, x, 0, x), /A must be a Float32Array/);
+  assert.throws(() => (a.gemm as (...args: unknown[]) => void)(1), /expected 10 arguments/);
+  assert.throws(() => a.addBias(x, null, -1, 6, true), /rows must be a non-negative integer/);
+  assert.throws(() => a.addBias(x, null, 1.5, 4, true), /rows must be a non-negative integer/);
+  const idx = new Int32Array([0, 7]);
+  assert.throws(() => a.gatherRows(idx, new Float32Array(2), 1, 2, new Float32Array(12), 4, 3, null, new Float32Array(3)), /idx\[1\] = 7 is outside \[0, 4\)/);
+  assert.throws(() => a.scatterRows(new Int32Array([-1]), new Float32Array(1), 1, 1, new Float32Array(3), 4, 3, new Float32Array(12)), /outside/);
+  assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
+  assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1), /grads has length 5, expected 6/);
+  assert.throws(() => a.setThreads(0), /threads must be at least 1/);
+});
