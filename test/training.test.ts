@@ -135,3 +135,29 @@ test("synthetic data: correlated firing keeps the marginal rates", () => {
   // independent: P(both) = (1/8)² ≈ 0.016; correlated: clearly more
   assert.ok(both / N > 0.03, `P(feature 0 and 1 together) = ${both / N}`);
 });
+
+test("safetensors: round trip of F32, F64 and I32 tensors with metadata; truncated files are rejected", async () => {
+  const { writeSafetensors, readSafetensors } = await import("../src/io/safetensors.ts");
+  const fs = await import("node:fs");
+  const path = await import("node:path");
+  const { tmpDir } = await import("./helpers.ts");
+  const file = path.join(tmpDir(), "t.safetensors");
+  writeSafetensors(file, {
+    a: { dtype: "F32", shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6.5]) },
+    b: { dtype: "F64", shape: [2], data: new Float64Array([Math.PI, -1e300]) },
+    c: { dtype: "I32", shape: [1], data: new Int32Array([-7]) },
+  }, { note: "hi" });
+  const { tensors, metadata } = readSafetensors(file);
+  assert.deepEqual([...tensors.a.data], [1, 2, 3, 4, 5, 6.5]);
+  assert.deepEqual(tensors.a.shape, [2, 3]);
+  assert.deepEqual([...tensors.b.data], [Math.PI, -1e300]);
+  assert.deepEqual([...tensors.c.data], [-7]);
+  assert.equal(metadata.note, "hi");
+  // the header length is 8-byte aligned, as the format recommends
+  assert.equal(Number(fs.readFileSync(file).readBigUInt64LE(0)) % 8, 0);
+  const bytes = fs.readFileSync(file);
+  fs.writeFileSync(file, bytes.subarray(0, bytes.length - 4));
+  assert.throws(() => readSafetensors(file), /t\.safetensors is not a valid safetensors file: tensor c ends at byte/);
+  fs.writeFileSync(file, bytes.subarray(0, 5));
+  assert.throws(() => readSafetensors(file), /shorter than its 8-byte header/);
+});
