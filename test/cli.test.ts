@@ -67,7 +67,7 @@ test("train → eval → runs: a seeded run reaches the expected metrics, determ
     assert.ok(fs.existsSync(path.join(runs, "a", f)), `missing ${f}`);
   }
   const header = fs.readFileSync(path.join(runs, "a", "metrics.csv"), "utf8").split("\n")[0];
-  assert.equal(header, "step,tokens,lr,sparsity_coeff,loss,mse,sparsity_loss,aux_loss,fvu,l0,dead_frac,grad_norm,tokens_per_s");
+  assert.equal(header, "step,phase,tokens,lr,sparsity_coeff,loss,mse,sparsity_loss,aux_loss,fvu,l0,dead_frac,grad_norm,tokens_per_s");
   assert.equal(csvWithoutTiming(path.join(runs, "a", "metrics.csv")).length, 1 + 600 / 50);
   // the resolved config has every default written out and loads back to the same config
   const resolved = fs.readFileSync(path.join(runs, "a", "config.yaml"), "utf8");
@@ -147,7 +147,7 @@ test("bad --set values and other usage errors exit 2 with a clear message", asyn
     [["--set", "sae.k=abc"], /--set sae\.k=abc: sae\.k: expected number, but found "abc"/],
     [["--set", "sae.kk=3"], /--set sae\.kk=3: unknown key sae\.kk \(did you mean k\?\)/],
     [["--set", "sae.k"], /--set sae\.k: expected key=value/],
-    [["--set", "sae.variant=gatd"], /sae\.variant: expected one of "standard"\|"topk", but found "gatd"/],
+    [["--set", "sae.variant=gatd"], /sae\.variant: expected one of "standard"\|"tanh"\|"scaled"\|"gated"\|"topk"\|"batchtopk"\|"jumprelu", but found "gatd"/],
     [["--set", "sae.k=5000"], /k = 5000 exceeds the number of latents d_sae = 96/],
     [["--set", "train.steps=0"], /train\.steps: expected number to be >=1, but found 0/],
     [["--set", "bogus.x=1"], /unknown key bogus/],
@@ -175,7 +175,7 @@ test("a variant-specific key on another variant warns", async () => {
   const { cfg } = setup();
   const { warnings } = loadConfig(cfg, ["sae.variant=standard"]);
   assert.equal(warnings.length, 1);
-  assert.match(warnings[0], /sae\.k is ignored: only the topk variant reads it/);
+  assert.match(warnings[0], /sae\.k is ignored: only topk, batchtopk read it/);
 });
 
 test("an existing run folder is never overwritten", async () => {

@@ -4,7 +4,7 @@ import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
 import { findRun, writeFileAtomic } from "../io/run.ts";
-import { loadFinal } from "../io/weights.ts";
+import { finalConfig, loadFinal } from "../io/weights.ts";
 import { createModel } from "../sae/index.ts";
 import { createSource } from "../data/index.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
@@ -25,7 +25,7 @@ Examples:
   sae eval 20261125 --json`)
     .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number }) => {
       const dir = findRun(opts.runsDir, arg);
-      const { config } = loadConfig(path.join(dir, "config.yaml"));
+      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);
       const p = loadFinal(dir, model);

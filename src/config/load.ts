@@ -4,7 +4,7 @@
 import fs from "node:fs";
 import YAML, { LineCounter, isMap, isPair, isScalar, type Document } from "yaml";
 import type { z } from "zod";
-import { ConfigSchema, VARIANT_KEYS, resolveConfig, type Config } from "./schema.ts";
+import { ConfigSchema, FLAVOURS, K_VARIANTS, VARIANT_KEYS, resolveConfig, type Config } from "./schema.ts";
 import { SaeError } from "../errors.ts";
 
 export interface LoadedConfig {
@@ -43,17 +43,24 @@ export function loadConfig(file: string | null, sets: string[] = []): LoadedConf
     msgs.sort((a, b) => lineOf(a) - lineOf(b));
     throw new SaeError("config", msgs.length === 1 ? msgs[0] : `${msgs.length} problems in the config:\n  ${msgs.join("\n  ")}`);
   }
-  const config = resolveConfig(parsed.data);
   const where = (p: string[]) => origin(p, doc, lines, file, setPaths);
+  const rawPhases = (raw as { train?: { phases?: { steps?: number; tokens?: number }[]; steps?: unknown } }).train;
+  if (rawPhases?.phases) {
+    if (rawPhases.steps !== undefined)
+      throw new SaeError("config", `${where(["train", "steps"])}train.steps: with train.phases, each phase sets its own length`, "remove train.steps (the total is the sum of the phases)");
+    rawPhases.phases.forEach((ph, i) => {
+      if ((ph.steps === undefined) === (ph.tokens === undefined))
+        throw new SaeError("config", `${where(["train", "phases"])}train.phases[${i}]: give exactly one of steps and tokens`, "e.g. `steps: 1000`");
+    });
+  }
+  const config = resolveConfig(parsed.data);
   crossCheck(config, where);
 
   const warnings: string[] = [];
-  for (const [variant, keys] of Object.entries(VARIANT_KEYS)) {
-    if (variant === config.sae.variant) continue;
-    for (const k of keys) {
-      const given = (raw as { sae?: Record<string, unknown> }).sae?.[k] !== undefined;
-      if (given) warnings.push(`${where(["sae", k])}sae.${k} is ignored: only the ${variant} variant reads it (this run is ${config.sae.variant})`);
-    }
+  for (const [k, variants] of Object.entries(VARIANT_KEYS)) {
+    if (variants.includes(config.sae.variant)) continue;
+    const given = (raw as { sae?: Record<string, unknown> }).sae?.[k] !== undefined;
+    if (given) warnings.push(`${where(["sae", k])}sae.${k} is ignored: only ${variants.join(", ")} read${variants.length === 1 ? "s" : ""} it (this run is ${config.sae.variant})`);
   }
   return { config, warnings };
 }
@@ -189,10 +196,18 @@ function crossCheck(c: Config, where: (p: string[]) => string): void {
   const fail = (p: string[], msg: string, hint: string) => {
     throw new SaeError("config", `${where(p)}${p.join(".")}: ${msg}`, hint);
   };
-  if (c.sae.variant === "topk" && c.sae.k > c.sae.d_sae)
+  const flavours = FLAVOURS[c.sae.variant];
+  if (flavours && !flavours.includes(c.sae.flavour))
+    fail(["sae", "flavour"], `${c.sae.variant} has no flavour "${c.sae.flavour}"`, `use one of: ${flavours.join(", ")}`);
+  if (K_VARIANTS.has(c.sae.variant) && c.sae.k > c.sae.d_sae)
     fail(["sae", "k"], `k = ${c.sae.k} exceeds the number of latents d_sae = ${c.sae.d_sae}`, "lower sae.k or raise sae.d_sae / sae.expansion_factor");
   if (c.sae.k_aux > c.sae.d_sae)
     fail(["sae", "k_aux"], `k_aux = ${c.sae.k_aux} exceeds d_sae = ${c.sae.d_sae}`, "lower sae.k_aux");
+  for (const [i, ph] of c.train.phases.entries()) {
+    if (ph.mode && ph.freeze.length) fail(["train", "phases"], `phase ${i + 1} (${ph.name}) sets both mode and freeze`, "mode already says what trains; drop freeze");
+    if (ph.mode && ph.mode !== "encoder" && c.sae.variant !== "scaled")
+      fail(["train", "phases"], `phase ${i + 1} (${ph.name}): mode ${ph.mode} trains the scale s, which only the scaled variant has`, "use sae.variant: scaled (or `sae finetune`, which converts a standard run)");
+  }
   const syn = c.data.synthetic;
   if (syn.mean_active > syn.n_features)
     fail(["data", "synthetic", "mean_active"], `mean_active = ${syn.mean_active} exceeds n_features = ${syn.n_features}`, "lower mean_active or raise n_features");
@@ -200,6 +215,8 @@ function crossCheck(c: Config, where: (p: string[]) => string): void {
     fail(["data", "synthetic", "magnitude_min"], `magnitude_min = ${syn.magnitude_min} exceeds magnitude_max = ${syn.magnitude_max}`, "swap them");
 }
 
+/** The resolved config as YAML. train.steps is left out: the phases carry the lengths. */
 export function configToYaml(c: Config): string {
-  return YAML.stringify(c, { lineWidth: 0 });
+  const { steps: _total, ...train } = c.train;
+  return YAML.stringify({ ...c, train }, { lineWidth: 0 });
 }

@@ -40,7 +40,7 @@ export const DataSchema = z
   })
   .strict();
 
-export const VARIANTS = ["standard", "topk"] as const;
+export const VARIANTS = ["standard", "tanh", "scaled", "gated", "topk", "batchtopk", "jumprelu"] as const;
 
 export const SaeSchema = z
   .object({
@@ -48,22 +48,61 @@ export const SaeSchema = z
     /** latents H; when unset, expansion_factor × d_in */
     d_sae: int().min(1).optional(),
     expansion_factor: pos().default(8),
-    /** standard: constrained = unit-norm decoder, λΣf (Bricken et al. 2023); april = free decoder, λΣf‖d‖ (Anthropic, Apr 2024) */
-    flavour: z.enum(["constrained", "april"]).default("constrained"),
-    /** standard: λ, relative to Σ_d (x − x̂)² per token */
+    /** standard, tanh: constrained = unit-norm decoder, penalty on f (Bricken et al. 2023); april = free
+     *  decoder, penalty on f‖d‖ (Anthropic, Apr 2024). gated: paper (stop-gradient aux decoder, unit
+     *  norm) or saelens (no stop-gradient, ‖d‖-weighted penalty, free decoder).
+     *  Default: constrained (standard), april (tanh), paper (gated). */
+    flavour: z.enum(["constrained", "april", "paper", "saelens"]).optional(),
+    /** standard, scaled, gated: λ of the L1 penalty; tanh: A (the slope at 0). Relative to Σ_d (x − x̂)² per token */
     l1_coefficient: z.number().min(0).default(0.04),
-    /** topk: latents kept per token */
+    /** tanh: B, the inverse saturation scale (penalty (A/B)·tanh(B·f‖d‖)) */
+    tanh_scale: pos().default(4),
+    /** jumprelu: λ of the L0 penalty */
+    l0_coefficient: z.number().min(0).default(0.005),
+    /** jumprelu: ε, the bandwidth of the straight-through rectangle kernel */
+    jumprelu_bandwidth: pos().default(0.001),
+    /** jumprelu: initial threshold θ */
+    jumprelu_init_threshold: pos().default(0.001),
+    /** topk, batchtopk: latents kept per token (batchtopk: on average) */
     k: int().min(1).default(32),
-    /** topk: AuxK latents per token (capped at the number of dead latents) */
+    /** topk, batchtopk: AuxK latents per token (capped at the number of dead latents) */
     k_aux: int().min(1).optional(),
-    /** topk: α of the AuxK loss; 0 turns AuxK off */
+    /** topk, batchtopk: α of the AuxK loss; 0 turns AuxK off */
     aux_coefficient: z.number().min(0).default(1 / 32),
-    /** subtract b_dec from the encoder input ("pre-encoder bias") */
-    apply_b_dec_to_input: z.boolean().default(true),
+    /** subtract b_dec from the encoder input ("pre-encoder bias"); default true, false for jumprelu (paper) */
+    apply_b_dec_to_input: z.boolean().optional(),
     /** b_dec init from the data sample: geometric_median (Weiszfeld), mean, or zeros */
     b_dec_init: z.enum(["geometric_median", "mean", "zeros"]).default("geometric_median"),
     /** norm of each encoder row at init (W_enc = W_decᵀ directions); default 1 for topk, 0.1 for standard */
     init_norm: pos().optional(),
+  })
+  .strict();
+
+/** Freeze groups: parameter names, plus `encoder` (everything before the code: W_enc, b_enc,
+ *  b_gate, b_mag, r_mag, log_threshold), `decoder` (W_dec, b_dec), `scale` (s), `threshold`. */
+export const FREEZE_GROUPS = ["encoder", "decoder", "scale", "threshold", "W_enc", "b_enc", "W_dec", "b_dec", "s", "b_gate", "b_mag", "r_mag", "log_threshold"] as const;
+/** Fine-tuning modes of the feature-suppression study, named by what trains (SAELens's finetuning_method). */
+export const FINETUNE_MODES = ["scale", "unrotated_decoder", "decoder", "encoder"] as const;
+
+export const PhaseSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]+$/, "use letters, digits, '.', '_' or '-'").optional(),
+    /** length in optimiser steps (or give tokens) */
+    steps: int().min(1).optional(),
+    /** length in tokens, rounded up to whole batches */
+    tokens: int().min(1).optional(),
+    /** defaults: the train.* values */
+    lr: pos().optional(),
+    warmup_steps: int().min(0).optional(),
+    decay_fraction: z.number().min(0).max(1).optional(),
+    sparsity_warmup_steps: int().min(0).optional(),
+    /** the penalty's coefficient in this phase (0 removes it); default: the variant's coefficient */
+    sparsity_coefficient: z.number().min(0).nullable().optional(),
+    /** parameter groups that do not change in this phase */
+    freeze: z.array(z.enum(FREEZE_GROUPS)).default([]),
+    /** train only what this fine-tuning mode trains: scale (s), unrotated_decoder (s, b_dec),
+     *  decoder (s, W_dec, b_dec), encoder (W_enc, b_enc, s: the negative control) */
+    mode: z.enum(FINETUNE_MODES).nullable().optional(),
   })
   .strict();
 
@@ -91,6 +130,8 @@ export const TrainSchema = z
     checkpoint_every: int().min(0).default(0),
     /** CPU threads for the native engine; default all cores */
     threads: int().min(1).optional(),
+    /** training phases run in order, each with a fresh optimizer state; default: one phase of train.steps */
+    phases: z.array(PhaseSchema).min(1).optional(),
   })
   .strict();
 
@@ -103,36 +144,83 @@ export const ConfigSchema = z
     data: DataSchema.default(DataSchema.parse({})),
     sae: SaeSchema.default(SaeSchema.parse({})),
     train: TrainSchema.default(TrainSchema.parse({})),
+    /** start from another run's final training state (its last checkpoint) instead of a fresh init */
+    init_from: z.string().min(1).optional(),
   })
   .strict();
 
 export type RawConfig = z.infer<typeof ConfigSchema>;
 
 /** A config with every default filled in, variant-dependent ones included. */
+export interface Phase {
+  name: string;
+  steps: number;
+  lr: number;
+  warmup_steps: number;
+  decay_fraction: number;
+  sparsity_warmup_steps: number;
+  /** null: the variant's own coefficient */
+  sparsity_coefficient: number | null;
+  freeze: (typeof FREEZE_GROUPS)[number][];
+  mode: (typeof FINETUNE_MODES)[number] | null;
+}
+
 export interface Config extends RawConfig {
-  sae: RawConfig["sae"] & { d_sae: number; k_aux: number; init_norm: number };
-  train: RawConfig["train"] & { lr: number };
+  sae: RawConfig["sae"] & { d_sae: number; k_aux: number; init_norm: number; flavour: Flavour; apply_b_dec_to_input: boolean };
+  train: Omit<RawConfig["train"], "phases"> & { lr: number; phases: Phase[] };
 }
 
 /** Keys that only one variant reads; setting them for another variant earns a warning. */
 export const VARIANT_KEYS: Record<string, readonly string[]> = {
-  standard: ["flavour", "l1_coefficient"],
-  topk: ["k", "k_aux", "aux_coefficient"],
+  flavour: ["standard", "tanh", "gated"],
+  l1_coefficient: ["standard", "tanh", "scaled", "gated"],
+  tanh_scale: ["tanh"],
+  l0_coefficient: ["jumprelu"],
+  jumprelu_bandwidth: ["jumprelu"],
+  jumprelu_init_threshold: ["jumprelu"],
+  k: ["topk", "batchtopk"],
+  k_aux: ["topk", "batchtopk"],
+  aux_coefficient: ["topk", "batchtopk"],
 };
+
+export type Flavour = "constrained" | "april" | "paper" | "saelens";
+const DEFAULT_FLAVOUR: Partial<Record<RawConfig["sae"]["variant"], Flavour>> = { standard: "constrained", tanh: "april", gated: "paper" };
+export const FLAVOURS: Partial<Record<RawConfig["sae"]["variant"], readonly Flavour[]>> = { standard: ["constrained", "april"], tanh: ["constrained", "april"], gated: ["paper", "saelens"] };
+/** variants trained by sparsity (k), not by a penalty coefficient */
+export const K_VARIANTS = new Set(["topk", "batchtopk"]);
 
 export function resolveConfig(raw: RawConfig): Config {
   const s = raw.sae;
   const H = s.d_sae ?? Math.round(s.expansion_factor * raw.data.d_in);
-  const topk = s.variant === "topk";
+  const topk = K_VARIANTS.has(s.variant);
   return {
     ...raw,
     sae: {
       ...s,
+      flavour: s.flavour ?? DEFAULT_FLAVOUR[s.variant] ?? "constrained",
+      apply_b_dec_to_input: s.apply_b_dec_to_input ?? s.variant !== "jumprelu",
       d_sae: H,
       expansion_factor: H / raw.data.d_in,
       k_aux: s.k_aux ?? Math.max(1, Math.floor(raw.data.d_in / 2)),
       init_norm: s.init_norm ?? (topk ? 1 : 0.1),
     },
-    train: { ...raw.train, lr: raw.train.lr ?? (topk ? 2e-4 / Math.sqrt(H / 16384) : 1e-3) },
+    train: resolveTrain(raw.train, topk ? 2e-4 / Math.sqrt(H / 16384) : 1e-3),
   };
+}
+
+function resolveTrain(t: RawConfig["train"], defaultLr: number): Config["train"] {
+  const lr = t.lr ?? defaultLr;
+  const raw = t.phases ?? [{ name: "train", steps: t.steps, freeze: [] }];
+  const phases: Phase[] = raw.map((p, i) => ({
+    name: p.name ?? (raw.length === 1 ? "train" : `phase${i + 1}`),
+    steps: p.steps ?? Math.ceil((p.tokens ?? 0) / t.batch_size),
+    lr: p.lr ?? lr,
+    warmup_steps: p.warmup_steps ?? t.warmup_steps,
+    decay_fraction: p.decay_fraction ?? t.decay_fraction,
+    sparsity_warmup_steps: p.sparsity_warmup_steps ?? t.sparsity_warmup_steps,
+    sparsity_coefficient: p.sparsity_coefficient ?? null,
+    freeze: p.freeze ?? [],
+    mode: p.mode ?? null,
+  }));
+  return { ...t, lr, phases, steps: phases.reduce((n, p) => n + p.steps, 0) };
 }

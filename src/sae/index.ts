@@ -2,25 +2,34 @@
 import type { Config } from "../config/schema.ts";
 import type { SaeModel } from "./variant.ts";
 import { createStandard } from "./standard.ts";
+import { createTanh } from "./tanh.ts";
+import { createScaled } from "./scaled.ts";
+import { createGated } from "./gated.ts";
 import { createTopK } from "./topk.ts";
+import { createBatchTopK } from "./batchtopk.ts";
+import { createJumpRelu } from "./jumprelu.ts";
 
 export interface VariantInfo {
-  summary: string;
-  paper: string;
+  /** the sparsity coefficient this variant reads from the config, if it has a penalty */
+  coefficient(c: Config): number;
   create(c: Config): SaeModel;
 }
 
+const dims = (c: Config) => ({ D: c.data.d_in, H: c.sae.d_sae });
+const l1 = (c: Config) => c.sae.l1_coefficient;
+const none = () => 0;
+const constrained = (c: Config) => c.sae.flavour === "constrained";
+
 export const REGISTRY: Record<Config["sae"]["variant"], VariantInfo> = {
-  standard: {
-    summary: "ReLU + L1; `flavour: constrained` (unit-norm decoder) or `april` (decoder-norm-weighted L1, free decoder)",
-    paper: "Bricken et al. 2023; Anthropic April 2024 update",
-    create: (c) => createStandard({ D: c.data.d_in, H: c.sae.d_sae }, { flavour: c.sae.flavour, applyBDecToInput: c.sae.apply_b_dec_to_input }),
-  },
-  topk: {
-    summary: "keep the k largest pre-activations per token; AuxK on dead latents",
-    paper: "Gao et al. 2024 (arXiv 2406.04093)",
-    create: (c) =>
-      createTopK({ D: c.data.d_in, H: c.sae.d_sae }, { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input }),
+  standard: { coefficient: l1, create: (c) => createStandard(dims(c), { flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  tanh: { coefficient: l1, create: (c) => createTanh(dims(c), { tanhScale: c.sae.tanh_scale, flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  scaled: { coefficient: l1, create: (c) => createScaled(dims(c), { applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  gated: { coefficient: l1, create: (c) => createGated(dims(c), { flavour: c.sae.flavour === "saelens" ? "saelens" : "paper", applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  topk: { coefficient: none, create: (c) => createTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  batchtopk: { coefficient: none, create: (c) => createBatchTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  jumprelu: {
+    coefficient: (c) => c.sae.l0_coefficient,
+    create: (c) => createJumpRelu(dims(c), { bandwidth: c.sae.jumprelu_bandwidth, unitNormDecoder: true, applyBDecToInput: c.sae.apply_b_dec_to_input }),
   },
 };
 

@@ -25,7 +25,11 @@ export function initParams(model: SaeModel, p: ParamSet, c: Config, sample: Arr,
       if (!model.unitNormDecoder) Wdec[i * D + d] *= c.sae.init_norm;
     }
   }
-  p.get("b_enc").fill(0);
+  // every other parameter starts at 0 (b_enc; Gated's b_gate, r_mag, b_mag; BatchTopK's threshold, learned
+  // as a running statistic), except the Scaled SAE's s = 1 and JumpReLU's θ = jumprelu_init_threshold
+  for (const { name } of model.specs) if (!["W_enc", "W_dec", "b_dec"].includes(name)) p.get(name).fill(0);
+  if (p.views.s) p.get("s").fill(1);
+  if (p.views.log_threshold) p.get("log_threshold").fill(Math.log(c.sae.jumprelu_init_threshold));
   const bDec = p.get("b_dec");
   if (c.sae.b_dec_init === "zeros") bDec.fill(0);
   else if (c.sae.b_dec_init === "mean") bDec.set(mean(sample, nSample, D));

@@ -40,6 +40,8 @@ export interface StepInput {
   dead: Uint8Array | null;
   /** test hook: a fixed AuxK target residual [B, D] instead of sg(X − X̂) */
   auxTarget?: Arr;
+  /** training forward (BatchTopK selects across the batch and updates its threshold) rather than inference */
+  training?: boolean;
 }
 
 export interface ForwardResult {
@@ -57,6 +59,8 @@ export interface SaeModel {
   readonly unitNormDecoder: boolean;
   /** whether the encoder input subtracts b_dec */
   readonly applyBDecToInput: boolean;
+  /** parameters the optimiser never steps (statistics the model maintains itself) */
+  readonly nonTrainable?: readonly string[];
   /** computes the loss and caches what backward needs */
   forward(inp: StepInput): ForwardResult;
   /** accumulates (+=) the gradient of the last forward's loss into grads */

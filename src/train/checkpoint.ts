@@ -1,11 +1,14 @@
 // Training state on disk: everything a resume needs to continue exactly (parameters, Adam moments
-// and step, tokens-since-fired counters, the input scale), in training units.
+// and step, tokens-since-fired counters, the input scale, the data position), in training units.
 import fs from "node:fs";
 import path from "node:path";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
-import { writeFileAtomic } from "../io/run.ts";
-import type { ParamSet } from "../sae/params.ts";
+import { findRun, writeFileAtomic } from "../io/run.ts";
+import { ParamSet } from "../sae/params.ts";
+import type { SaeModel } from "../sae/variant.ts";
 import type { Config } from "../config/schema.ts";
+import { loadConfig } from "../config/load.ts";
+import { createModel } from "../sae/index.ts";
 import { SaeError } from "../errors.ts";
 
 export const CHECKPOINT_VERSION = 1;
@@ -15,19 +18,33 @@ export interface TrainState {
   m: ParamSet;
   v: ParamSet;
   sinceFired: Float64Array;
-  /** next step to run */
+  /** steps done (over all phases) */
   step: number;
   tokens: number;
   adamT: number;
   scale: number;
+  /** index of this run's first training batch in the data stream (a fine-tune continues its parent's) */
+  batchOffset: number;
 }
 
-export function saveCheckpoint(dir: string, s: TrainState): string {
+export interface CheckpointMeta {
+  version: number;
+  step: number;
+  tokens: number;
+  adam_t: number;
+  scale: number;
+  batch_offset: number;
+  /** the pre-encoder bias as the weights use it (a phase may have folded it into the encoder) */
+  apply_b_dec_to_input: boolean;
+  layout: { name: string; shape: number[] }[];
+}
+
+export function saveCheckpoint(dir: string, s: TrainState, applyBDecToInput: boolean): string {
   const name = `step-${String(s.step).padStart(7, "0")}`;
   const file = path.join(dir, "checkpoints", `${name}.safetensors`);
   const t = (a: ParamSet) => ({ dtype: "F32" as const, shape: [a.buf.length], data: a.buf as Float32Array });
   writeSafetensors(file, { params: t(s.p), adam_m: t(s.m), adam_v: t(s.v), since_fired: { dtype: "F64", shape: [s.sinceFired.length], data: s.sinceFired } });
-  const meta = { version: CHECKPOINT_VERSION, step: s.step, tokens: s.tokens, adam_t: s.adamT, scale: s.scale, layout: s.p.specs };
+  const meta: CheckpointMeta = { version: CHECKPOINT_VERSION, step: s.step, tokens: s.tokens, adam_t: s.adamT, scale: s.scale, batch_offset: s.batchOffset, apply_b_dec_to_input: applyBDecToInput, layout: s.p.specs };
   writeFileAtomic(path.join(dir, "checkpoints", `${name}.json`), JSON.stringify(meta, null, 2) + "\n");
   return file;
 }
@@ -39,14 +56,54 @@ export function latestCheckpoint(dir: string): string | null {
   return names.length ? path.join(d, names[names.length - 1]) : null;
 }
 
-export function loadCheckpoint(jsonFile: string, s: Omit<TrainState, "step" | "tokens" | "adamT" | "scale">, c: Config): Pick<TrainState, "step" | "tokens" | "adamT" | "scale"> {
-  const meta = JSON.parse(fs.readFileSync(jsonFile, "utf8"));
+/** Reads a checkpoint's metadata and parameters into a ParamSet of the given layout. */
+export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: CheckpointMeta; p: ParamSet } {
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(fs.readFileSync(jsonFile, "utf8"));
+  } catch (e) {
+    throw new SaeError("data", `cannot read checkpoint ${jsonFile}: ${(e as Error).message}`);
+  }
   if (meta.version !== CHECKPOINT_VERSION) throw new SaeError("data", `${jsonFile}: checkpoint version ${meta.version}, this sae reads version ${CHECKPOINT_VERSION}`, "use the sae version that wrote it");
   const { tensors } = readSafetensors(jsonFile.replace(/\.json$/, ".safetensors"));
-  for (const [name, dst] of [["params", s.p.buf], ["adam_m", s.m.buf], ["adam_v", s.v.buf], ["since_fired", s.sinceFired]] as const) {
-    const t = tensors[name];
-    if (!t || t.data.length !== dst.length) throw new SaeError("data", `${jsonFile}: tensor ${name} is missing or has ${t?.data.length} values, expected ${dst.length} (d_in ${c.data.d_in}, d_sae ${c.sae.d_sae})`, "the checkpoint belongs to a different config");
-    dst.set(t.data);
+  const p = new ParamSet(model.specs);
+  const t = tensors.params;
+  if (!t || t.data.length !== p.buf.length) throw new SaeError("data", `${jsonFile}: holds ${t?.data.length ?? 0} parameters, the ${model.variant} model of its config needs ${p.buf.length}`, "the checkpoint and config.yaml do not belong together");
+  p.buf.set(t.data);
+  return { meta, p };
+}
+
+/**
+ * The starting weights of a fine-tune: the parent run's last checkpoint, mapped by name into the
+ * new model. A Standard parent becomes a Scaled child exactly: s_i = ‖d_i‖, d_i ← d_i/‖d_i‖.
+ */
+export function loadInitFrom(runArg: string, c: Config, model: SaeModel): { p: ParamSet; scale: number; step: number; note: string } {
+  const dir = findRun(c.runs_dir, runArg);
+  const parentConfig = loadConfig(path.join(dir, "config.yaml")).config;
+  const ckpt = latestCheckpoint(dir);
+  if (!ckpt) throw new SaeError("usage", `${dir} has no checkpoint to start from`, "the parent run must have trained (see `sae runs`)");
+  const parentModel = createModel(parentConfig);
+  const { meta, p: from } = readCheckpoint(ckpt, parentModel);
+  if (parentModel.dims.D !== model.dims.D || parentModel.dims.H !== model.dims.H)
+    throw new SaeError("config", `init_from ${dir}: its SAE is D=${parentModel.dims.D}, H=${parentModel.dims.H}; this config asks for D=${model.dims.D}, H=${model.dims.H}`, "keep data.d_in and sae.d_sae as in the parent");
+  if (meta.apply_b_dec_to_input !== c.sae.apply_b_dec_to_input)
+    throw new SaeError("config", `init_from ${dir}: its weights use apply_b_dec_to_input = ${meta.apply_b_dec_to_input}, this config says ${c.sae.apply_b_dec_to_input}`, `set sae.apply_b_dec_to_input: ${meta.apply_b_dec_to_input}`);
+  const p = new ParamSet(model.specs);
+  for (const { name } of model.specs) {
+    if (from.views[name]) p.get(name).set(from.get(name));
+    else if (name === "s") {
+      const { D, H } = model.dims;
+      const W = p.get("W_dec"), s = p.get("s");
+      for (let i = 0; i < H; i++) {
+        let n = 0;
+        for (let d = 0; d < D; d++) n += W[i * D + d] ** 2;
+        n = Math.sqrt(n);
+        s[i] = n;
+        if (n > 0) for (let d = 0; d < D; d++) W[i * D + d] /= n;
+      }
+    } else {
+      throw new SaeError("config", `init_from ${dir}: a ${parentModel.variant} SAE has no ${name} for the ${model.variant} variant`, "fine-tune with the parent's variant (a standard run can become scaled)");
+    }
   }
-  return { step: meta.step, tokens: meta.tokens, adamT: meta.adam_t, scale: meta.scale };
+  return { p, scale: meta.scale, step: meta.step, note: `from ${path.basename(dir)} (${parentModel.variant}) at step ${meta.step}` };
 }

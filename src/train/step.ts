@@ -29,10 +29,10 @@ export interface StepSettings {
 export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: ParamSet, X: Arr, B: number, o: StepSettings): { fwd: ForwardResult; gradNorm: number } {
   const { D, H } = model.dims;
   grads.buf.fill(0);
-  const inp = { e, p: s.p, X, B, coeff: o.coeff, dead: o.dead };
+  const inp = { e, p: s.p, X, B, coeff: o.coeff, dead: o.dead, training: true };
   const fwd = model.forward(inp);
   model.backward(inp, grads);
-  const frozen = o.frozen ?? new Set<string>();
+  const frozen = new Set([...(o.frozen ?? []), ...(model.nonTrainable ?? [])]);
   for (const name of frozen) grads.get(name).fill(0);
   const gradNorm = Math.sqrt(e.sumSquares(grads.buf));
   if (o.gradClip > 0 && gradNorm > o.gradClip) {

@@ -1,0 +1,119 @@
+// BatchTopK SAE (Bussmann, Leask & Nanda 2024, arXiv 2412.06410; sae-variants.md §2.6). In
+// training, R = ReLU((X − b_dec) W_encᵀ + b_enc) keeps its k·B largest entries across the whole
+// batch (mean L0 = k exactly; per-token L0 varies), with AuxK as in TopK. Inference must not
+// depend on the batch: it uses one global threshold θ, f = R·1[R > θ] (a JumpReLU with θ shared by
+// all latents), θ being an exponential moving average (rate 0.01, SAELens) of the smallest value
+// kept in each training batch. θ lives in the parameters (non-trainable), so checkpoints and the
+// exported weights carry it.
+//
+// Selection without sorting B·H values: take each row's top kc (kc = 2k, doubled while needed)
+// with the per-row kernel; the batch's k·B largest are among those candidates whenever no row had
+// all kc of its candidates at or above the batch threshold.
+import type { Arr } from "../engine/types.ts";
+import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
+import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "./variant.ts";
+import { AuxK, sparseBackward } from "./sparse.ts";
+import type { ParamSet } from "./params.ts";
+
+export interface BatchTopKOptions {
+  k: number;
+  kAux: number;
+  auxCoefficient: number;
+  applyBDecToInput: boolean;
+}
+
+export const THRESHOLD_EMA_RATE = 0.01;
+
+export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
+  const { D, H } = dims;
+  const ws = new Workspace();
+  const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
+  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc = 0, trained = false; // cache of the last forward
+
+  return {
+    variant: "batchtopk",
+    dims,
+    specs: [...standardSpecs(dims), { name: "threshold", shape: [1] }],
+    unitNormDecoder: true,
+    applyBDecToInput: opt.applyBDecToInput,
+    nonTrainable: ["threshold"],
+
+    forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult {
+      const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
+      const theta = p.get("threshold");
+      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const P = ws.f("P", B * H, X);
+      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
+      const Xhat = ws.f("Xhat", B * D, X);
+      E = ws.f("E", B * D, X);
+      trained = Boolean(training);
+      if (!training) {
+        // inference: f = R·1[R > θ], dense
+        const F = ws.f("F", B * H, X);
+        F.set(P);
+        e.addBias(F, bEnc, B, H, true);
+        const t = theta[0];
+        if (t > 0) for (let j = 0; j < B * H; j++) if (!(F[j] > t)) F[j] = 0;
+        for (let b = 0; b < B; b++) Xhat.set(bDec, b * D);
+        e.gemm(false, false, B, D, H, 1, F, Wdec, 1, Xhat);
+        const mse = residual(Xhat, X, E) / B;
+        return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat };
+      }
+      const total = Math.min(opt.k * B, B * H);
+      for (kc = Math.min(H, 2 * opt.k); ; kc = Math.min(H, 2 * kc)) {
+        idx = ws.i("idx", B * kc);
+        val = ws.f("val", B * kc, X);
+        e.topkRows(P, bEnc, null, B, H, kc, idx, val);
+        if (selectBatch(val, B, kc, total) || kc === H) break;
+      }
+      // θ ← EMA of the smallest kept value
+      let minKept = Infinity;
+      for (let j = 0; j < B * kc; j++) if (val[j] > 0 && val[j] < minKept) minKept = val[j];
+      if (Number.isFinite(minKept)) theta[0] = theta[0] > 0 ? (1 - THRESHOLD_EMA_RATE) * theta[0] + THRESHOLD_EMA_RATE * minKept : minKept;
+      e.gatherRows(idx, val, B, kc, Wdec, H, D, bDec, Xhat);
+      const mse = residual(Xhat, X, E) / B;
+      const aux = auxk.forward(e, P, bEnc, Wdec, E, B, dead, auxTarget);
+      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kc, idx, val }, Xhat };
+    },
+
+    backward({ e, p, X, B }: StepInput, g: ParamSet): void {
+      if (!trained) throw new Error("batchtopk: backward needs a training forward (training: true)");
+      const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
+      const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
+      const gpSum = ws.f("gpSum", H, X);
+      gpSum.fill(0);
+      const G = scaled(E, 2 / B, ws.f("G", B * D, X));
+      e.colSum(G, B, D, dbDec, true);
+      sparseBackward(e, ws, "gp", dims, B, kc, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
+      auxk.backward(e, B, Wdec, Xc, dWdec, dWenc, gpSum);
+      for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
+      if (opt.applyBDecToInput) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+    },
+  };
+}
+
+/**
+ * Keeps the `total` largest positive values among the per-row candidates val [B, kc] (ties broken
+ * by position), zeroing the rest in place. Returns false when some row's candidates were all kept
+ * at or above the cut, i.e. that row may hold more winners than kc: the caller retries with more.
+ */
+export function selectBatch(val: Arr, B: number, kc: number, total: number): boolean {
+  const pos: number[] = [];
+  for (let j = 0; j < B * kc; j++) if (val[j] > 0) pos.push(val[j]);
+  if (pos.length <= total) return true; // every positive value is kept; nothing can be missing
+  pos.sort((a, b) => b - a);
+  const cut = pos[total - 1];
+  let equalsToKeep = total - pos.filter((v) => v > cut).length;
+  let complete = true;
+  for (let b = 0; b < B; b++) {
+    let rowMin = Infinity;
+    for (let j = b * kc; j < (b + 1) * kc; j++) {
+      rowMin = Math.min(rowMin, val[j]);
+      if (val[j] > cut) continue;
+      if (val[j] === cut && equalsToKeep > 0) { equalsToKeep--; continue; }
+      val[j] = 0;
+    }
+    if (rowMin >= cut) complete = false;
+  }
+  return complete;
+}

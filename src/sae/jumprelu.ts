@@ -1,0 +1,86 @@
+// JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with
+// JumpReLU Sparse Autoencoders", arXiv 2407.14435; sae-variants.md §2.7):
+//   P = (X − a·b_dec) W_encᵀ + b_enc;  F = P ⊙ H(P − θ);  X̂ = F W_dec + b_dec
+//   loss = mean_b [ ‖x − x̂‖² + λ·Σ_i H(P_i − θ_i) ]     (λ = sae.l0_coefficient)
+// θ > 0 is stored as log θ. The step function has no useful derivative; θ learns through the
+// straight-through pseudo-derivatives with a rectangle kernel K(u) = 1[|u| < ½] of bandwidth ε:
+//   ∂F/∂θ := −(θ/ε)·K((P − θ)/ε),  ∂H(P − θ)/∂θ := −(1/ε)·K((P − θ)/ε),  ∂H/∂P := 0
+// and ∂L/∂log θ = θ·∂L/∂θ (the chain rule the BatchTopK repository forgets). So the L0 term trains
+// only θ; W_enc and b_enc learn from the reconstruction alone (∂F/∂P = H(P − θ)).
+import type { Arr } from "../engine/types.ts";
+import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
+import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "./variant.ts";
+import type { ParamSet } from "./params.ts";
+
+export interface JumpReluOptions {
+  /** ε of the rectangle kernel, in (normalised) activation units */
+  bandwidth: number;
+  unitNormDecoder: boolean;
+  applyBDecToInput: boolean;
+}
+
+export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
+  const { D, H } = dims;
+  const ws = new Workspace();
+  const eps = opt.bandwidth;
+  let Xc: Arr, P: Arr, F: Arr, E: Arr, theta: Arr; // cache of the last forward
+
+  return {
+    variant: "jumprelu",
+    dims,
+    specs: [...standardSpecs(dims), { name: "log_threshold", shape: [H] }],
+    unitNormDecoder: opt.unitNormDecoder,
+    applyBDecToInput: opt.applyBDecToInput,
+
+    forward({ e, p, X, B, coeff }): ForwardResult {
+      const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
+      const logT = p.get("log_threshold");
+      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      P = ws.f("P", B * H, X);
+      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
+      e.addBias(P, bEnc, B, H, false);
+      theta = ws.f("theta", H, X);
+      for (let i = 0; i < H; i++) theta[i] = Math.exp(logT[i]);
+      F = ws.f("F", B * H, X);
+      let l0 = 0;
+      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
+        const v = P[b * H + i];
+        const on = v > theta[i];
+        F[b * H + i] = on ? v : 0;
+        l0 += on ? 1 : 0;
+      }
+      const Xhat = ws.f("Xhat", B * D, X);
+      for (let b = 0; b < B; b++) Xhat.set(bDec, b * D);
+      e.gemm(false, false, B, D, H, 1, F, Wdec, 1, Xhat);
+      E = ws.f("E", B * D, X);
+      const mse = residual(Xhat, X, E) / B;
+      const sparsity = (coeff * l0) / B;
+      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code: { kind: "dense", F }, Xhat };
+    },
+
+    backward({ e, p, X, B, coeff }: StepInput, g: ParamSet): void {
+      const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
+      const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
+      const dLogT = g.get("log_threshold");
+      const G = scaled(E, 2 / B, ws.f("G", B * D, X));
+      e.colSum(G, B, D, dbDec, true);
+      e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec);
+      const GF = ws.f("GF", B * H, X);
+      e.gemm(false, true, B, H, D, 1, G, Wdec, 0, GF);
+      // θ's pseudo-gradient: only pre-activations within ε/2 of the threshold contribute
+      const c = coeff / B;
+      const dTheta = ws.f("dTheta", H, X);
+      dTheta.fill(0);
+      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
+        if (Math.abs(P[b * H + i] - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * GF[b * H + i] - c / eps;
+      }
+      for (let i = 0; i < H; i++) dLogT[i] += theta[i] * dTheta[i];
+      e.reluBackward(GF, F, null, B, H); // ∂F/∂P = H(P − θ): F ≠ 0 exactly there (θ > 0)
+      e.gemm(true, false, H, D, B, 1, GF, Xc, 1, dWenc);
+      const gpSum = ws.f("gpSum", H, X);
+      e.colSum(GF, B, H, gpSum, false);
+      for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
+      if (opt.applyBDecToInput) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+    },
+  };
+}
