@@ -87,3 +87,174 @@ test("topk: AuxK gradients reach only dead latents' encoder and decoder rows", (
   }
   assert.ok([0, 3].some((i) => withAux.get("W_enc")[i * D] !== without.get("W_enc")[i * D]), "dead latents got no AuxK gradient");
 });
+
+// ---- the variants of the research after Standard and TopK ----
+import { createTanh } from "../src/sae/tanh.ts";
+import { createScaled } from "../src/sae/scaled.ts";
+import { createGated, gatedThreshold } from "../src/sae/gated.ts";
+import { createJumpRelu } from "../src/sae/jumprelu.ts";
+import { createBatchTopK } from "../src/sae/batchtopk.ts";
+
+for (const flavour of ["constrained", "april"] as const) {
+  test(`tanh (${flavour}): gradients match finite differences`, () => {
+    const model = createTanh({ D, H }, { tanhScale: 1.7, flavour, applyBDecToInput: true });
+    const p = randomParams(model, 11);
+    const r = gradCheck(model, p, { X: randn(B * D, new Rng(12)), B, coeff: 0.4, dead: null });
+    assert.ok(r.worst < TOL, `worst relative error ${r.worst} at ${r.where}`);
+  });
+}
+
+test("tanh: slope A at 0 and saturation at A/B", () => {
+  const model = createTanh({ D: 1, H: 1 }, { tanhScale: 2, flavour: "constrained", applyBDecToInput: false });
+  const p = randomParams(model, 1);
+  p.get("W_enc")[0] = 1; p.get("b_enc")[0] = 0; p.get("W_dec")[0] = 1; p.get("b_dec")[0] = 0;
+  const pen = (u: number) => model.forward({ e: jsEngine, p, X: new Float64Array([u]), B: 1, coeff: 3, dead: null }).terms.sparsity;
+  assert.ok(Math.abs(pen(1e-6) / 1e-6 - 3) < 1e-4, "slope at 0 should be A = 3");
+  assert.ok(Math.abs(pen(50) - 3 / 2) < 1e-9, "saturates at A/B = 1.5");
+});
+
+test("scaled: gradients match finite differences, s included", () => {
+  const model = createScaled({ D, H }, { applyBDecToInput: true });
+  const p = randomParams(model, 13);
+  const r = gradCheck(model, p, { X: randn(B * D, new Rng(14)), B, coeff: 0.2, dead: null });
+  assert.ok(r.worst < TOL, `worst relative error ${r.worst} at ${r.where}`);
+});
+
+for (const flavour of ["paper", "saelens"] as const) {
+  for (const applyBDecToInput of [true, false]) {
+    test(`gated (${flavour}, apply_b_dec_to_input=${applyBDecToInput}): gradients match finite differences`, () => {
+      const model = createGated({ D, H }, { flavour, applyBDecToInput });
+      const p = randomParams(model, 15);
+      const r = gradCheck(model, p, { X: randn(B * D, new Rng(16)), B, coeff: 0.3, dead: null });
+      // the paper's stop-gradient: the analytic gradient deliberately omits the auxiliary term's path
+      // through W_dec and b_dec, so finite differences of the full loss differ there (checked below)
+      if (flavour === "paper") {
+        const rest = gradCheckExcept(model, p, { X: randn(B * D, new Rng(16)), B, coeff: 0.3, dead: null }, ["W_dec", "b_dec"]);
+        assert.ok(rest.worst < TOL, `worst relative error ${rest.worst} at ${rest.where}`);
+      } else {
+        assert.ok(r.worst < TOL, `worst relative error ${r.worst} at ${r.where}`);
+      }
+    });
+  }
+}
+
+test("gated (paper): W_dec and b_dec get exactly the main reconstruction's gradient (stop-gradient on the aux decoder)", () => {
+  // Differencing the loss with the auxiliary term's decoder held fixed is the paper's objective;
+  // emulate it by comparing with a model whose aux term is zero: same W_dec gradient.
+  const model = createGated({ D, H }, { flavour: "paper", applyBDecToInput: false });
+  const p = randomParams(model, 17);
+  const X = randn(B * D, new Rng(18));
+  const g = p.like();
+  const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
+  model.forward(inp);
+  model.backward(inp, g);
+  // main term only: Σ_b ‖x − x̂‖²/B → dW_dec = Fᵀ (2/B)(X̂ − X)
+  const r = model.forward(inp);
+  const F = r.code.kind === "dense" ? r.code.F : new Float64Array();
+  for (let i = 0; i < H; i++) for (let d = 0; d < D; d++) {
+    let want = 0;
+    for (let b = 0; b < B; b++) want += F[b * H + i] * (2 / B) * (r.Xhat[b * D + d] - X[b * D + d]);
+    assert.ok(Math.abs(g.get("W_dec")[i * D + d] - want) < 1e-12);
+  }
+  for (let d = 0; d < D; d++) {
+    let want = 0;
+    for (let b = 0; b < B; b++) want += (2 / B) * (r.Xhat[b * D + d] - X[b * D + d]);
+    assert.ok(Math.abs(g.get("b_dec")[d] - want) < 1e-12, "b_dec must get only the main reconstruction's gradient");
+  }
+});
+
+test("gated and JumpReLU with θ = b_mag − e^{r_mag}⊙b_gate give the same code", () => {
+  const gated = createGated({ D, H }, { flavour: "paper", applyBDecToInput: true });
+  const gp = randomParams(gated, 19);
+  for (let i = 0; i < H; i++) gp.get("b_gate")[i] = -Math.abs(gp.get("b_gate")[i]); // θ > 0 for most latents
+  const jump = createJumpRelu({ D, H }, { bandwidth: 0.01, unitNormDecoder: true, applyBDecToInput: true });
+  const jp = randomParams(jump, 0);
+  const theta = gatedThreshold(gp);
+  // JumpReLU on π_mag: W_enc = W_gate·diag(e^{r_mag}), b_enc = b_mag, θ as above (clamped at 0 by the ReLU)
+  const er = gp.get("r_mag").map(Math.exp);
+  for (let i = 0; i < H; i++) for (let d = 0; d < D; d++) jp.get("W_enc")[i * D + d] = gp.get("W_enc")[i * D + d] * er[i];
+  jp.get("b_enc").set(gp.get("b_mag"));
+  jp.get("W_dec").set(gp.get("W_dec"));
+  jp.get("b_dec").set(gp.get("b_dec"));
+  for (let i = 0; i < H; i++) jp.get("log_threshold")[i] = Math.log(Math.max(theta[i], 1e-300));
+  const X = randn(8 * D, new Rng(20));
+  const a = gated.forward({ e: jsEngine, p: gp, X, B: 8, coeff: 0, dead: null });
+  const b = jump.forward({ e: jsEngine, p: jp, X, B: 8, coeff: 0, dead: null });
+  const Fa = a.code.kind === "dense" ? a.code.F : new Float64Array(), Fb = b.code.kind === "dense" ? b.code.F : new Float64Array();
+  let active = 0;
+  for (let j = 0; j < Fa.length; j++) {
+    assert.ok(Math.abs(Fa[j] - Fb[j]) < 1e-12, `code differs at ${j}: ${Fa[j]} vs ${Fb[j]}`);
+    active += Fa[j] > 0 ? 1 : 0;
+  }
+  assert.ok(active > 0 && active < Fa.length, "the test should have both open and closed gates");
+});
+
+test("jumprelu: finite differences for W_enc, b_enc, W_dec, b_dec; the STE formula and log-θ chain rule for θ", () => {
+  const eps = 0.3;
+  const model = createJumpRelu({ D, H }, { bandwidth: eps, unitNormDecoder: true, applyBDecToInput: true });
+  const p = randomParams(model, 21);
+  for (let i = 0; i < H; i++) p.get("log_threshold")[i] = Math.log(0.2 + 0.1 * i / H);
+  const X = randn(B * D, new Rng(22));
+  const coeff = 0.7;
+  const r = gradCheckExcept(model, p, { X, B, coeff, dead: null }, ["log_threshold"]);
+  assert.ok(r.worst < TOL, `worst relative error ${r.worst} at ${r.where}`);
+  // θ: dL/dθ_i = Σ_b [ −(θ_i/ε)·K((P−θ_i)/ε)·∂L/∂F_bi − (λ/B)(1/ε)·K((P−θ_i)/ε) ],  dL/dlogθ = θ·dL/dθ
+  const g = p.like();
+  const inp = { e: jsEngine, p, X, B, coeff, dead: null };
+  const out = model.forward(inp);
+  model.backward(inp, g);
+  const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
+  let windowHits = 0;
+  for (let i = 0; i < H; i++) {
+    const theta = Math.exp(p.get("log_threshold")[i]);
+    let dTheta = 0;
+    for (let b = 0; b < B; b++) {
+      let P = bEnc[i];
+      for (let d = 0; d < D; d++) P += (X[b * D + d] - bDec[d]) * Wenc[i * D + d];
+      if (Math.abs(P - theta) >= eps / 2) continue;
+      windowHits++;
+      let dF = 0;
+      for (let d = 0; d < D; d++) dF += (2 / B) * (out.Xhat[b * D + d] - X[b * D + d]) * Wdec[i * D + d];
+      dTheta += -(theta / eps) * dF - coeff / B / eps;
+    }
+    assert.ok(Math.abs(g.get("log_threshold")[i] - theta * dTheta) < 1e-12, `latent ${i}: ${g.get("log_threshold")[i]} vs ${theta * dTheta}`);
+  }
+  assert.ok(windowHits > 0, "no pre-activation fell inside the kernel window; the test checks nothing");
+});
+
+test("batchtopk: gradients match finite differences with AuxK (training forward)", () => {
+  const model = createBatchTopK({ D, H }, { k: 2, kAux: 2, auxCoefficient: 0.5, applyBDecToInput: true });
+  const p = randomParams(model, 23);
+  p.get("threshold")[0] = 0;
+  const X = randn(B * D, new Rng(24));
+  const dead = new Uint8Array(H);
+  dead[2] = dead[5] = dead[7] = 1;
+  const base = model.forward({ e: jsEngine, p, X, B, coeff: 0, dead, training: true });
+  const auxTarget = base.Xhat.map((v, i) => X[i] - v);
+  const r = gradCheckExcept(model, p, { X, B, coeff: 0, dead, auxTarget, training: true }, ["threshold"]);
+  assert.ok(r.worst < TOL, `worst relative error ${r.worst} at ${r.where}`);
+});
+
+test("batchtopk: training keeps exactly k·B activations per batch, per-token L0 varies; inference uses the threshold", () => {
+  const Dd = 16, Hh = 64, Bb = 32, k = 4;
+  const model = createBatchTopK({ D: Dd, H: Hh }, { k, kAux: 4, auxCoefficient: 0, applyBDecToInput: false });
+  const p = randomParams(model, 25);
+  p.get("threshold")[0] = 0;
+  const X = randn(Bb * Dd, new Rng(26));
+  const r = model.forward({ e: jsEngine, p, X, B: Bb, coeff: 0, dead: null, training: true });
+  assert.equal(r.code.kind, "sparse");
+  const perRow = new Array(Bb).fill(0);
+  if (r.code.kind === "sparse") for (let j = 0; j < r.code.val.length; j++) if (r.code.val[j] > 0) perRow[Math.floor(j / r.code.k)]++;
+  assert.equal(perRow.reduce((a, b) => a + b, 0), k * Bb, "mean L0 must equal k");
+  assert.ok(Math.max(...perRow) > k && Math.min(...perRow) < k, `per-token L0 should vary: ${perRow}`);
+  const theta = p.get("threshold")[0];
+  assert.ok(theta > 0, "the first training batch sets the threshold");
+  const inf = model.forward({ e: jsEngine, p, X, B: Bb, coeff: 0, dead: null });
+  assert.equal(inf.code.kind, "dense");
+  if (inf.code.kind === "dense") for (const f of inf.code.F) assert.ok(f === 0 || f > theta);
+});
+
+/** gradCheck over every parameter except the named ones */
+function gradCheckExcept(model: Parameters<typeof gradCheck>[0], p: Parameters<typeof gradCheck>[1], inp: Parameters<typeof gradCheck>[2], skip: string[]) {
+  return gradCheck(model, p, inp, 1e-6, new Set(skip));
+}

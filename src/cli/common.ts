@@ -10,6 +10,18 @@ export function positiveInt(value: string): number {
   return n;
 }
 
+export function positiveFloat(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`expected a positive number, received "${value}"`);
+  return n;
+}
+
+export function nonNegativeFloat(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`expected a number >= 0, received "${value}"`);
+  return n;
+}
+
 export function fmtNum(v: number): string {
   if (!Number.isFinite(v)) return String(v);
   if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e5)) return v.toExponential(3);

@@ -1,7 +1,7 @@
 import { Command } from "commander";
 import path from "node:path";
 import cliProgress from "cli-progress";
-import { loadConfig } from "../config/load.ts";
+import { configFromObject, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
 import { createRunDir, newRunId } from "../io/run.ts";
 import { train, type TrainReporter } from "../train/loop.ts";
@@ -24,41 +24,46 @@ Examples:
   for k in 16 32 64; do sae train configs/quickstart.yaml --set sae.k=$k; done`)
     .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
       const sets = [...opts.set];
-      if (opts.threads !== undefined) sets.push(`train.threads=${opts.threads}`);
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
-      const { config, warnings } = loadConfig(file, sets);
-      for (const w of warnings) io.err(`warning: ${w}`);
-      const engine = selectEngine(config.train.threads);
-      const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
-      const runDir = createRunDir(config.runs_dir, runId);
-
-      const control = { stop: false };
-      const onSigint = () => {
-        if (control.stop) process.exit(130);
-        control.stop = true;
-        io.err("\nstopping after this step (Ctrl-C again to abort without saving)...");
-      };
-      process.on("SIGINT", onSigint);
-      let bar: cliProgress.SingleBar | null = null;
-      const reporter: TrainReporter = { log: (l) => io.err(l) };
-      if (io.isTTY) {
-        bar = new cliProgress.SingleBar(
-          { format: "{bar} {percentage}% | step {value}/{total} | {tps} tok/s | ETA {eta_formatted} | loss {loss} | L0 {l0}", stream: process.stderr, hideCursor: true },
-          cliProgress.Presets.shades_classic,
-        );
-        bar.start(config.train.steps, 0, { tps: "-", loss: "-", l0: "-" });
-        reporter.progress = (step, _total, info) => bar!.update(step, { tps: Math.round(info.tokensPerSec), loss: info.loss.toPrecision(4), l0: info.l0.toFixed(1) });
-      }
-      try {
-        const { status, eval: result } = await train({ config, runDir, runId, engine, reporter, control });
-        bar?.stop();
-        if (result) {
-          io.out(`run ${runId} ${status.status}: ${path.join(config.runs_dir, runId)}`);
-          printEval(io, result);
-        }
-      } finally {
-        bar?.stop();
-        process.off("SIGINT", onSigint);
-      }
+      await runTraining(io, loadConfig(file, sets), [], { runId: opts.runId, threads: opts.threads });
     });
+}
+
+/** Validates the config (a loaded one, or an object with --set overrides), creates the run folder, trains, prints the evaluation. */
+export async function runTraining(io: CliIo, source: LoadedConfig | Record<string, unknown>, sets: string[], opts: { runId?: string; threads?: number }): Promise<void> {
+  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets);
+  for (const w of warnings) io.err(`warning: ${w}`);
+  const engine = selectEngine(opts.threads ?? config.train.threads);
+  const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
+  const runDir = createRunDir(config.runs_dir, runId);
+
+  const control = { stop: false };
+  const onSigint = () => {
+    if (control.stop) process.exit(130);
+    control.stop = true;
+    io.err("\nstopping after this step (Ctrl-C again to abort without saving)...");
+  };
+  process.on("SIGINT", onSigint);
+  let bar: cliProgress.SingleBar | null = null;
+  const reporter: TrainReporter = { log: (l) => io.err(l) };
+  if (io.isTTY) {
+    bar = new cliProgress.SingleBar(
+      { format: "{bar} {percentage}% | step {value}/{total} | {tps} tok/s | ETA {eta_formatted} | loss {loss} | L0 {l0}", stream: process.stderr, hideCursor: true },
+      cliProgress.Presets.shades_classic,
+    );
+    bar.start(config.train.steps, 0, { tps: "-", loss: "-", l0: "-" });
+    reporter.progress = (step, _total, info) => bar!.update(step, { tps: Math.round(info.tokensPerSec), loss: info.loss.toPrecision(4), l0: info.l0.toFixed(1) });
+  }
+  try {
+    const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control });
+    bar?.stop();
+    if (result) {
+      io.out(`run ${runId} ${status.status}: ${path.join(config.runs_dir, runId)}`);
+      if (phases.length > 1) for (const ph of phases) io.out(`  phase ${ph.phase} (step ${ph.step}): fvu ${ph.fvu.toFixed(4)}, l0 ${ph.l0.toFixed(2)}, gamma ${ph.gamma.toFixed(4)}`);
+      printEval(io, result);
+    }
+  } finally {
+    bar?.stop();
+    process.off("SIGINT", onSigint);
+  }
 }

@@ -34,8 +34,17 @@ export function loadConfig(file: string | null, sets: string[] = []): LoadedConf
       throw new SaeError("config", `${file}: the top level must be a mapping of keys (data:, sae:, train:, ...), found ${Array.isArray(raw) ? "a list" : typeof raw}`, "see configs/quickstart.yaml");
     }
   }
+  return validateConfig(raw as Record<string, unknown>, sets, doc, lines, file);
+}
+
+/** Validates a config object (from a file, or built by a command such as finetune) with --set overrides. */
+export function configFromObject(raw: Record<string, unknown>, sets: string[] = []): LoadedConfig {
+  return validateConfig(structuredClone(raw), sets, null, new LineCounter(), null);
+}
+
+function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Document | null, lines: LineCounter, file: string | null): LoadedConfig {
   const setPaths = new Map<string, string>();
-  for (const s of sets) applySet(raw as Record<string, unknown>, s, setPaths);
+  for (const s of sets) applySet(raw, s, setPaths);
 
   const parsed = ConfigSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
