@@ -1,5 +1,4 @@
 import { Command, Option } from "commander";
-import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { FINETUNE_MODES, FREEZE_GROUPS } from "../config/schema.ts";
@@ -47,15 +46,13 @@ Examples:
       let variant = parent.sae.variant;
       if (needsScale && variant === "standard") variant = "scaled";
       else if (needsScale && variant !== "scaled") throw new SaeError("usage", `--mode ${opts.mode} trains the scale s; a ${variant} run has none`, "use --freeze with parameter groups instead (see --help)");
-      // apply_b_dec_to_input as the parent's weights use it now (a phase may have folded it away)
-      const ckptMeta = JSON.parse(fs.readFileSync(latestCheckpoint(dir)!, "utf8"));
       const phase = { name: "finetune", steps, sparsity_coefficient: opts.penalty ?? 0, warmup_steps: 0, ...(opts.lr ? { lr: opts.lr } : {}), ...(freeze.length ? { freeze } : {}), ...(opts.mode ? { mode: opts.mode } : {}) };
       const base = {
         ...parent,
         name: `${parent.name}-ft`,
         runs_dir: opts.runsDir,
         init_from: path.resolve(dir),
-        sae: { ...parent.sae, variant, apply_b_dec_to_input: ckptMeta.apply_b_dec_to_input },
+        sae: { ...parent.sae, variant },
         train: { ...withoutSteps(parent.train), phases: [phase] },
       };
       await runTraining(io, base, opts.set, { runId: opts.runId, threads: opts.threads });

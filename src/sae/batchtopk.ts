@@ -20,6 +20,8 @@ export interface BatchTopKOptions {
   kAux: number;
   auxCoefficient: number;
   applyBDecToInput: boolean;
+  /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
+  fixedInputBias?: Arr | null;
 }
 
 export const THRESHOLD_EMA_RATE = 0.01;
@@ -36,12 +38,13 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
     specs: [...standardSpecs(dims), { name: "threshold", shape: [1] }],
     unitNormDecoder: true,
     applyBDecToInput: opt.applyBDecToInput,
+    fixedInputBias: opt.fixedInputBias ?? null,
     nonTrainable: ["threshold"],
 
     forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       const theta = p.get("threshold");
-      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const P = ws.f("P", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
       const Xhat = ws.f("Xhat", B * D, X);
@@ -87,7 +90,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       sparseBackward(e, ws, "gp", dims, B, kc, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
       auxk.backward(e, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
-      if (opt.applyBDecToInput) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
   };
 }

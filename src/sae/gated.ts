@@ -17,6 +17,8 @@ import type { ParamSet } from "./params.ts";
 export interface GatedOptions {
   flavour: "paper" | "saelens";
   applyBDecToInput: boolean;
+  /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
+  fixedInputBias?: Arr | null;
 }
 
 export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
@@ -39,11 +41,12 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
     ],
     unitNormDecoder: !saelens,
     applyBDecToInput: opt.applyBDecToInput,
+    fixedInputBias: opt.fixedInputBias ?? null,
 
     forward({ e, p, X, B, coeff }): ForwardResult {
       const Wg = p.get("W_enc"), bGate = p.get("b_gate"), rMag = p.get("r_mag"), bMag = p.get("b_mag");
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       Z = ws.f("Z", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wg, 0, Z);
       F = ws.f("F", B * H, X);
@@ -121,7 +124,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
         }
       }
       e.gemm(true, false, H, D, B, 1, GZ, Xc, 1, dWg);
-      if (opt.applyBDecToInput) {
+      if (opt.applyBDecToInput && !opt.fixedInputBias) {
         const gzSum = ws.f("gzSum", H, X);
         e.colSum(GZ, B, H, gzSum, false);
         backpropInputBias(e, gzSum, Wg, dims, dbDec);

@@ -1,5 +1,6 @@
 // The variant registry: one entry per file in this folder. Adding a variant = one file + one row.
 import type { Config } from "../config/schema.ts";
+import type { Arr } from "../engine/types.ts";
 import type { SaeModel } from "./variant.ts";
 import { createStandard } from "./standard.ts";
 import { createTanh } from "./tanh.ts";
@@ -12,7 +13,7 @@ import { createJumpRelu } from "./jumprelu.ts";
 export interface VariantInfo {
   /** the sparsity coefficient this variant reads from the config, if it has a penalty */
   coefficient(c: Config): number;
-  create(c: Config): SaeModel;
+  create(c: Config, fixedInputBias: Arr | null): SaeModel;
 }
 
 const dims = (c: Config) => ({ D: c.data.d_in, H: c.sae.d_sae });
@@ -21,18 +22,19 @@ const none = () => 0;
 const constrained = (c: Config) => c.sae.flavour === "constrained";
 
 export const REGISTRY: Record<Config["sae"]["variant"], VariantInfo> = {
-  standard: { coefficient: l1, create: (c) => createStandard(dims(c), { flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input }) },
-  tanh: { coefficient: l1, create: (c) => createTanh(dims(c), { tanhScale: c.sae.tanh_scale, flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input }) },
-  scaled: { coefficient: l1, create: (c) => createScaled(dims(c), { applyBDecToInput: c.sae.apply_b_dec_to_input }) },
-  gated: { coefficient: l1, create: (c) => createGated(dims(c), { flavour: c.sae.flavour === "saelens" ? "saelens" : "paper", applyBDecToInput: c.sae.apply_b_dec_to_input }) },
-  topk: { coefficient: none, create: (c) => createTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input }) },
-  batchtopk: { coefficient: none, create: (c) => createBatchTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input }) },
+  standard: { coefficient: l1, create: (c, f) => createStandard(dims(c), { flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
+  tanh: { coefficient: l1, create: (c, f) => createTanh(dims(c), { tanhScale: c.sae.tanh_scale, flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
+  scaled: { coefficient: l1, create: (c, f) => createScaled(dims(c), { applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
+  gated: { coefficient: l1, create: (c, f) => createGated(dims(c), { flavour: c.sae.flavour === "saelens" ? "saelens" : "paper", applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
+  topk: { coefficient: none, create: (c, f) => createTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
+  batchtopk: { coefficient: none, create: (c, f) => createBatchTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
   jumprelu: {
     coefficient: (c) => c.sae.l0_coefficient,
-    create: (c) => createJumpRelu(dims(c), { bandwidth: c.sae.jumprelu_bandwidth, unitNormDecoder: true, applyBDecToInput: c.sae.apply_b_dec_to_input }),
+    create: (c, f) => createJumpRelu(dims(c), { bandwidth: c.sae.jumprelu_bandwidth, unitNormDecoder: true, applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }),
   },
 };
 
-export function createModel(c: Config): SaeModel {
-  return REGISTRY[c.sae.variant].create(c);
+/** fixedInputBias: see SaeModel.fixedInputBias */
+export function createModel(c: Config, fixedInputBias: Arr | null = null): SaeModel {
+  return REGISTRY[c.sae.variant].create(c, fixedInputBias);
 }

@@ -17,6 +17,8 @@ export interface JumpReluOptions {
   bandwidth: number;
   unitNormDecoder: boolean;
   applyBDecToInput: boolean;
+  /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
+  fixedInputBias?: Arr | null;
 }
 
 export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
@@ -31,11 +33,12 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
     specs: [...standardSpecs(dims), { name: "log_threshold", shape: [H] }],
     unitNormDecoder: opt.unitNormDecoder,
     applyBDecToInput: opt.applyBDecToInput,
+    fixedInputBias: opt.fixedInputBias ?? null,
 
     forward({ e, p, X, B, coeff }): ForwardResult {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       const logT = p.get("log_threshold");
-      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       P = ws.f("P", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
       e.addBias(P, bEnc, B, H, false);
@@ -80,7 +83,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
       const gpSum = ws.f("gpSum", H, X);
       e.colSum(GF, B, H, gpSum, false);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
-      if (opt.applyBDecToInput) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
   };
 }

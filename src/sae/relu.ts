@@ -31,6 +31,8 @@ export interface ReluOptions {
   applyBDecToInput: boolean;
   /** a per-latent scale s applied after the ReLU (Scaled SAE) */
   scale: boolean;
+  /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
+  fixedInputBias?: Arr | null;
 }
 
 export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
@@ -46,10 +48,11 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
     specs,
     unitNormDecoder: opt.unitNormDecoder,
     applyBDecToInput: opt.applyBDecToInput,
+    fixedInputBias: opt.fixedInputBias ?? null,
 
     forward({ e, p, X, B, coeff }): ForwardResult {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       U = ws.f("U", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, U);
       e.addBias(U, bEnc, B, H, true);
@@ -109,7 +112,7 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
       const gpSum = ws.f("gpSum", H, X);
       e.colSum(GU, B, H, gpSum, false);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
-      if (opt.applyBDecToInput) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
   };
 }

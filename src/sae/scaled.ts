@@ -5,13 +5,15 @@
 // s grow, zeroing the penalty at unchanged reconstruction. The trainer enforces this. Phase 2
 // fine-tunes without the penalty and with parts frozen (`sae finetune --mode scale|
 // unrotated_decoder|decoder|encoder`).
+import type { Arr } from "../engine/types.ts";
 import type { Dims, SaeModel } from "./variant.ts";
 import { createReluSae, l1Penalty } from "./relu.ts";
 
 export interface ScaledOptions {
   applyBDecToInput: boolean;
+  fixedInputBias?: Arr | null;
 }
 
 export function createScaled(dims: Dims, opt: ScaledOptions): SaeModel {
-  return createReluSae(dims, { variant: "scaled", penalty: l1Penalty, unitNormDecoder: true, applyBDecToInput: opt.applyBDecToInput, scale: true });
+  return createReluSae(dims, { variant: "scaled", penalty: l1Penalty, unitNormDecoder: true, applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, scale: true });
 }

@@ -3,6 +3,7 @@
 // coefficient A: same pressure on marginal features), and the penalty saturates at A/B, so
 // strongly active features are not shrunk. A = sae.l1_coefficient, B = sae.tanh_scale.
 //   ∂/∂f_i = A‖d_i‖·sech²(B f_i‖d_i‖),  ∂/∂‖d_i‖ = A f_i·sech²(B f_i‖d_i‖)
+import type { Arr } from "../engine/types.ts";
 import type { Dims, SaeModel } from "./variant.ts";
 import { createReluSae, type Penalty } from "./relu.ts";
 
@@ -11,6 +12,7 @@ export interface TanhOptions {
   tanhScale: number;
   flavour: "constrained" | "april";
   applyBDecToInput: boolean;
+  fixedInputBias?: Arr | null;
 }
 
 export function tanhPenalty(Bt: number): Penalty {
@@ -44,5 +46,5 @@ export function tanhPenalty(Bt: number): Penalty {
 }
 
 export function createTanh(dims: Dims, opt: TanhOptions): SaeModel {
-  return createReluSae(dims, { variant: "tanh", penalty: tanhPenalty(opt.tanhScale), unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, scale: false });
+  return createReluSae(dims, { variant: "tanh", penalty: tanhPenalty(opt.tanhScale), unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, scale: false });
 }

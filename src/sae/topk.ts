@@ -15,6 +15,8 @@ export interface TopKOptions {
   kAux: number;
   auxCoefficient: number;
   applyBDecToInput: boolean;
+  /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
+  fixedInputBias?: Arr | null;
 }
 
 export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
@@ -30,10 +32,11 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
     specs: standardSpecs(dims),
     unitNormDecoder: true,
     applyBDecToInput: opt.applyBDecToInput,
+    fixedInputBias: opt.fixedInputBias ?? null,
 
     forward({ e, p, X, B, dead, auxTarget }): ForwardResult {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      Xc = centerInput(X, bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const P = ws.f("P", B * H, X); // pre-activations without b_enc  [B, H]
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
       idx = ws.i("idx", B * K);
@@ -57,7 +60,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
       sparseBackward(e, ws, "gp", dims, B, K, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
       auxk.backward(e, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
-      if (opt.applyBDecToInput) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
   };
 }

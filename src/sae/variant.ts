@@ -59,6 +59,11 @@ export interface SaeModel {
   readonly unitNormDecoder: boolean;
   /** whether the encoder input subtracts b_dec */
   readonly applyBDecToInput: boolean;
+  /**
+   * A constant the encoder subtracts instead of b_dec: b_dec's value when a fine-tune trains b_dec
+   * with the encoder frozen, so that the code stays bit-for-bit what it was (sae-variants.md §7.10).
+   */
+  readonly fixedInputBias: Arr | null;
   /** parameters the optimiser never steps (statistics the model maintains itself) */
   readonly nonTrainable?: readonly string[];
   /** computes the loss and caches what backward needs */

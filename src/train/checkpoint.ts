@@ -2,7 +2,8 @@
 // and step, tokens-since-fired counters, the input scale, the data position), in training units.
 import fs from "node:fs";
 import path from "node:path";
-import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import { readSafetensors, writeSafetensors, type Tensor } from "../io/safetensors.ts";
+import type { Arr } from "../engine/types.ts";
 import { findRun, writeFileAtomic } from "../io/run.ts";
 import { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
@@ -34,17 +35,18 @@ export interface CheckpointMeta {
   adam_t: number;
   scale: number;
   batch_offset: number;
-  /** the pre-encoder bias as the weights use it (a phase may have folded it into the encoder) */
-  apply_b_dec_to_input: boolean;
   layout: { name: string; shape: number[] }[];
 }
 
-export function saveCheckpoint(dir: string, s: TrainState, applyBDecToInput: boolean): string {
+/** fixedInputBias: the model's constant input bias (SaeModel.fixedInputBias), saved as input_bias */
+export function saveCheckpoint(dir: string, s: TrainState, fixedInputBias: Arr | null): string {
   const name = `step-${String(s.step).padStart(7, "0")}`;
   const file = path.join(dir, "checkpoints", `${name}.safetensors`);
   const t = (a: ParamSet) => ({ dtype: "F32" as const, shape: [a.buf.length], data: a.buf as Float32Array });
-  writeSafetensors(file, { params: t(s.p), adam_m: t(s.m), adam_v: t(s.v), since_fired: { dtype: "F64", shape: [s.sinceFired.length], data: s.sinceFired } });
-  const meta: CheckpointMeta = { version: CHECKPOINT_VERSION, step: s.step, tokens: s.tokens, adam_t: s.adamT, scale: s.scale, batch_offset: s.batchOffset, apply_b_dec_to_input: applyBDecToInput, layout: s.p.specs };
+  const tensors: Record<string, Tensor> = { params: t(s.p), adam_m: t(s.m), adam_v: t(s.v), since_fired: { dtype: "F64", shape: [s.sinceFired.length], data: s.sinceFired } };
+  if (fixedInputBias) tensors.input_bias = { dtype: "F32", shape: [fixedInputBias.length], data: Float32Array.from(fixedInputBias) };
+  writeSafetensors(file, tensors);
+  const meta: CheckpointMeta = { version: CHECKPOINT_VERSION, step: s.step, tokens: s.tokens, adam_t: s.adamT, scale: s.scale, batch_offset: s.batchOffset, layout: s.p.specs };
   writeFileAtomic(path.join(dir, "checkpoints", `${name}.json`), JSON.stringify(meta, null, 2) + "\n");
   return file;
 }
@@ -57,7 +59,7 @@ export function latestCheckpoint(dir: string): string | null {
 }
 
 /** Reads a checkpoint's metadata and parameters into a ParamSet of the given layout. */
-export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: CheckpointMeta; p: ParamSet } {
+export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: CheckpointMeta; p: ParamSet; fixedInputBias: Float32Array | null } {
   let meta: CheckpointMeta;
   try {
     meta = JSON.parse(fs.readFileSync(jsonFile, "utf8"));
@@ -70,24 +72,25 @@ export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: Check
   const t = tensors.params;
   if (!t || t.data.length !== p.buf.length) throw new SaeError("data", `${jsonFile}: holds ${t?.data.length ?? 0} parameters, the ${model.variant} model of its config needs ${p.buf.length}`, "the checkpoint and config.yaml do not belong together");
   p.buf.set(t.data);
-  return { meta, p };
+  const ib = tensors.input_bias;
+  return { meta, p, fixedInputBias: ib ? Float32Array.from(ib.data) : null };
 }
 
 /**
  * The starting weights of a fine-tune: the parent run's last checkpoint, mapped by name into the
  * new model. A Standard parent becomes a Scaled child exactly: s_i = ‖d_i‖, d_i ← d_i/‖d_i‖.
  */
-export function loadInitFrom(runArg: string, c: Config, model: SaeModel): { p: ParamSet; scale: number; step: number; note: string } {
+export function loadInitFrom(runArg: string, c: Config, model: SaeModel): { p: ParamSet; scale: number; step: number; note: string; fixedInputBias: Float32Array | null } {
   const dir = findRun(c.runs_dir, runArg);
   const parentConfig = loadConfig(path.join(dir, "config.yaml")).config;
   const ckpt = latestCheckpoint(dir);
   if (!ckpt) throw new SaeError("usage", `${dir} has no checkpoint to start from`, "the parent run must have trained (see `sae runs`)");
   const parentModel = createModel(parentConfig);
-  const { meta, p: from } = readCheckpoint(ckpt, parentModel);
+  const { meta, p: from, fixedInputBias } = readCheckpoint(ckpt, parentModel);
   if (parentModel.dims.D !== model.dims.D || parentModel.dims.H !== model.dims.H)
     throw new SaeError("config", `init_from ${dir}: its SAE is D=${parentModel.dims.D}, H=${parentModel.dims.H}; this config asks for D=${model.dims.D}, H=${model.dims.H}`, "keep data.d_in and sae.d_sae as in the parent");
-  if (meta.apply_b_dec_to_input !== c.sae.apply_b_dec_to_input)
-    throw new SaeError("config", `init_from ${dir}: its weights use apply_b_dec_to_input = ${meta.apply_b_dec_to_input}, this config says ${c.sae.apply_b_dec_to_input}`, `set sae.apply_b_dec_to_input: ${meta.apply_b_dec_to_input}`);
+  if (parentConfig.sae.apply_b_dec_to_input !== c.sae.apply_b_dec_to_input)
+    throw new SaeError("config", `init_from ${dir}: its weights use apply_b_dec_to_input = ${parentConfig.sae.apply_b_dec_to_input}, this config says ${c.sae.apply_b_dec_to_input}`, `set sae.apply_b_dec_to_input: ${parentConfig.sae.apply_b_dec_to_input}`);
   const p = new ParamSet(model.specs);
   for (const { name } of model.specs) {
     if (from.views[name]) p.get(name).set(from.get(name));
@@ -105,5 +108,5 @@ export function loadInitFrom(runArg: string, c: Config, model: SaeModel): { p: P
       throw new SaeError("config", `init_from ${dir}: a ${parentModel.variant} SAE has no ${name} for the ${model.variant} variant`, "fine-tune with the parent's variant (a standard run can become scaled)");
     }
   }
-  return { p, scale: meta.scale, step: meta.step, note: `from ${path.basename(dir)} (${parentModel.variant}) at step ${meta.step}` };
+  return { p, scale: meta.scale, step: meta.batch_offset + meta.step, note: `from ${path.basename(dir)} (${parentModel.variant}) at step ${meta.step}`, fixedInputBias };
 }

@@ -4,7 +4,7 @@
 import type { Phase } from "../config/schema.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import type { ParamSet } from "../sae/params.ts";
-import type { Engine } from "../engine/types.ts";
+import type { Arr, Engine } from "../engine/types.ts";
 
 const ENCODER = ["W_enc", "b_enc", "b_gate", "b_mag", "r_mag", "log_threshold"];
 const GROUPS: Record<string, string[]> = {
@@ -35,22 +35,24 @@ export function frozenParams(model: SaeModel, phase: Phase, coeff: number): Set<
 
 /**
  * When b_dec trains while the encoder is frozen, a pre-encoder bias would move every
- * pre-activation (and L0) as b_dec moves. Fold it into the encoder biases once instead, so the
- * code stays exactly as it was: (x − b_dec)Wᵀ + b = xWᵀ + (b − W b_dec). Returns whether the
- * model must now be built with apply_b_dec_to_input = false.
+ * pre-activation (and L0) as b_dec moves: the encoder then subtracts b_dec's current value as a
+ * constant instead (SaeModel.fixedInputBias), so the code stays bit-for-bit what it was.
  */
-export function needsDecoupling(model: SaeModel, frozen: Set<string>): boolean {
-  return model.applyBDecToInput && frozen.has("W_enc") && !frozen.has("b_dec");
+export function needsFixedInputBias(model: SaeModel, frozen: Set<string>): boolean {
+  return model.applyBDecToInput && !model.fixedInputBias && frozen.has("W_enc") && !frozen.has("b_dec");
 }
 
-export function decoupleInputBias(e: Engine, model: SaeModel, p: ParamSet): void {
+/**
+ * Folds a constant input bias b into the encoder biases, for export without it:
+ * (x − b)Wᵀ + b_enc = xWᵀ + (b_enc − W b). Gated: both π_gate and π_mag shift with Z.
+ */
+export function foldInputBias(e: Engine, model: SaeModel, p: ParamSet, bias: Arr): void {
   const { D, H } = model.dims;
-  const shift = new Float32Array(H); // W_enc b_dec  [H]
-  e.gemm(false, false, H, 1, D, 1, p.get("W_enc"), p.get("b_dec"), 0, shift);
+  const shift = p.buf instanceof Float64Array ? new Float64Array(H) : new Float32Array(H); // W_enc b  [H]
+  e.gemm(false, false, H, 1, D, 1, p.get("W_enc"), bias, 0, shift);
   const v = p.views;
   if (v.b_enc) for (let i = 0; i < H; i++) v.b_enc[i] -= shift[i];
   if (v.b_gate) {
-    // Gated: π_gate = Z + b_gate, π_mag = Z e^{r_mag} + b_mag, both shift with Z
     for (let i = 0; i < H; i++) {
       v.b_gate[i] -= shift[i];
       v.b_mag[i] -= Math.exp(v.r_mag[i]) * shift[i];

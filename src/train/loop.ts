@@ -17,7 +17,7 @@ import type { DataSource } from "../data/source.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
 import { loadInitFrom, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import { optimizerStep } from "./step.ts";
-import { decoupleInputBias, frozenParams, needsDecoupling } from "./freeze.ts";
+import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
 import { MetricsLog, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
 import { saveFinal } from "../io/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -48,8 +48,7 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   const { config: c, runDir, engine: { engine: e }, reporter } = o;
   const t = c.train;
   const data = createSource(c);
-  let cfg = c; // the config the current model is built from (apply_b_dec_to_input may be decoupled)
-  let model = createModel(cfg);
+  let model = createModel(c);
   const { D, H } = model.dims;
   const B = t.batch_size;
   const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: o.engine.reason };
@@ -60,7 +59,8 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   reporter.log(`data: ${data.describe()}`);
 
   try {
-    const s = initialState(c, model, data, reporter);
+    const { state: s, fixedInputBias } = initialState(c, model, data, reporter);
+    if (fixedInputBias) model = createModel(c, fixedInputBias);
     status.scale = s.scale;
     const gt = data.groundTruth();
     if (gt) writeSafetensors(path.join(runDir, "ground_truth.safetensors"), { features: { dtype: "F32", shape: [gt.G, D], data: gt.features } });
@@ -76,12 +76,10 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       const ph = t.phases[phaseIndex];
       const coefficient = ph.sparsity_coefficient ?? REGISTRY[c.sae.variant].coefficient(c);
       let frozen = frozenParams(model, ph, coefficient);
-      if (needsDecoupling(model, frozen)) {
-        decoupleInputBias(e, model, s.p);
-        cfg = { ...cfg, sae: { ...cfg.sae, apply_b_dec_to_input: false } };
-        model = createModel(cfg);
+      if (needsFixedInputBias(model, frozen)) {
+        model = createModel(c, Float32Array.from(s.p.get("b_dec")));
         frozen = frozenParams(model, ph, coefficient);
-        reporter.log(`phase ${ph.name}: b_dec trains with the encoder frozen; folded the pre-encoder bias into the encoder biases so the code stays fixed`);
+        reporter.log(`phase ${ph.name}: b_dec trains with the encoder frozen; the encoder keeps subtracting b_dec's current value, so the code stays fixed`);
       }
       if (t.phases.length > 1 || frozen.size > 0) {
         reporter.log(`phase ${ph.name}: ${ph.steps} steps, lr ${ph.lr}, sparsity coefficient ${coefficient}${frozen.size ? `, frozen: ${[...frozen].join(", ")}` : ""}`);
@@ -133,12 +131,12 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
           status.tokens = s.tokens;
           writeStatus(runDir, status);
         }
-        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) saveCheckpoint(runDir, s, cfg.sae.apply_b_dec_to_input);
+        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) saveCheckpoint(runDir, s, model.fixedInputBias);
         // yield to the event loop so SIGINT handlers run
         if (o.control) {
           await new Promise((r) => setImmediate(r));
           if (o.control.stop && !(lastOfPhase && phaseIndex === t.phases.length - 1)) {
-            const file = saveCheckpoint(runDir, s, cfg.sae.apply_b_dec_to_input);
+            const file = saveCheckpoint(runDir, s, model.fixedInputBias);
             Object.assign(status, { status: "interrupted", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
             writeStatus(runDir, status);
             reporter.log(`interrupted at step ${s.step}; state saved to ${path.relative(process.cwd(), file)}`);
@@ -147,16 +145,14 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
         }
       }
 
-      // end of phase: checkpoint, fold the input scale into a copy of the weights, evaluate
-      saveCheckpoint(runDir, s, cfg.sae.apply_b_dec_to_input);
-      const folded = s.p.like();
-      folded.copyFrom(s.p);
-      foldScale(folded, s.scale);
+      // end of phase: checkpoint, then evaluate the weights as they are exported (raw input units)
+      saveCheckpoint(runDir, s, model.fixedInputBias);
+      const out = exportable(e, c, model, s.p, s.scale);
       const N = c.data.eval_tokens;
-      result = evaluate(e, model, folded, data.evalSet(N), N, gt);
+      result = evaluate(e, out.model, out.params, data.evalSet(N), N, gt);
       phaseEvals.push({ phase: ph.name, step: s.step, ...result });
       if (t.phases.length > 1) reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
-      if (phaseIndex === t.phases.length - 1) saveFinal(runDir, model, folded, cfg, s.scale);
+      if (phaseIndex === t.phases.length - 1) saveFinal(runDir, out.model, out.params, out.config, s.scale);
     }
 
     const evalDoc = { run: o.runId, units: "raw input (scale folded into the weights)", ...result, ...(phaseEvals.length > 1 ? { phases: phaseEvals } : {}) };
@@ -171,8 +167,22 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   }
 }
 
+/**
+ * The weights as final/ holds them: the input scale folded in (W_enc·c, W_dec/c, b_dec/c), and a
+ * fixed input bias folded into the encoder biases (the model then takes raw x without b_dec).
+ */
+export function exportable(e: EngineChoice["engine"], c: Config, model: SaeModel, p: ParamSet, scale: number): { model: SaeModel; params: ParamSet; config: Config } {
+  const params = p.like();
+  params.copyFrom(p);
+  foldScale(params, scale);
+  if (!model.fixedInputBias) return { model, params, config: c };
+  foldInputBias(e, model, params, Float32Array.from(model.fixedInputBias, (v) => v / scale));
+  const config = { ...c, sae: { ...c.sae, apply_b_dec_to_input: false } };
+  return { model: createModel(config), params, config };
+}
+
 /** A fresh init (input scale and b_dec from a sample training never sees), or init_from's state. */
-function initialState(c: Config, model: SaeModel, data: DataSource, reporter: TrainReporter): TrainState {
+function initialState(c: Config, model: SaeModel, data: DataSource, reporter: TrainReporter): { state: TrainState; fixedInputBias: Float32Array | null } {
   const blank = () => new ParamSet(model.specs);
   const s: TrainState = { p: blank(), m: blank(), v: blank(), sinceFired: new Float64Array(model.dims.H), step: 0, tokens: 0, adamT: 0, scale: 1, batchOffset: 0 };
   if (c.init_from) {
@@ -181,14 +191,14 @@ function initialState(c: Config, model: SaeModel, data: DataSource, reporter: Tr
     s.scale = from.scale;
     s.batchOffset = from.step; // continue the parent's data stream where it stopped
     reporter.log(`init: ${from.note}`);
-    return s;
+    return { state: s, fixedInputBias: from.fixedInputBias };
   }
   const nEst = c.data.norm_estimate_tokens;
   const sample = data.estimationSample(nEst);
   s.scale = estimateScale(sample, nEst, model.dims.D, c.data.normalize);
   scaleInPlace(sample, s.scale);
   initParams(model, s.p, c, sample, nEst);
-  return s;
+  return { state: s, fixedInputBias: null };
 }
 
 /** out[i] > 0 iff latent i is positive on some row of the batch */
