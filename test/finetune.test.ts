@@ -139,7 +139,7 @@ test("fine-tune --mode scale: s converges to the closed-form least-squares solut
   assert.ok(checked > H / 4, `only ${checked} latents fire on ≥1% of tokens`);
   assert.ok(worst < 0.01, `worst relative difference between learned and closed-form s: ${worst}`);
   console.log(`# scale mode: ${checked} latents, worst |s − s*|/s* = ${worst.toExponential(2)}`);
-  assert.ok(learned.reduce((a, v) => a + v, 0) / H > 1, "mean s > 1: the fine-tune undoes shrinkage");
+  assert.ok(Array.from(learned).reduce((a, v) => a + v, 0) / H > 1, "mean s > 1: the fine-tune undoes shrinkage");
 });
 
 test("fine-tune --mode encoder (decoder frozen, the negative control) raises L0", async () => {
