@@ -11,7 +11,7 @@
 // all kc of its candidates at or above the batch threshold.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "./variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import { AuxK, sparseBackward } from "./sparse.ts";
 import type { ParamSet } from "./params.ts";
 
@@ -57,8 +57,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
         e.addBias(F, bEnc, B, H, true);
         const t = theta[0];
         if (t > 0) for (let j = 0; j < B * H; j++) if (!(F[j] > t)) F[j] = 0;
-        for (let b = 0; b < B; b++) Xhat.set(bDec, b * D);
-        e.gemm(false, false, B, D, H, 1, F, Wdec, 1, Xhat);
+        denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
         const mse = residual(Xhat, X, E) / B;
         return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat };
       }

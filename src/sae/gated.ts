@@ -11,7 +11,7 @@
 // W_gate is stored as W_enc (SAELens's name); there is no b_enc.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled } from "./variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "./variant.ts";
 import type { ParamSet } from "./params.ts";
 
 export interface GatedOptions {
@@ -58,14 +58,12 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
         F[b * H + i] = gate > 0 && mag > 0 ? mag : 0;
       }
       const Xhat = ws.f("Xhat", B * D, X);
-      for (let b = 0; b < B; b++) Xhat.set(bDec, b * D);
-      e.gemm(false, false, B, D, H, 1, F, Wdec, 1, Xhat);
+      denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
       // auxiliary reconstruction from the gate activations
       const XhatAux = ws.f("XhatAux", B * D, X);
-      for (let b = 0; b < B; b++) XhatAux.set(bDec, b * D);
-      e.gemm(false, false, B, D, H, 1, A, Wdec, 1, XhatAux);
+      denseDecode(e, A, Wdec, bDec, dims, B, XhatAux);
       Eaux = ws.f("Eaux", B * D, X);
       const aux = residual(XhatAux, X, Eaux) / B;
       colSumA = ws.f("colSumA", H, X);

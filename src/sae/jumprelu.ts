@@ -9,7 +9,7 @@
 // only θ; W_enc and b_enc learn from the reconstruction alone (∂F/∂P = H(P − θ)).
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "./variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import type { ParamSet } from "./params.ts";
 
 export interface JumpReluOptions {
@@ -53,8 +53,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
         l0 += on ? 1 : 0;
       }
       const Xhat = ws.f("Xhat", B * D, X);
-      for (let b = 0; b < B; b++) Xhat.set(bDec, b * D);
-      e.gemm(false, false, B, D, H, 1, F, Wdec, 1, Xhat);
+      denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
       const sparsity = (coeff * l0) / B;

@@ -6,7 +6,7 @@
 //   loss = mean_b [ Σ_d (x − x̂)² + λ·penalty(U, ‖d‖) ]
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "./variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import type { ParamSet } from "./params.ts";
 
 /**
@@ -63,8 +63,7 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
         for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = U[b * H + i] * s[i];
       }
       const Xhat = ws.f("Xhat", B * D, X);
-      for (let b = 0; b < B; b++) Xhat.set(bDec, b * D);
-      e.gemm(false, false, B, D, H, 1, F, Wdec, 1, Xhat);
+      denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
       colSumU = ws.f("colSumU", H, X);

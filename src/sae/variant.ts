@@ -109,6 +109,13 @@ export function centerInput(X: Arr, bDec: Arr, apply: boolean, B: number, D: num
   return out;
 }
 
+/** Dense decode: out = F W_dec + b_dec.  F [B, H], W_dec [H, D], out [B, D]. */
+export function denseDecode(e: Engine, F: Arr, Wdec: Arr, bDec: Arr, dims: Dims, B: number, out: Arr): Arr {
+  for (let b = 0; b < B; b++) out.set(bDec, b * dims.D);
+  e.gemm(false, false, B, dims.D, dims.H, 1, F, Wdec, 1, out);
+  return out;
+}
+
 /** E = X̂ − X in place of Ehat's storage; returns Σ E² (over the whole batch). */
 export function residual(Xhat: Arr, X: Arr, E: Arr): number {
   let s = 0;
