@@ -135,6 +135,16 @@ Napi::Value TopkRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value RowNonzeros(const Napi::CallbackInfo& info) {
+  Args a{info, "rowNonzeros"};
+  a.count(6);
+  int rows = a.dim(1, "rows"), cols = a.dim(2, "cols"), kmax = a.dim(3, "kmax");
+  const float* A = a.f32(0, "A", (int64_t)rows * cols);
+  int32_t* idx = a.i32(4, "idx", (int64_t)rows * kmax);
+  float* val = a.f32(5, "val", (int64_t)rows * kmax);
+  return Napi::Number::New(info.Env(), sae::row_nonzeros(A, rows, cols, kmax, idx, val));
+}
+
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   Args a{info, "gatherRows"};
   a.count(9);
@@ -177,14 +187,14 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
 
 Napi::Value Adam(const Napi::CallbackInfo& info) {
   Args a{info, "adam"};
-  a.count(10);
+  a.count(11);
   float* p = a.f32(0, "params", -1);
   int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
   const float* g = a.f32(1, "grads", n);
   float* m = a.f32(2, "m", n);
   float* v = a.f32(3, "v", n);
   sae::adam(p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"),
-            a.num(8, "bc1"), a.num(9, "bc2"));
+            a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale"));
   return info.Env().Undefined();
 }
 
@@ -250,6 +260,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
   exports.Set("colSum", Napi::Function::New(env, ColSum));
   exports.Set("topkRows", Napi::Function::New(env, TopkRows));
+  exports.Set("rowNonzeros", Napi::Function::New(env, RowNonzeros));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));

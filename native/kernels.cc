@@ -176,6 +176,34 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
   });
 }
 
+int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val) {
+  std::vector<int> maxPer(std::max(1, g_threads), 0);
+  int nt = (int)maxPer.size();
+  int64_t chunk = (rows + nt - 1) / nt;
+  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t r0 = t * chunk, r1 = std::min<int64_t>(rows, r0 + chunk);
+      int best = 0;
+      for (int64_t r = r0; r < r1; r++) {
+        const float* a = A + r * cols;
+        int32_t* ix = idx + r * kmax;
+        float* vv = val + r * kmax;
+        int n = 0;
+        for (int c = 0; c < cols; c++) {
+          if (a[c] != 0.f) {
+            if (n < kmax) { ix[n] = c; vv[n] = a[c]; }
+            n++;
+          }
+        }
+        for (int j = n; j < kmax; j++) { ix[j] = 0; vv[j] = 0.f; }
+        best = std::max(best, n);
+      }
+      maxPer[t] = best;
+    }
+  });
+  return *std::max_element(maxPer.begin(), maxPer.end());
+}
+
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out) {
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
@@ -223,10 +251,10 @@ void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const f
 }
 
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-          float beta2, float eps, float bc1, float bc2) {
+          float beta2, float eps, float bc1, float bc2, float gscale) {
   parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; i++) {
-      float gi = g[i];
+      float gi = gscale * g[i];
       float mi = beta1 * m[i] + (1.f - beta1) * gi;
       float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
       m[i] = mi;

@@ -31,6 +31,11 @@ void col_sum(const float* A, int rows, int cols, float* out, bool accumulate);
 void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows, int cols, int k,
                int32_t* idx, float* val);
 
+// Per-row non-zeros of A [rows, cols], up to kmax per row: idx/val [rows, kmax] in column order,
+// padded with (0, 0). Returns the largest per-row count; when it exceeds kmax, rows were cut short
+// and the caller should retry with more room (or stay dense).
+int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val);
+
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out);
@@ -43,9 +48,10 @@ void gather_dot(const int32_t* idx, int rows, int k, const float* G, const float
 void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int D,
                   float* out);
 
-// Adam with bias correction over n contiguous parameters.
+// Adam with bias correction over n contiguous parameters, on the gradient gscale·g (gscale carries
+// gradient clipping, so clipping costs no extra pass over the gradients).
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
-          float beta2, float eps, float bc1, float bc2);
+          float beta2, float eps, float bc1, float bc2, float gscale);
 
 // out[i] = ||W[i,:]||
 void row_norms(const float* W, int rows, int cols, float* out);

@@ -1,26 +1,39 @@
-// `npm run bench [-- --json] [-- --steps N] [-- --small-only]`: milliseconds per training step of
-// each variant, the GFLOP/s of the dense encoder GEMM (B×D by D×H) measured in the same process,
-// and the ratio step time / encoder-GEMM time (the floor for an exact step is 1.0).
-// Inputs are Gaussian; "dense" cases are at init, where about half the ReLU latents are active.
+// `npm run bench [-- --json] [-- --small-only] [-- --steps N]`: milliseconds per training step of
+// each case, the GFLOP/s of the dense encoder GEMM (B×D by D×H) measured in the same process, the
+// ratio step / encoder GEMM (1.0 is the floor for an exact step), peak resident memory against what
+// the step needs (parameters + gradients + Adam moments + batch + workspace), and the issue-5
+// target. Each case runs in a child process of its own so that its peak memory is its own; the
+// process's resident memory before any array is allocated (node, tsx, the addon) is subtracted.
+// Inputs are Gaussian with E‖x‖² = 1; sparse ReLU cases shift the encoder biases so that about
+// 0.5% of latents fire; AuxK cases mark 5% of latents dead.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import { fileURLToPath } from "node:url";
 import { selectEngine } from "../src/engine/index.ts";
-import type { Engine } from "../src/engine/types.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { createStandard } from "../src/sae/standard.ts";
 import { createTopK } from "../src/sae/topk.ts";
+import { createBatchTopK } from "../src/sae/batchtopk.ts";
+import { createGated } from "../src/sae/gated.ts";
+import { createJumpRelu } from "../src/sae/jumprelu.ts";
 import type { SaeModel } from "../src/sae/variant.ts";
 import { optimizerStep } from "../src/train/step.ts";
 import { Rng } from "../src/train/rng.ts";
 
-const args = process.argv.slice(2);
-const json = args.includes("--json");
-const steps = Number(args[args.indexOf("--steps") + 1]) || 3;
-const shapes = args.includes("--small-only") ? [{ B: 1024, D: 128, H: 1024, K: 16 }] : [{ B: 1024, D: 128, H: 1024, K: 16 }, { B: 4096, D: 768, H: 16384, K: 32 }];
+interface Shape { B: number; D: number; H: number; K: number }
+const SMALL: Shape = { B: 1024, D: 128, H: 1024, K: 16 };
+const BIG: Shape = { B: 4096, D: 768, H: 16384, K: 32 };
 
-const choice = selectEngine();
-const e = choice.engine;
-const log = (s: string) => { if (!json) console.log(s); };
-log(`${choice.reason}; ${steps} timed steps per case after one warm-up step`);
+interface Case { name: string; target?: number; build(s: Shape): { model: SaeModel; sparseBias?: boolean; deadFrac?: number } }
+const CASES: Case[] = [
+  { name: "topk, AuxK on (5% dead)", target: 1.6, build: ({ D, H, K }) => ({ model: createTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), deadFrac: 0.05 }) },
+  { name: "batchtopk, AuxK on (5% dead)", target: 1.7, build: ({ D, H, K }) => ({ model: createBatchTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), deadFrac: 0.05 }) },
+  { name: "standard constrained, L0 ≈ 0.5% of H", target: 2.0, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }), sparseBias: true }) },
+  { name: "standard april, L0 ≈ 0.5% of H", target: 2.0, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "april", applyBDecToInput: true }), sparseBias: true }) },
+  { name: "standard constrained, dense (L0 ≈ H/2)", target: 5.5, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }) }) },
+  { name: "gated, L0 ≈ 0.5% of H", target: 2.5, build: ({ D, H }) => ({ model: createGated({ D, H }, { flavour: "paper", applyBDecToInput: true }), sparseBias: true }) },
+  { name: "jumprelu, L0 ≈ 0.5% of H", build: ({ D, H }) => ({ model: createJumpRelu({ D, H }, { bandwidth: 0.001, unitNormDecoder: true, applyBDecToInput: false }), sparseBias: true }) },
+];
 
 function gaussian(n: number, seed: number): Float32Array {
   const rng = new Rng(seed);
@@ -29,65 +42,95 @@ function gaussian(n: number, seed: number): Float32Array {
   return a;
 }
 
-function peakRssMiB(): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync("/proc/self/status", "utf8"));
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
+function peakRssBytes(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync("/proc/self/status", "utf8"));
+  return m ? Number(m[1]) * 1024 : NaN;
 }
 
-function timeGemm(e: Engine, B: number, D: number, H: number, X: Float32Array): number {
-  const W = gaussian(H * D, 2), P = new Float32Array(B * H);
-  e.gemm(false, true, B, H, D, 1, X, W, 0, P); // warm-up
-  const t0 = performance.now();
-  const reps = 3;
-  for (let r = 0; r < reps; r++) e.gemm(false, true, B, H, D, 1, X, W, 0, P);
-  return (performance.now() - t0) / reps;
-}
+interface Row { shape: string; case: string; ms_per_step: number; gemm_ms: number; gemm_gflops: number; ratio: number; target: number | null; ok: boolean | null; l0: number; peak_rss_mib: number; needed_mib: number; memory_ratio: number }
 
-interface Row { shape: string; case: string; ms_per_step: number; gemm_ms: number; gemm_gflops: number; ratio: number; l0: number; peak_rss_mib: number }
-const rows: Row[] = [];
-
-for (const { B, D, H, K } of shapes) {
-  const shape = `B=${B} D=${D} H=${H} K=${K}`;
+/** one case, in this process */
+function runCase(c: Case, shape: Shape, steps: number): Row {
+  const { B, D, H } = shape;
+  const baseline = process.memoryUsage().rss; // node + tsx + the addon, before any array
+  const { engine: e } = selectEngine();
   const X = gaussian(B * D, 1);
-  for (let i = 0; i < X.length; i++) X[i] /= Math.sqrt(D); // E‖x‖² = 1
-  const gemmMs = timeGemm(e, B, D, H, X);
-  const gflops = (2 * B * D * H) / (gemmMs * 1e6);
-  log(`\n${shape}: encoder GEMM ${gemmMs.toFixed(1)} ms = ${gflops.toFixed(1)} GFLOP/s`);
-  const cases: [string, SaeModel, number][] = [
-    ["topk (AuxK on, 25% dead)", createTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), 0.25],
-    ["standard constrained (dense code)", createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }), 0],
-    ["standard april (dense code)", createStandard({ D, H }, { flavour: "april", applyBDecToInput: true }), 0],
-  ];
-  for (const [name, model, deadFrac] of cases) {
-    const s = { p: new ParamSet(model.specs), m: new ParamSet(model.specs), v: new ParamSet(model.specs), adamT: 0 };
-    const Wdec = s.p.get("W_dec");
-    Wdec.set(gaussian(H * D, 3));
-    e.normalizeRows(Wdec, H, D);
-    s.p.get("W_enc").set(Wdec);
-    const grads = s.p.like();
-    const dead = new Uint8Array(H).map((_, i) => (i < deadFrac * H ? 1 : 0));
-    const settings = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, coeff: 0.01, dead: deadFrac > 0 ? dead : null };
-    optimizerStep(e, model, s, grads, X, B, settings);
-    let l0 = 0;
-    const t0 = performance.now();
-    for (let i = 0; i < steps; i++) {
-      const { fwd } = optimizerStep(e, model, s, grads, X, B, settings);
-      if (i === 0) {
-        const c = fwd.code;
-        let n = 0;
-        if (c.kind === "dense") for (let j = 0; j < c.F.length; j++) n += c.F[j] > 0 ? 1 : 0;
-        else for (let j = 0; j < c.val.length; j++) n += c.val[j] > 0 ? 1 : 0;
-        l0 = n / B;
+  for (let i = 0; i < X.length; i++) X[i] /= Math.sqrt(D);
+  // encoder GEMM, same process
+  {
+    const W = gaussian(H * D, 2), P = new Float32Array(B * H);
+    e.gemm(false, true, B, H, D, 1, X, W, 0, P);
+  }
+  const W = gaussian(H * D, 2), P = new Float32Array(B * H);
+  const t0 = performance.now();
+  for (let r = 0; r < 3; r++) e.gemm(false, true, B, H, D, 1, X, W, 0, P);
+  const gemmMs = (performance.now() - t0) / 3;
+
+  const { model, sparseBias, deadFrac = 0 } = c.build(shape);
+  const s = { p: new ParamSet(model.specs), m: new ParamSet(model.specs), v: new ParamSet(model.specs), adamT: 0 };
+  const Wdec = s.p.get("W_dec");
+  Wdec.set(W);
+  e.normalizeRows(Wdec, H, D);
+  s.p.get("W_enc").set(Wdec);
+  if (sparseBias) {
+    // pre-activations ~ N(0, 1/D): a bias of −2.58/√D leaves about 0.5% of them positive
+    const shift = -2.58 / Math.sqrt(D);
+    if (s.p.views.log_threshold) s.p.get("log_threshold").fill(Math.log(2.58 / Math.sqrt(D))); // JumpReLU: the threshold does it
+    else for (const name of ["b_enc", "b_gate"]) if (s.p.views[name]) s.p.get(name).fill(shift);
+  }
+  const grads = s.p.like();
+  const dead = new Uint8Array(H).map((_, i) => (i % Math.round(1 / Math.max(deadFrac, 1e-9)) === 0 && deadFrac > 0 ? 1 : 0));
+  const settings = { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, coeff: 0.01, dead: deadFrac > 0 ? dead : null };
+  optimizerStep(e, model, s, grads, X, B, settings); // warm-up: allocates the workspace
+  let l0 = 0;
+  const t1 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    const { fwd } = optimizerStep(e, model, s, grads, X, B, settings);
+    if (i === 0) {
+      const code = fwd.code;
+      let n = 0;
+      if (code.kind === "dense") for (let j = 0; j < code.F.length; j++) n += code.F[j] > 0 ? 1 : 0;
+      else for (let j = 0; j < code.val.length; j++) n += code.val[j] > 0 ? 1 : 0;
+      l0 = n / B;
+    }
+  }
+  const ms = (performance.now() - t1) / steps;
+  const needed = 4 * s.p.buf.byteLength + X.byteLength + model.workspaceBytes();
+  const peak = peakRssBytes() - baseline - W.byteLength - P.byteLength; // the GEMM probe's arrays are not the step's
+  const ratio = ms / gemmMs;
+  return {
+    shape: `B=${B} D=${D} H=${H} K=${shape.K}`, case: c.name, ms_per_step: ms, gemm_ms: gemmMs, gemm_gflops: (2 * B * D * H) / (gemmMs * 1e6), ratio,
+    target: c.target ?? null, ok: c.target ? ratio <= c.target : null, l0, peak_rss_mib: peak / 2 ** 20, needed_mib: needed / 2 ** 20, memory_ratio: peak / needed,
+  };
+}
+
+const args = process.argv.slice(2);
+const stepsArg = args.indexOf("--steps");
+const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
+const caseArg = args.indexOf("--case");
+if (caseArg >= 0) {
+  // child mode: one case, print its row as JSON
+  const shape = args.includes("--big") ? BIG : SMALL;
+  console.log(JSON.stringify(runCase(CASES[Number(args[caseArg + 1])], shape, steps)));
+} else {
+  const json = args.includes("--json");
+  const shapes = args.includes("--small-only") ? ["small"] : ["small", "big"];
+  const engine = selectEngine();
+  if (!json) console.log(`${engine.reason}; ${steps} timed steps per case after one warm-up step; each case in its own process`);
+  const rows: Row[] = [];
+  const self = fileURLToPath(import.meta.url);
+  for (const shape of shapes) {
+    if (!json) console.log(`\n${shape === "big" ? "B=4096 D=768 H=16384 K=32" : "B=1024 D=128 H=1024 K=16"}`);
+    for (let i = 0; i < CASES.length; i++) {
+      const r = spawnSync(process.execPath, ["--import", "tsx", self, "--case", String(i), "--steps", String(steps), ...(shape === "big" ? ["--big"] : [])], { encoding: "utf8", maxBuffer: 1 << 20 });
+      if (r.status !== 0) throw new Error(`bench case ${CASES[i].name} failed:\n${r.stderr}`);
+      const row = JSON.parse(r.stdout.trim().split("\n").pop()!) as Row;
+      rows.push(row);
+      if (!json) {
+        const target = row.target === null ? "" : `target ≤ ${row.target.toFixed(1)} ${row.ok ? "met" : "MISSED"}`;
+        console.log(`  ${row.case.padEnd(40)} ${row.ms_per_step.toFixed(1).padStart(8)} ms  ${row.ratio.toFixed(2).padStart(5)} × GEMM (${row.gemm_ms.toFixed(0)} ms, ${row.gemm_gflops.toFixed(0)} GFLOP/s)  L0 ${row.l0.toFixed(0).padStart(5)}  peak ${row.peak_rss_mib.toFixed(0)} MiB = ${row.memory_ratio.toFixed(2)} × needed  ${target}`);
       }
     }
-    const ms = (performance.now() - t0) / steps;
-    const row = { shape, case: name, ms_per_step: ms, gemm_ms: gemmMs, gemm_gflops: gflops, ratio: ms / gemmMs, l0, peak_rss_mib: peakRssMiB() };
-    rows.push(row);
-    log(`  ${name.padEnd(36)} ${ms.toFixed(1).padStart(9)} ms/step  ${row.ratio.toFixed(2).padStart(6)} × GEMM  (L0 ${l0.toFixed(0)}, peak RSS so far ${row.peak_rss_mib.toFixed(0)} MiB)`);
   }
+  if (json) console.log(JSON.stringify({ engine: engine.reason, steps, rows }, null, 2));
 }
-if (json) console.log(JSON.stringify({ engine: choice.reason, steps, rows }, null, 2));

@@ -73,6 +73,21 @@ for (const { B, D, H, K } of SHAPES) {
     }
   });
 
+  test(`rowNonzeros (${tag})`, { skip }, () => {
+    const A = f32(B * H, 30);
+    for (let j = 0; j < A.length; j++) if (A[j] < 1.2) A[j] = 0; // about 11% non-zero
+    for (const kmax of [H, 3]) {
+      const i1 = new Int32Array(B * kmax), i2 = new Int32Array(B * kmax);
+      const v1 = new Float32Array(B * kmax), v2 = new Float32Array(B * kmax);
+      const m1 = nat.rowNonzeros(A, B, H, kmax, i1, v1), m2 = jsEngine.rowNonzeros(A, B, H, kmax, i2, v2);
+      assert.equal(m1, m2);
+      if (kmax >= m1) {
+        assert.deepEqual(i1, i2);
+        assert.deepEqual(v1, v2);
+      }
+    }
+  });
+
   test(`gatherRows, gatherDot, scatterRows (${tag})`, { skip }, () => {
     const idx = new Int32Array(B * K).map((_, j) => (j * 7919) % H);
     const val = f32(B * K, 12);
@@ -98,8 +113,8 @@ for (const { B, D, H, K } of SHAPES) {
     const n = H * D;
     const p1 = f32(n, 17), g = f32(n, 18), m1 = f32(n, 19, 0.1), v1 = f32(n, 20, 0.1).map(Math.abs);
     const p2 = p1.slice(), m2 = m1.slice(), v2 = v1.slice();
-    nat.adam(p1, g, m1, v1, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002);
-    jsEngine.adam(p2, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002);
+    nat.adam(p1, g, m1, v1, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7);
+    jsEngine.adam(p2, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7);
     // float32 rounding differs with FMA contraction: compare relative to each array's scale
     for (const [name, a, b] of [["adam p", p1, p2], ["adam m", m1, m2], ["adam v", v1, v2]] as const) {
       close(name, a, b, 1e-6 * Math.max(...b.map(Math.abs)));
@@ -147,6 +162,6 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.gatherRows(idx, new Float32Array(2), 1, 2, new Float32Array(12), 4, 3, null, new Float32Array(3)), /idx\[1\] = 7 is outside \[0, 4\)/);
   assert.throws(() => a.scatterRows(new Int32Array([-1]), new Float32Array(1), 1, 1, new Float32Array(3), 4, 3, new Float32Array(12)), /outside/);
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
-  assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1), /grads has length 5, expected 6/);
+  assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);
   assert.throws(() => a.setThreads(0), /threads must be at least 1/);
 });

@@ -12,6 +12,7 @@ import { foldScale } from "../src/sae/init.ts";
 import { Rng } from "../src/train/rng.ts";
 import { SyntheticSource, firingProbabilities } from "../src/data/synthetic.ts";
 import { randn } from "./helpers.ts";
+import { codeValue } from "../src/sae/variant.ts";
 
 const settings = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 0, dead: null };
 
@@ -39,7 +40,7 @@ test("shrinkage: one feature, unit atom, penalty λ → the code is λ/2 below t
   for (const a of [0.8, 1.0, 1.3]) {
     const X = g.map((v) => a * v);
     const r = model.forward({ e: jsEngine, p: s.p, X, B: 1, coeff: 0, dead: null });
-    const f = r.code.kind === "dense" ? r.code.F[0] : NaN;
+    const f = codeValue(r.code, 1, 0, 0);
     assert.ok(Math.abs(f - (a - lambda / 2)) < 5e-3, `a = ${a}: code ${f}, expected ${a - lambda / 2}`);
   }
 });

@@ -73,7 +73,8 @@ export const SaeSchema = z
     apply_b_dec_to_input: z.boolean().optional(),
     /** b_dec init from the data sample: geometric_median (Weiszfeld), mean, or zeros */
     b_dec_init: z.enum(["geometric_median", "mean", "zeros"]).default("geometric_median"),
-    /** norm of each encoder row at init (W_enc = W_decᵀ directions); default 1 for topk, 0.1 for standard */
+    /** norm of each encoder row at init (W_enc = W_decᵀ directions); default 0.1 for the ReLU + penalty variants
+     *  (standard, tanh, scaled: dictionary_learning, SAELens), 1 for the others (unit-norm tied init) */
     init_norm: pos().optional(),
   })
   .strict();
@@ -202,7 +203,7 @@ export function resolveConfig(raw: RawConfig): Config {
       d_sae: H,
       expansion_factor: H / raw.data.d_in,
       k_aux: s.k_aux ?? Math.max(1, Math.floor(raw.data.d_in / 2)),
-      init_norm: s.init_norm ?? (topk ? 1 : 0.1),
+      init_norm: s.init_norm ?? (["standard", "tanh", "scaled"].includes(s.variant) ? 0.1 : 1),
     },
     train: resolveTrain(raw.train, topk ? 2e-4 / Math.sqrt(H / 16384) : 1e-3),
   };

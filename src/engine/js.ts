@@ -64,6 +64,28 @@ export const jsEngine: Engine = {
     }
   },
 
+  rowNonzeros(A, rows, cols, kmax, idx, val) {
+    let best = 0;
+    for (let r = 0; r < rows; r++) {
+      let n = 0;
+      for (let c = 0; c < cols; c++) {
+        const a = A[r * cols + c];
+        if (a === 0) continue;
+        if (n < kmax) {
+          idx[r * kmax + n] = c;
+          val[r * kmax + n] = a;
+        }
+        n++;
+      }
+      for (let j = n; j < kmax; j++) {
+        idx[r * kmax + j] = 0;
+        val[r * kmax + j] = 0;
+      }
+      best = Math.max(best, n);
+    }
+    return best;
+  },
+
   gatherRows(idx, val, rows, k, W, H, D, bias, out) {
     checkIdx(idx, H);
     for (let b = 0; b < rows; b++) {
@@ -101,10 +123,11 @@ export const jsEngine: Engine = {
     }
   },
 
-  adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2) {
+  adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
     for (let i = 0; i < p.length; i++) {
-      m[i] = beta1 * m[i] + (1 - beta1) * g[i];
-      v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+      const gi = gradScale * g[i];
+      m[i] = beta1 * m[i] + (1 - beta1) * gi;
+      v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
       p[i] -= (lr * (m[i] / bc1)) / (Math.sqrt(v[i] / bc2) + eps);
     }
   },

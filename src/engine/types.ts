@@ -17,14 +17,19 @@ export interface Engine {
   colSum(A: Arr, rows: number, cols: number, out: Arr, accumulate: boolean): void;
   /** Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column. */
   topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr): void;
+  /**
+   * Per-row non-zeros of A [rows, cols] into idx/val [rows, kmax] (column order, padded with (0, 0)).
+   * Returns the largest per-row count; above kmax the rows were cut short.
+   */
+  rowNonzeros(A: Arr, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr): number;
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
   /** out[b,k] = G[b,:]·W[idx[b,k],:] */
   gatherDot(idx: Int32Array, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
   /** out[idx[b,k],:] += val[b,k]·X[b,:]   (out is [H, D]) */
   scatterRows(idx: Int32Array, val: Arr, rows: number, k: number, X: Arr, H: number, D: number, out: Arr): void;
-  /** One Adam step with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
-  adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number): void;
+  /** One Adam step on the gradient gradScale·g, with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
+  adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number): void;
   rowNorms(W: Arr, rows: number, cols: number, out: Arr): void;
   /** G[i] −= (G[i]·Ŵ[i])Ŵ[i]: drop the gradient component along each (unit) decoder row. */
   projectRows(G: Arr, W: Arr, rows: number, cols: number): void;

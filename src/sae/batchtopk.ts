@@ -6,9 +6,9 @@
 // kept in each training batch. θ lives in the parameters (non-trainable), so checkpoints and the
 // exported weights carry it.
 //
-// Selection without sorting B·H values: take each row's top kc (kc = 2k, doubled while needed)
-// with the per-row kernel; the batch's k·B largest are among those candidates whenever no row had
-// all kc of its candidates at or above the batch threshold.
+// Selection without sorting B·H values: take each row's top kc (kc = 2k at first, doubled while
+// needed and remembered across steps) with the per-row kernel; the batch's k·B largest are among
+// those candidates whenever no row had all kc of its candidates at or above the batch threshold.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
@@ -20,6 +20,8 @@ export interface BatchTopKOptions {
   kAux: number;
   auxCoefficient: number;
   applyBDecToInput: boolean;
+  /** test hook: force AuxK's dense or sparse computation */
+  auxPath?: AuxK["path"];
   /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
   fixedInputBias?: Arr | null;
 }
@@ -30,11 +32,14 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
   const { D, H } = dims;
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
+  if (opt.auxPath) auxk.path = opt.auxPath;
   let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc = 0, trained = false; // cache of the last forward
+  let kcStart = Math.min(H, 2 * opt.k); // candidates per row: remembered across steps, so retries are rare
 
   return {
     variant: "batchtopk",
     dims,
+    workspaceBytes: () => ws.bytes(),
     specs: [...standardSpecs(dims), { name: "threshold", shape: [1] }],
     unitNormDecoder: true,
     applyBDecToInput: opt.applyBDecToInput,
@@ -62,12 +67,13 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
         return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat };
       }
       const total = Math.min(opt.k * B, B * H);
-      for (kc = Math.min(H, 2 * opt.k); ; kc = Math.min(H, 2 * kc)) {
+      for (kc = kcStart; ; kc = Math.min(H, 2 * kc)) {
         idx = ws.i("idx", B * kc);
         val = ws.f("val", B * kc, X);
         e.topkRows(P, bEnc, null, B, H, kc, idx, val);
         if (selectBatch(val, B, kc, total) || kc === H) break;
       }
+      kcStart = kc;
       // θ ← EMA of the smallest kept value
       let minKept = Infinity;
       for (let j = 0; j < B * kc; j++) if (val[j] > 0 && val[j] < minKept) minKept = val[j];

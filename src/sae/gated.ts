@@ -31,6 +31,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
   return {
     variant: "gated",
     dims,
+    workspaceBytes: () => ws.bytes(),
     specs: [
       { name: "W_enc", shape: [H, D] },
       { name: "b_gate", shape: [H] },

@@ -30,6 +30,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
   return {
     variant: "jumprelu",
     dims,
+    workspaceBytes: () => ws.bytes(),
     specs: [...standardSpecs(dims), { name: "log_threshold", shape: [H] }],
     unitNormDecoder: opt.unitNormDecoder,
     applyBDecToInput: opt.applyBDecToInput,

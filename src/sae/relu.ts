@@ -1,28 +1,31 @@
-// The dense ReLU pipeline shared by Standard, TanH and Scaled SAEs; each of those files supplies
-// its sparsity penalty (and Scaled its per-latent scale s). Five GEMMs per step:
+// The ReLU pipeline shared by Standard, TanH and Scaled SAEs; each of those files supplies its
+// sparsity penalty (and Scaled its per-latent scale s).
 //   U = ReLU((X − a·b_dec) W_encᵀ + b_enc)   [B, H]   unscaled code, the penalty's argument
 //   F = U ⊙ s (scaled) or U                  [B, H]
 //   X̂ = F W_dec + b_dec                      [B, D]
-//   loss = mean_b [ Σ_d (x − x̂)² + λ·penalty(U, ‖d‖) ]
+//   loss = mean_b [ Σ_d (x − x̂)² + λ·Σ_i φ(U_i, ‖d_i‖) ]
+// Two computations after the encoder GEMM, chosen per batch by the code's density:
+//   dense  — four more GEMMs (decode, dW_dec, dF, dW_enc): early in training, when L0 is large;
+//   sparse — once every row has at most H/SPARSE_DENOMINATOR active latents, the code becomes
+//            (index, value) pairs and decode and gradients touch only active latents, like TopK.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import type { ParamSet } from "./params.ts";
 
-/**
- * A sparsity penalty Σ_b Σ_i φ(U_bi, n_i), with n_i = ‖d_i‖ (1 for a unit-norm decoder).
- * Linear penalties give a per-latent gradient (colAdd); others add per element.
- */
+/** A sparsity penalty Σ_b Σ_i φ(U_bi, n_i) over active entries (U > 0), n_i = ‖d_i‖ (1 for a unit-norm decoder). */
 export interface Penalty {
-  /** Σ_b Σ_i φ(U_bi, n_i), coefficient excluded. colSumU = Σ_b U_bi. */
-  value(U: Arr, n: Arr, B: number, H: number, colSumU: Arr): number;
-  /** ∂φ/∂U as a per-latent constant (linear penalties): out[i] = c·∂φ/∂U_i */
-  colGrad?(n: Arr, c: number, out: Arr): void;
-  /** otherwise, GU[b,i] += c·∂φ/∂U_bi, for U_bi > 0 */
-  addGrad?(GU: Arr, U: Arr, n: Arr, c: number, B: number, H: number): void;
-  /** out[i] = c·Σ_b ∂φ/∂n_i (only used when the decoder is free) */
-  normGrad(U: Arr, n: Arr, c: number, B: number, H: number, colSumU: Arr, out: Arr): void;
+  value(u: number, n: number): number;
+  /** ∂φ/∂u */
+  du(u: number, n: number): number;
+  /** ∂φ/∂n */
+  dn(u: number, n: number): number;
+  /** φ = u·n (L1): the dense path then works with per-latent column sums */
+  linear?: boolean;
 }
+
+/** the sparse computation runs when no row has more than H / SPARSE_DENOMINATOR active latents */
+export const SPARSE_DENOMINATOR = 16;
 
 export interface ReluOptions {
   variant: string;
@@ -33,6 +36,8 @@ export interface ReluOptions {
   scale: boolean;
   /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
   fixedInputBias?: Arr | null;
+  /** test hook: force one computation */
+  path?: "auto" | "dense" | "sparse";
 }
 
 export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
@@ -40,11 +45,29 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
   const ws = new Workspace();
   const specs = standardSpecs(dims);
   if (opt.scale) specs.push({ name: "s", shape: [H] });
-  let U: Arr, F: Arr, Xc: Arr, E: Arr, colSumU: Arr, norms: Arr; // cache of the last forward
+  const penalty = opt.penalty;
+  // cache of the last forward
+  let U: Arr, F: Arr, Xc: Arr, E: Arr, colSumU: Arr, norms: Arr;
+  let sparse: { m: number; idx: Int32Array; u: Arr; f: Arr } | null = null;
+  let kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
+
+  /** the code as (index, value) pairs, or null when some row is too dense */
+  const sparsify = (e: StepInput["e"], B: number, like: Arr): typeof sparse => {
+    if (opt.path === "dense") return null;
+    const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
+    for (;;) {
+      const idx = ws.i("spIdx", B * kmax), u = ws.f("spU", B * kmax, like);
+      const m = e.rowNonzeros(U, B, H, kmax, idx, u);
+      if (m <= kmax) return { m: kmax, idx, u, f: u };
+      if (m > limit) return null;
+      kmax = m;
+    }
+  };
 
   return {
     variant: opt.variant,
     dims,
+    workspaceBytes: () => ws.bytes(),
     specs,
     unitNormDecoder: opt.unitNormDecoder,
     applyBDecToInput: opt.applyBDecToInput,
@@ -56,23 +79,44 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
       U = ws.f("U", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, U);
       e.addBias(U, bEnc, B, H, true);
-      F = U;
-      if (opt.scale) {
-        const s = p.get("s");
-        F = ws.f("F", B * H, X);
-        for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = U[b * H + i] * s[i];
-      }
-      const Xhat = ws.f("Xhat", B * D, X);
-      denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
-      E = ws.f("E", B * D, X);
-      const mse = residual(Xhat, X, E) / B;
-      colSumU = ws.f("colSumU", H, X);
-      e.colSum(U, B, H, colSumU, false);
       norms = ws.f("norms", H, X);
       if (opt.unitNormDecoder) norms.fill(1);
       else e.rowNorms(Wdec, H, D, norms);
-      const sparsity = coeff === 0 ? 0 : (coeff * opt.penalty.value(U, norms, B, H, colSumU)) / B;
-      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code: { kind: "dense", F }, Xhat };
+      colSumU = ws.f("colSumU", H, X);
+      const Xhat = ws.f("Xhat", B * D, X);
+      let pen = 0;
+      sparse = sparsify(e, B, X);
+      if (sparse) {
+        const { m, idx, u } = sparse;
+        if (opt.scale) {
+          const s = p.get("s"), f = ws.f("spF", B * m, X);
+          for (let j = 0; j < B * m; j++) f[j] = u[j] * s[idx[j]];
+          sparse.f = f;
+        }
+        colSumU.fill(0);
+        for (let j = 0; j < B * m; j++) {
+          if (u[j] === 0) continue;
+          colSumU[idx[j]] += u[j];
+          if (!penalty.linear) pen += penalty.value(u[j], norms[idx[j]]);
+        }
+        e.gatherRows(idx, sparse.f, B, m, Wdec, H, D, bDec, Xhat);
+      } else {
+        F = U;
+        if (opt.scale) {
+          const s = p.get("s");
+          F = ws.f("F", B * H, X);
+          for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = U[b * H + i] * s[i];
+        }
+        e.colSum(U, B, H, colSumU, false);
+        if (!penalty.linear) for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) if (U[b * H + i] > 0) pen += penalty.value(U[b * H + i], norms[i]);
+        denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
+      }
+      if (penalty.linear) for (let i = 0; i < H; i++) pen += colSumU[i] * norms[i];
+      E = ws.f("E", B * D, X);
+      const mse = residual(Xhat, X, E) / B;
+      const sparsity = coeff === 0 ? 0 : (coeff * pen) / B;
+      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F };
+      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code, Xhat };
     },
 
     backward({ e, p, X, B, coeff }: StepInput, g: ParamSet): void {
@@ -81,35 +125,62 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
       const c = coeff / B;
       const G = scaled(E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂  [B, D]
       e.colSum(G, B, D, dbDec, true);
-      e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec); // dW_dec += Fᵀ G
-      const GU = ws.f("GU", B * H, X);
-      e.gemm(false, true, B, H, D, 1, G, Wdec, 0, GU); // dL/dF = G W_decᵀ  [B, H]
-      if (opt.scale) {
-        // F = U ⊙ s: ds_i = Σ_b dF_bi U_bi, dU = dF ⊙ s
-        const s = p.get("s"), ds = g.get("s");
-        for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-          ds[i] += GU[b * H + i] * U[b * H + i];
-          GU[b * H + i] *= s[i];
+      const gpSum = ws.f("gpSum", H, X);
+      const rowScale = ws.f("rowScale", H, X); // c·Σ_b ∂φ/∂n_i, for a free decoder
+      rowScale.fill(0);
+      if (sparse) {
+        // dU at the active entries: from dF (through s) and the penalty; sparseBackward does the rest
+        const { m, idx, u } = sparse;
+        const gu = ws.f("spGU", B * m, X);
+        e.gatherDot(idx, B, m, G, Wdec, H, D, gu); // dL/dF at active entries
+        e.scatterRows(idx, sparse.f, B, m, G, H, D, dWdec); // dW_dec += Fᵀ G over active entries
+        const s = opt.scale ? p.get("s") : null, ds = opt.scale ? g.get("s") : null;
+        gpSum.fill(0);
+        for (let j = 0; j < B * m; j++) {
+          if (!(u[j] > 0)) { gu[j] = 0; continue; }
+          const i = idx[j];
+          if (s) { ds![i] += gu[j] * u[j]; gu[j] *= s[i]; }
+          if (coeff !== 0) {
+            gu[j] += c * penalty.du(u[j], norms[i]);
+            if (!opt.unitNormDecoder && !penalty.linear) rowScale[i] += c * penalty.dn(u[j], norms[i]);
+          }
+          gpSum[i] += gu[j];
         }
+        e.scatterRows(idx, gu, B, m, Xc, H, D, dWenc); // dW_enc += dPᵀ Xc over active entries
+      } else {
+        e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec); // dW_dec += Fᵀ G
+        const GU = ws.f("GU", B * H, X);
+        e.gemm(false, true, B, H, D, 1, G, Wdec, 0, GU); // dL/dF = G W_decᵀ  [B, H]
+        if (opt.scale) {
+          // F = U ⊙ s: ds_i = Σ_b dF_bi U_bi, dU = dF ⊙ s
+          const s = p.get("s"), ds = g.get("s");
+          for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
+            ds[i] += GU[b * H + i] * U[b * H + i];
+            GU[b * H + i] *= s[i];
+          }
+        }
+        let colAdd: Arr | null = null;
+        if (coeff !== 0 && penalty.linear) {
+          colAdd = ws.f("colAdd", H, X);
+          for (let i = 0; i < H; i++) colAdd[i] = c * norms[i];
+        } else if (coeff !== 0) {
+          for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
+            const u = U[b * H + i];
+            if (!(u > 0)) continue;
+            GU[b * H + i] += c * penalty.du(u, norms[i]);
+            if (!opt.unitNormDecoder) rowScale[i] += c * penalty.dn(u, norms[i]);
+          }
+        }
+        e.reluBackward(GU, U, colAdd, B, H); // GU is now dL/dP
+        e.gemm(true, false, H, D, B, 1, GU, Xc, 1, dWenc); // dW_enc += dPᵀ Xc
+        e.colSum(GU, B, H, gpSum, false);
       }
-      let colAdd: Arr | null = null;
-      if (coeff !== 0 && opt.penalty.colGrad) {
-        colAdd = ws.f("colAdd", H, X);
-        opt.penalty.colGrad(norms, c, colAdd);
-      } else if (coeff !== 0) {
-        opt.penalty.addGrad!(GU, U, norms, c, B, H);
-      }
-      e.reluBackward(GU, U, colAdd, B, H); // GU is now dL/dP
       if (coeff !== 0 && !opt.unitNormDecoder) {
         // ∂penalty/∂d_i = (∂penalty/∂n_i)·d_i/n_i: a row scaling of W_dec added into dW_dec
-        const rowScale = ws.f("rowScale", H, X);
-        opt.penalty.normGrad(U, norms, c, B, H, colSumU, rowScale);
+        if (penalty.linear) for (let i = 0; i < H; i++) rowScale[i] = c * colSumU[i];
         for (let i = 0; i < H; i++) rowScale[i] = norms[i] > 0 ? rowScale[i] / norms[i] : 0;
         e.scatterRows(iota(ws, H), rowScale, H, 1, Wdec, H, D, dWdec);
       }
-      e.gemm(true, false, H, D, B, 1, GU, Xc, 1, dWenc); // dW_enc += dPᵀ Xc
-      const gpSum = ws.f("gpSum", H, X);
-      e.colSum(GU, B, H, gpSum, false);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
@@ -124,15 +195,8 @@ function iota(ws: Workspace, n: number): Int32Array {
 
 /** L1 on the (decoder-norm-weighted) code: φ(u, n) = u·n. */
 export const l1Penalty: Penalty = {
-  value(_U, n, _B, H, colSumU) {
-    let s = 0;
-    for (let i = 0; i < H; i++) s += colSumU[i] * n[i];
-    return s;
-  },
-  colGrad(n, c, out) {
-    for (let i = 0; i < n.length; i++) out[i] = c * n[i];
-  },
-  normGrad(_U, _n, c, _B, H, colSumU, out) {
-    for (let i = 0; i < H; i++) out[i] = c * colSumU[i];
-  },
+  linear: true,
+  value: (u, n) => u * n,
+  du: (_u, n) => n,
+  dn: (u) => u,
 };

@@ -12,8 +12,10 @@ import { createReluSae, l1Penalty } from "./relu.ts";
 export interface ScaledOptions {
   applyBDecToInput: boolean;
   fixedInputBias?: Arr | null;
+  /** test hook: force the dense or the sparse computation */
+  path?: "auto" | "dense" | "sparse";
 }
 
 export function createScaled(dims: Dims, opt: ScaledOptions): SaeModel {
-  return createReluSae(dims, { variant: "scaled", penalty: l1Penalty, unitNormDecoder: true, applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, scale: true });
+  return createReluSae(dims, { variant: "scaled", penalty: l1Penalty, unitNormDecoder: true, applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, path: opt.path, scale: true });
 }

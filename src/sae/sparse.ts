@@ -26,13 +26,36 @@ export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dim
  * AuxK: each row's k_aux largest pre-activations among dead latents (ReLU'd) reconstruct the
  * residual e = sg(x − x̂) without b_dec; loss Σ‖ê − e‖² / Σ‖e − ē‖² (variance-normalised; 0 when the
  * denominator is 0 or no latent is dead). Gradients reach only the dead latents.
+ *
+ * Two computations of the same thing. With few dead latents (n_dead ≤ DENSE_AUX_FACTOR·k_aux the
+ * aux code is dense enough) the dead latents' rows are compacted and the aux code is decoded and
+ * back-propagated with GEMMs over [B, n_dead]; with many, by gathers and scatters over the
+ * B·k_aux selected (row, latent) pairs, like the main code.
  */
+export const DENSE_AUX_FACTOR = 8;
+
+interface AuxState {
+  kAux: number;
+  diff: Arr;
+  den: number;
+  /** sparse path: selected latents and values [B, kAux] */
+  idx?: Int32Array;
+  val?: Arr;
+  /** dense path: dead latent ids [n], their code Z [B, n] and decoder rows [n, D] */
+  dead?: Int32Array;
+  Z?: Arr;
+  Wd?: Arr;
+}
+
 export class AuxK {
-  private state: { kAux: number; idx: Int32Array; val: Arr; diff: Arr; den: number } | null = null;
+  private state: AuxState | null = null;
+  private sel: { B: number; kAux: number; dead: Uint8Array; idx: Int32Array; val: Arr; ids?: Int32Array; Pd?: Arr } | null = null;
   private readonly ws: Workspace;
   private readonly dims: Dims;
   private readonly kAuxMax: number;
   readonly alpha: number;
+  /** test hook: force one of the two computations */
+  path: "auto" | "dense" | "sparse" = "auto";
 
   constructor(dims: Dims, kAuxMax: number, alpha: number, ws: Workspace) {
     this.dims = dims;
@@ -41,18 +64,67 @@ export class AuxK {
     this.ws = ws;
   }
 
-  /** P: pre-activations without b_enc [B, H]; E = X̂ − X [B, D]. Returns the loss before α. */
-  forward(e: Engine, P: Arr, bEnc: Arr, Wdec: Arr, E: Arr, B: number, dead: Uint8Array | null, auxTarget?: Arr): number {
-    const { D, H } = this.dims;
+  /**
+   * Selection, in up to three calls so that the encoder can hand over its pre-activations block by
+   * block: begin(), then select() for each block of rows of P (pre-activations without b_enc,
+   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α.
+   */
+  begin(B: number, dead: Uint8Array | null, like: Arr): void {
+    const { H } = this.dims;
     const ws = this.ws;
     this.state = null;
+    this.sel = null;
     const nDead = dead ? dead.reduce((s, v) => s + v, 0) : 0;
-    if (!dead || nDead === 0 || this.alpha === 0) return 0;
+    if (!dead || nDead === 0 || this.alpha === 0) return;
     const kAux = Math.min(this.kAuxMax, nDead);
-    const idx = ws.i("auxIdx", B * kAux), val = ws.f("auxVal", B * kAux, E);
-    e.topkRows(P, bEnc, dead, B, H, kAux, idx, val);
+    const dense = this.path === "dense" || (this.path === "auto" && nDead <= DENSE_AUX_FACTOR * kAux);
+    const idx = ws.i("auxIdx", B * kAux), val = ws.f("auxVal", B * kAux, like);
+    if (dense) {
+      const ids = ws.i("auxDead", nDead);
+      for (let i = 0, j = 0; i < H; i++) if (dead[i]) ids[j++] = i;
+      this.sel = { B, kAux, dead, idx, val, ids, Pd: ws.f("auxP", B * nDead, like) };
+    } else {
+      this.sel = { B, kAux, dead, idx, val };
+    }
+  }
+
+  select(e: Engine, P: Arr, bEnc: Arr, r0: number, rows: number): void {
+    const sel = this.sel;
+    if (!sel) return;
+    const { H } = this.dims;
+    if (sel.ids) {
+      const n = sel.ids.length, ids = sel.ids, Pd = sel.Pd!;
+      for (let b = 0; b < rows; b++) for (let j = 0; j < n; j++) Pd[(r0 + b) * n + j] = P[b * H + ids[j]];
+    } else {
+      const k = sel.kAux;
+      e.topkRows(P, bEnc, sel.dead, rows, H, k, sel.idx.subarray(r0 * k, (r0 + rows) * k), sel.val.subarray(r0 * k, (r0 + rows) * k));
+    }
+  }
+
+  finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): number {
+    const sel = this.sel;
+    if (!sel) return 0;
+    const { D } = this.dims;
+    const { B, kAux, idx, val } = sel;
+    const ws = this.ws;
     const eHat = ws.f("auxHat", B * D, E);
-    e.gatherRows(idx, val, B, kAux, Wdec, H, D, null, eHat);
+    let st: Omit<AuxState, "diff" | "den">;
+    if (sel.ids) {
+      const ids = sel.ids, n = ids.length;
+      const bd = ws.f("auxB", n, E);
+      for (let j = 0; j < n; j++) bd[j] = bEnc[ids[j]];
+      e.topkRows(sel.Pd!, bd, null, B, n, kAux, idx, val);
+      const Z = ws.f("auxZ", B * n, E);
+      Z.fill(0);
+      for (let b = 0; b < B; b++) for (let j = 0; j < kAux; j++) Z[b * n + idx[b * kAux + j]] = val[b * kAux + j];
+      const Wd = ws.f("auxWd", n * D, E);
+      for (let j = 0; j < n; j++) Wd.set(Wdec.subarray(ids[j] * D, (ids[j] + 1) * D), j * D);
+      e.gemm(false, false, B, D, n, 1, Z, Wd, 0, eHat); // ê = Z W_dec[dead]   [B, D]
+      st = { kAux, dead: ids, Z, Wd };
+    } else {
+      e.gatherRows(idx, val, B, kAux, Wdec, this.dims.H, D, null, eHat);
+      st = { kAux, idx, val };
+    }
     let target = auxTarget;
     if (!target) {
       target = ws.f("auxTarget", B * D, E);
@@ -68,15 +140,46 @@ export class AuxK {
       num += diff[i] * diff[i];
     }
     if (!(den > 0)) return 0;
-    this.state = { kAux, idx, val, diff, den };
+    this.state = { ...st, diff, den };
     return num / den;
+  }
+
+  /** begin + select + finish on a whole [B, H] block */
+  forward(e: Engine, P: Arr, bEnc: Arr, Wdec: Arr, E: Arr, B: number, dead: Uint8Array | null, auxTarget?: Arr): number {
+    this.begin(B, dead, E);
+    this.select(e, P, bEnc, 0, B);
+    return this.finish(e, bEnc, Wdec, E, auxTarget);
   }
 
   /** d(α·num/den)/dê = α·2/den·(ê − e), pushed through the aux selection. ê has no b_dec. */
   backward(e: Engine, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
     const s = this.state;
     if (!s) return;
-    const Ga = scaled(s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * this.dims.D, s.diff));
-    sparseBackward(e, this.ws, "gpAux", this.dims, B, s.kAux, s.idx, s.val, Ga, Wdec, Xc, dWdec, dWenc, gpSum);
+    const { D } = this.dims;
+    const Ga = scaled(s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
+    if (!s.dead) {
+      sparseBackward(e, this.ws, "gpAux", this.dims, B, s.kAux, s.idx!, s.val!, Ga, Wdec, Xc, dWdec, dWenc, gpSum);
+      return;
+    }
+    const n = s.dead.length, Z = s.Z!, ws = this.ws;
+    const dW = ws.f("auxDW", n * D, Ga);
+    e.gemm(true, false, n, D, B, 1, Z, Ga, 0, dW); // dW_dec[dead] = Zᵀ G   [n, D]
+    addRows(dWdec, dW, s.dead, D);
+    const GZ = ws.f("auxGZ", B * n, Ga);
+    e.gemm(false, true, B, n, D, 1, Ga, s.Wd!, 0, GZ); // dZ = G W_dec[dead]ᵀ   [B, n]
+    e.reluBackward(GZ, Z, null, B, n); // only where the aux code is positive
+    e.gemm(true, false, n, D, B, 1, GZ, Xc, 0, dW); // dW_enc[dead] = dPᵀ Xc
+    addRows(dWenc, dW, s.dead, D);
+    const colSum = ws.f("auxColSum", n, Ga);
+    e.colSum(GZ, B, n, colSum, false);
+    for (let j = 0; j < n; j++) gpSum[s.dead[j]] += colSum[j];
+  }
+}
+
+/** out[ids[j], :] += rows[j, :] */
+function addRows(out: Arr, rows: Arr, ids: Int32Array, D: number): void {
+  for (let j = 0; j < ids.length; j++) {
+    const o = ids[j] * D;
+    for (let d = 0; d < D; d++) out[o + d] += rows[j * D + d];
   }
 }

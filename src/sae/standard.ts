@@ -13,8 +13,10 @@ export interface StandardOptions {
   flavour: "constrained" | "april";
   applyBDecToInput: boolean;
   fixedInputBias?: Arr | null;
+  /** test hook: force the dense or the sparse computation */
+  path?: "auto" | "dense" | "sparse";
 }
 
 export function createStandard(dims: Dims, opt: StandardOptions): SaeModel {
-  return createReluSae(dims, { variant: "standard", penalty: l1Penalty, unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, scale: false });
+  return createReluSae(dims, { variant: "standard", penalty: l1Penalty, unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, path: opt.path, scale: false });
 }

@@ -13,6 +13,8 @@ export interface TanhOptions {
   flavour: "constrained" | "april";
   applyBDecToInput: boolean;
   fixedInputBias?: Arr | null;
+  /** test hook: force the dense or the sparse computation */
+  path?: "auto" | "dense" | "sparse";
 }
 
 export function tanhPenalty(Bt: number): Penalty {
@@ -21,30 +23,12 @@ export function tanhPenalty(Bt: number): Penalty {
     return 1 - t * t;
   };
   return {
-    value(U, n, B, H) {
-      let s = 0;
-      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-        const u = U[b * H + i];
-        if (u > 0) s += Math.tanh(Bt * u * n[i]) / Bt;
-      }
-      return s;
-    },
-    addGrad(GU, U, n, c, B, H) {
-      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-        const u = U[b * H + i];
-        if (u > 0) GU[b * H + i] += c * n[i] * sech2(Bt * u * n[i]);
-      }
-    },
-    normGrad(U, n, c, B, H, _colSumU, out) {
-      out.fill(0);
-      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-        const u = U[b * H + i];
-        if (u > 0) out[i] += c * u * sech2(Bt * u * n[i]);
-      }
-    },
+    value: (u, n) => Math.tanh(Bt * u * n) / Bt,
+    du: (u, n) => n * sech2(Bt * u * n),
+    dn: (u, n) => u * sech2(Bt * u * n),
   };
 }
 
 export function createTanh(dims: Dims, opt: TanhOptions): SaeModel {
-  return createReluSae(dims, { variant: "tanh", penalty: tanhPenalty(opt.tanhScale), unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, scale: false });
+  return createReluSae(dims, { variant: "tanh", penalty: tanhPenalty(opt.tanhScale), unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, path: opt.path, scale: false });
 }

@@ -15,8 +15,16 @@ export interface TopKOptions {
   kAux: number;
   auxCoefficient: number;
   applyBDecToInput: boolean;
+  /** test hook: force AuxK's dense or sparse computation */
+  auxPath?: AuxK["path"];
   /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
   fixedInputBias?: Arr | null;
+}
+
+/** rows of the batch per encoder block (see forward) */
+export let ENCODER_BLOCK_ROWS = 512;
+export function setEncoderBlockRows(n: number): void {
+  ENCODER_BLOCK_ROWS = n;
 }
 
 export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
@@ -24,11 +32,13 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
   const K = opt.k;
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
+  if (opt.auxPath) auxk.path = opt.auxPath;
   let Xc: Arr, E: Arr, idx: Int32Array, val: Arr; // cache of the last forward
 
   return {
     variant: "topk",
     dims,
+    workspaceBytes: () => ws.bytes(),
     specs: standardSpecs(dims),
     unitNormDecoder: true,
     applyBDecToInput: opt.applyBDecToInput,
@@ -37,16 +47,25 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
     forward({ e, p, X, B, dead, auxTarget }): ForwardResult {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
-      const P = ws.f("P", B * H, X); // pre-activations without b_enc  [B, H]
-      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
       idx = ws.i("idx", B * K);
       val = ws.f("val", B * K, X);
-      e.topkRows(P, bEnc, null, B, H, K, idx, val);
+      auxk.begin(B, dead, X);
+      // Encoder GEMM and selection in blocks of rows, so the dense pre-activations [rows, H] are
+      // still in cache when the top-k reads them, and never exist for the whole batch.
+      const R = Math.min(B, ENCODER_BLOCK_ROWS);
+      const P = ws.f("P", R * H, X); // pre-activations without b_enc  [R, H]
+      for (let r0 = 0; r0 < B; r0 += R) {
+        const rows = Math.min(R, B - r0);
+        const Pb = P.subarray(0, rows * H);
+        e.gemm(false, true, rows, H, D, 1, Xc.subarray(r0 * D, (r0 + rows) * D), Wenc, 0, Pb);
+        e.topkRows(Pb, bEnc, null, rows, H, K, idx.subarray(r0 * K, (r0 + rows) * K), val.subarray(r0 * K, (r0 + rows) * K));
+        auxk.select(e, Pb, bEnc, r0, rows);
+      }
       const Xhat = ws.f("Xhat", B * D, X);
       e.gatherRows(idx, val, B, K, Wdec, H, D, bDec, Xhat);
       E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
-      const aux = auxk.forward(e, P, bEnc, Wdec, E, B, dead, auxTarget);
+      const aux = auxk.finish(e, bEnc, Wdec, E, auxTarget);
       return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: K, idx, val }, Xhat };
     },
 

@@ -17,6 +17,13 @@ export type Code =
   | { kind: "dense"; F: Arr }
   | { kind: "sparse"; k: number; idx: Int32Array; val: Arr };
 
+/** f[b, i] of a code of either kind (H latents) */
+export function codeValue(code: Code, H: number, b: number, i: number): number {
+  if (code.kind === "dense") return code.F[b * H + i];
+  for (let j = b * code.k; j < (b + 1) * code.k; j++) if (code.idx[j] === i && code.val[j] !== 0) return code.val[j];
+  return 0;
+}
+
 /** Per-token means of the loss terms of one batch. */
 export interface LossTerms {
   loss: number;
@@ -66,6 +73,8 @@ export interface SaeModel {
   readonly fixedInputBias: Arr | null;
   /** parameters the optimiser never steps (statistics the model maintains itself) */
   readonly nonTrainable?: readonly string[];
+  /** bytes of scratch memory the model holds */
+  workspaceBytes(): number;
   /** computes the loss and caches what backward needs */
   forward(inp: StepInput): ForwardResult;
   /** accumulates (+=) the gradient of the last forward's loss into grads */
@@ -81,9 +90,15 @@ export function standardSpecs({ D, H }: Dims): ParamSpec[] {
   ];
 }
 
-/** Grows-only scratch arrays, keyed by name, reallocated when the batch size or dtype changes. */
+/** Scratch arrays, keyed by name, reallocated when the batch size or dtype changes. */
 export class Workspace {
   private bufs = new Map<string, Arr>();
+  /** bytes held (the benchmark reports it) */
+  bytes(): number {
+    let n = 0;
+    for (const a of this.bufs.values()) n += a.byteLength;
+    return n;
+  }
   f(name: string, n: number, like: Arr): Arr {
     let a = this.bufs.get(name);
     if (!a || a.length !== n || a.constructor !== like.constructor) {

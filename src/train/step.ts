@@ -35,19 +35,17 @@ export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: 
   const frozen = new Set([...(o.frozen ?? []), ...(model.nonTrainable ?? [])]);
   for (const name of frozen) grads.get(name).fill(0);
   const gradNorm = Math.sqrt(e.sumSquares(grads.buf));
-  if (o.gradClip > 0 && gradNorm > o.gradClip) {
-    const f = o.gradClip / gradNorm;
-    for (let i = 0; i < grads.buf.length; i++) grads.buf[i] *= f;
-  }
+  // clipping scales the whole gradient; Adam applies the factor as it reads it (projection is linear)
+  const clip = o.gradClip > 0 && gradNorm > o.gradClip ? o.gradClip / gradNorm : 1;
   const constrain = model.unitNormDecoder && !frozen.has("W_dec");
   if (constrain) e.projectRows(grads.get("W_dec"), s.p.get("W_dec"), H, D);
   s.adamT++;
   const bc1 = 1 - o.beta1 ** s.adamT, bc2 = 1 - o.beta2 ** s.adamT;
   if (frozen.size === 0) {
-    e.adam(s.p.buf, grads.buf, s.m.buf, s.v.buf, o.lr, o.beta1, o.beta2, o.eps, bc1, bc2);
+    e.adam(s.p.buf, grads.buf, s.m.buf, s.v.buf, o.lr, o.beta1, o.beta2, o.eps, bc1, bc2, clip);
   } else {
     for (const { name } of s.p.specs) {
-      if (!frozen.has(name)) e.adam(s.p.get(name), grads.get(name), s.m.get(name), s.v.get(name), o.lr, o.beta1, o.beta2, o.eps, bc1, bc2);
+      if (!frozen.has(name)) e.adam(s.p.get(name), grads.get(name), s.m.get(name), s.v.get(name), o.lr, o.beta1, o.beta2, o.eps, bc1, bc2, clip);
     }
   }
   if (constrain) e.normalizeRows(s.p.get("W_dec"), H, D);
