@@ -6,6 +6,7 @@ import { createTopK } from "../src/sae/topk.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { Rng } from "../src/train/rng.ts";
 import { gradCheck, randn, randomParams } from "./helpers.ts";
+import { codeValue } from "../src/sae/variant.ts";
 
 const D = 5, H = 9, B = 4;
 // relative error tolerance: central differences at h = 1e-5 on an O(1) float64 loss are good to ~1e-10
@@ -198,13 +199,14 @@ test("gated and JumpReLU with θ = b_mag − e^{r_mag}⊙b_gate give the same co
   const X = randn(8 * D, new Rng(20));
   const a = gated.forward({ e: jsEngine, p: gp, X, B: 8, coeff: 0, dead: null });
   const b = jump.forward({ e: jsEngine, p: jp, X, B: 8, coeff: 0, dead: null });
-  const Fa = a.code.kind === "dense" ? a.code.F : new Float64Array(), Fb = b.code.kind === "dense" ? b.code.F : new Float64Array();
-  let active = 0;
-  for (let j = 0; j < Fa.length; j++) {
-    assert.ok(Math.abs(Fa[j] - Fb[j]) < 1e-12, `code differs at ${j}: ${Fa[j]} vs ${Fb[j]}`);
-    active += Fa[j] > 0 ? 1 : 0;
+  let active = 0, cells = 0;
+  for (let row = 0; row < 8; row++) for (let i = 0; i < H; i++) {
+    const fa = codeValue(a.code, H, row, i), fb = codeValue(b.code, H, row, i);
+    assert.ok(Math.abs(fa - fb) < 1e-12, `code differs at (${row}, ${i}): ${fa} vs ${fb}`);
+    active += fa > 0 ? 1 : 0;
+    cells++;
   }
-  assert.ok(active > 0 && active < Fa.length, "the test should have both open and closed gates");
+  assert.ok(active > 0 && active < cells, "the test should have both open and closed gates");
 });
 
 test("jumprelu: finite differences for W_enc, b_enc, W_dec, b_dec; the STE formula and log-θ chain rule for θ", () => {
@@ -323,5 +325,27 @@ test("ReLU family: the sparse computation matches finite differences and the den
     });
     assert.ok(Math.abs(out[0].loss - out[1].loss) < 1e-12, name);
     for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `${name}: gradient ${i}`);
+  }
+});
+
+test("gated: the sparse computation matches finite differences and the dense one", () => {
+  for (const flavour of ["paper", "saelens"] as const) {
+    const X = randn(B * D, new Rng(62));
+    const make = (path: "dense" | "sparse") => createGated({ D, H }, { flavour, applyBDecToInput: true, path });
+    const p = randomParams(make("sparse"), 61);
+    const skip = flavour === "paper" ? ["W_dec", "b_dec"] : []; // the stop-gradient (see above)
+    const r = gradCheckExcept(make("sparse"), p, { X, B, coeff: 0.3, dead: null }, skip);
+    assert.ok(r.worst < TOL, `${flavour}: worst relative error ${r.worst} at ${r.where}`);
+    const out = (["dense", "sparse"] as const).map((path) => {
+      const model = make(path);
+      const g = p.like();
+      const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
+      const f = model.forward(inp);
+      model.backward(inp, g);
+      assert.equal(f.code.kind, path);
+      return { loss: f.terms.loss, g: g.buf };
+    });
+    assert.ok(Math.abs(out[0].loss - out[1].loss) < 1e-12, flavour);
+    for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `${flavour}: gradient ${i}`);
   }
 });

@@ -13,6 +13,7 @@ import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import { AuxK, sparseBackward } from "./sparse.ts";
+import { ENCODER_BLOCK_ROWS } from "./topk.ts";
 import type { ParamSet } from "./params.ts";
 
 export interface BatchTopKOptions {
@@ -50,15 +51,13 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       const theta = p.get("threshold");
       Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
-      const P = ws.f("P", B * H, X);
-      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
       const Xhat = ws.f("Xhat", B * D, X);
       E = ws.f("E", B * D, X);
       trained = Boolean(training);
       if (!training) {
         // inference: f = R·1[R > θ], dense
         const F = ws.f("F", B * H, X);
-        F.set(P);
+        e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, F);
         e.addBias(F, bEnc, B, H, true);
         const t = theta[0];
         if (t > 0) for (let j = 0; j < B * H; j++) if (!(F[j] > t)) F[j] = 0;
@@ -66,11 +65,22 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
         const mse = residual(Xhat, X, E) / B;
         return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat };
       }
+      // Encoder GEMM and per-row candidates in blocks of rows (as in topk.ts); a retry with more
+      // candidates per row recomputes the blocks, which the remembered kc makes rare.
       const total = Math.min(opt.k * B, B * H);
+      const R = Math.min(B, ENCODER_BLOCK_ROWS);
+      const P = ws.f("P", R * H, X);
       for (kc = kcStart; ; kc = Math.min(H, 2 * kc)) {
         idx = ws.i("idx", B * kc);
         val = ws.f("val", B * kc, X);
-        e.topkRows(P, bEnc, null, B, H, kc, idx, val);
+        auxk.begin(B, dead, X);
+        for (let r0 = 0; r0 < B; r0 += R) {
+          const rows = Math.min(R, B - r0);
+          const Pb = P.subarray(0, rows * H);
+          e.gemm(false, true, rows, H, D, 1, Xc.subarray(r0 * D, (r0 + rows) * D), Wenc, 0, Pb);
+          e.topkRows(Pb, bEnc, null, rows, H, kc, idx.subarray(r0 * kc, (r0 + rows) * kc), val.subarray(r0 * kc, (r0 + rows) * kc));
+          auxk.select(e, Pb, bEnc, r0, rows);
+        }
         if (selectBatch(val, B, kc, total) || kc === H) break;
       }
       kcStart = kc;
@@ -80,7 +90,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       if (Number.isFinite(minKept)) theta[0] = theta[0] > 0 ? (1 - THRESHOLD_EMA_RATE) * theta[0] + THRESHOLD_EMA_RATE * minKept : minKept;
       e.gatherRows(idx, val, B, kc, Wdec, H, D, bDec, Xhat);
       const mse = residual(Xhat, X, E) / B;
-      const aux = auxk.forward(e, P, bEnc, Wdec, E, B, dead, auxTarget);
+      const aux = auxk.finish(e, bEnc, Wdec, E, auxTarget);
       return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kc, idx, val }, Xhat };
     },
 
@@ -106,12 +116,16 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
  * at or above the cut, i.e. that row may hold more winners than kc: the caller retries with more.
  */
 export function selectBatch(val: Arr, B: number, kc: number, total: number): boolean {
-  const pos: number[] = [];
-  for (let j = 0; j < B * kc; j++) if (val[j] > 0) pos.push(val[j]);
-  if (pos.length <= total) return true; // every positive value is kept; nothing can be missing
-  pos.sort((a, b) => b - a);
-  const cut = pos[total - 1];
-  let equalsToKeep = total - pos.filter((v) => v > cut).length;
+  let n = 0;
+  for (let j = 0; j < B * kc; j++) if (val[j] > 0) n++;
+  if (n <= total) return true; // every positive value is kept; nothing can be missing
+  const pos = val instanceof Float64Array ? new Float64Array(n) : new Float32Array(n);
+  for (let j = 0, i = 0; j < B * kc; j++) if (val[j] > 0) pos[i++] = val[j];
+  pos.sort(); // typed-array sort: numeric, ascending, native
+  const cut = pos[n - total];
+  let above = 0;
+  for (let i = n - total + 1; i < n; i++) if (pos[i] > cut) above++;
+  let equalsToKeep = total - above;
   let complete = true;
   for (let b = 0; b < B; b++) {
     let rowMin = Infinity;

@@ -9,9 +9,12 @@
 // flavour `saelens`: no stop-gradient, penalty λ·Σ_i ReLU(π_gate)_i‖d_i‖, free decoder (SAELens v6).
 // The gate passes no gradient: gate parameters learn from the penalty and the auxiliary term only.
 // W_gate is stored as W_enc (SAELens's name); there is no b_enc.
+// As in relu.ts, once no row opens more than H/SPARSE_DENOMINATOR gates, both decodes and all
+// gradients after the encoder GEMM run over the open (row, latent) pairs only.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "./variant.ts";
+import { SPARSE_DENOMINATOR } from "./relu.ts";
 import type { ParamSet } from "./params.ts";
 
 export interface GatedOptions {
@@ -19,14 +22,30 @@ export interface GatedOptions {
   applyBDecToInput: boolean;
   /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
   fixedInputBias?: Arr | null;
+  /** test hook: force the dense or the sparse computation */
+  path?: "auto" | "dense" | "sparse";
 }
 
 export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
   const { D, H } = dims;
   const ws = new Workspace();
   const saelens = opt.flavour === "saelens";
-  // cache of the last forward
-  let Xc: Arr, Z: Arr, F: Arr, A: Arr, E: Arr, Eaux: Arr, norms: Arr, colSumA: Arr;
+  // cache of the last forward. A = ReLU(π_gate) [B, H]; where a gate is open, Z = A − b_gate.
+  let Xc: Arr, A: Arr, F: Arr, E: Arr, Eaux: Arr, norms: Arr, colSumA: Arr, er: Arr;
+  let sparse: { m: number; idx: Int32Array; a: Arr; f: Arr } | null = null;
+  let kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
+
+  const sparsify = (e: StepInput["e"], B: number, like: Arr): typeof sparse => {
+    if (opt.path === "dense") return null;
+    const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
+    for (;;) {
+      const idx = ws.i("spIdx", B * kmax), a = ws.f("spA", B * kmax, like);
+      const m = e.rowNonzeros(A, B, H, kmax, idx, a);
+      if (m <= kmax) return { m: kmax, idx, a, f: ws.f("spF", B * kmax, like) };
+      if (m > limit) return null;
+      kmax = m;
+    }
+  };
 
   return {
     variant: "gated",
@@ -48,59 +67,93 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
       const Wg = p.get("W_enc"), bGate = p.get("b_gate"), rMag = p.get("r_mag"), bMag = p.get("b_mag");
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
-      Z = ws.f("Z", B * H, X);
-      e.gemm(false, true, B, H, D, 1, Xc, Wg, 0, Z);
-      F = ws.f("F", B * H, X);
-      A = ws.f("A", B * H, X); // ReLU(π_gate)
-      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-        const z = Z[b * H + i];
-        const gate = z + bGate[i], mag = z * Math.exp(rMag[i]) + bMag[i];
-        A[b * H + i] = gate > 0 ? gate : 0;
-        F[b * H + i] = gate > 0 && mag > 0 ? mag : 0;
+      A = ws.f("A", B * H, X);
+      e.gemm(false, true, B, H, D, 1, Xc, Wg, 0, A); // Z
+      e.addBias(A, bGate, B, H, true); // A = ReLU(Z + b_gate)
+      er = ws.f("expR", H, X);
+      for (let i = 0; i < H; i++) er[i] = Math.exp(rMag[i]);
+      const mag = (a: number, i: number) => (a > 0 ? Math.max(0, (a - bGate[i]) * er[i] + bMag[i]) : 0);
+      const Xhat = ws.f("Xhat", B * D, X), XhatAux = ws.f("XhatAux", B * D, X);
+      colSumA = ws.f("colSumA", H, X);
+      sparse = sparsify(e, B, X);
+      if (sparse) {
+        const { m, idx, a, f } = sparse;
+        colSumA.fill(0);
+        for (let j = 0; j < B * m; j++) {
+          f[j] = mag(a[j], idx[j]);
+          colSumA[idx[j]] += a[j];
+        }
+        e.gatherRows(idx, f, B, m, Wdec, H, D, bDec, Xhat);
+        e.gatherRows(idx, a, B, m, Wdec, H, D, bDec, XhatAux);
+      } else {
+        F = ws.f("F", B * H, X);
+        for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = mag(A[b * H + i], i);
+        e.colSum(A, B, H, colSumA, false);
+        denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
+        denseDecode(e, A, Wdec, bDec, dims, B, XhatAux);
       }
-      const Xhat = ws.f("Xhat", B * D, X);
-      denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
-      // auxiliary reconstruction from the gate activations
-      const XhatAux = ws.f("XhatAux", B * D, X);
-      denseDecode(e, A, Wdec, bDec, dims, B, XhatAux);
       Eaux = ws.f("Eaux", B * D, X);
       const aux = residual(XhatAux, X, Eaux) / B;
-      colSumA = ws.f("colSumA", H, X);
-      e.colSum(A, B, H, colSumA, false);
       norms = ws.f("norms", H, X);
       if (saelens) e.rowNorms(Wdec, H, D, norms);
       else norms.fill(1);
       let pen = 0;
       for (let i = 0; i < H; i++) pen += colSumA[i] * norms[i];
       const sparsity = (coeff * pen) / B;
-      return { terms: { loss: mse + sparsity + aux, mse, sparsity, aux }, code: { kind: "dense", F }, Xhat };
+      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F };
+      return { terms: { loss: mse + sparsity + aux, mse, sparsity, aux }, code, Xhat };
     },
 
     backward({ e, p, X, B, coeff }: StepInput, g: ParamSet): void {
-      const Wg = p.get("W_enc"), rMag = p.get("r_mag"), Wdec = p.get("W_dec");
+      const Wg = p.get("W_enc"), bGate = p.get("b_gate"), Wdec = p.get("W_dec");
       const dWg = g.get("W_enc"), dbGate = g.get("b_gate"), drMag = g.get("r_mag"), dbMag = g.get("b_mag");
       const dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const c = coeff / B;
-      // main reconstruction
-      const G = scaled(E, 2 / B, ws.f("G", B * D, X));
+      const G = scaled(E, 2 / B, ws.f("G", B * D, X)); // main reconstruction
+      const Gaux = scaled(Eaux, 2 / B, ws.f("Gaux", B * D, X)); // auxiliary reconstruction
       e.colSum(G, B, D, dbDec, true);
-      e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec);
-      const Gmag = ws.f("Gmag", B * H, X);
-      e.gemm(false, true, B, H, D, 1, G, Wdec, 0, Gmag);
-      e.reluBackward(Gmag, F, null, B, H); // F > 0 exactly where the gate is open and π_mag > 0
-      // auxiliary reconstruction + penalty, into the gate pre-activation
-      const Gaux = scaled(Eaux, 2 / B, ws.f("Gaux", B * D, X));
-      if (saelens) {
-        e.colSum(Gaux, B, D, dbDec, true);
-        e.gemm(true, false, H, D, B, 1, A, Gaux, 1, dWdec);
+      if (saelens) e.colSum(Gaux, B, D, dbDec, true); // the paper stops this gradient
+      const gzSum = ws.f("gzSum", H, X);
+      // per open gate: dπ_mag = gm (where F > 0), dπ_gate = gg, and Z = A − b_gate feeds both
+      const accumulate = (i: number, a: number, gm: number, gg: number): number => {
+        dbMag[i] += gm;
+        drMag[i] += gm * (a - bGate[i]) * er[i];
+        dbGate[i] += gg;
+        const gz = gm * er[i] + gg;
+        gzSum[i] += gz;
+        return gz;
+      };
+      gzSum.fill(0);
+      if (sparse) {
+        const { m, idx, a, f } = sparse;
+        e.scatterRows(idx, f, B, m, G, H, D, dWdec);
+        if (saelens) e.scatterRows(idx, a, B, m, Gaux, H, D, dWdec);
+        const gm = ws.f("spGm", B * m, X), gg = ws.f("spGg", B * m, X);
+        e.gatherDot(idx, B, m, G, Wdec, H, D, gm);
+        e.gatherDot(idx, B, m, Gaux, Wdec, H, D, gg);
+        for (let j = 0; j < B * m; j++) {
+          if (!(a[j] > 0)) { gm[j] = 0; continue; }
+          const i = idx[j];
+          gm[j] = accumulate(i, a[j], f[j] > 0 ? gm[j] : 0, gg[j] + c * norms[i]); // gm now holds dZ
+        }
+        e.scatterRows(idx, gm, B, m, Xc, H, D, dWg);
+      } else {
+        e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec);
+        if (saelens) e.gemm(true, false, H, D, B, 1, A, Gaux, 1, dWdec);
+        const Gmag = ws.f("Gmag", B * H, X), Ggate = ws.f("Ggate", B * H, X);
+        e.gemm(false, true, B, H, D, 1, G, Wdec, 0, Gmag);
+        e.gemm(false, true, B, H, D, 1, Gaux, Wdec, 0, Ggate);
+        for (let b = 0; b < B; b++) {
+          const o = b * H;
+          for (let i = 0; i < H; i++) {
+            const a = A[o + i];
+            Ggate[o + i] = a > 0 ? accumulate(i, a, F[o + i] > 0 ? Gmag[o + i] : 0, Ggate[o + i] + c * norms[i]) : 0; // now dZ
+          }
+        }
+        e.gemm(true, false, H, D, B, 1, Ggate, Xc, 1, dWg);
       }
-      const Ggate = ws.f("Ggate", B * H, X);
-      e.gemm(false, true, B, H, D, 1, Gaux, Wdec, 0, Ggate);
-      const colAdd = ws.f("colAdd", H, X);
-      for (let i = 0; i < H; i++) colAdd[i] = c * norms[i];
-      e.reluBackward(Ggate, A, colAdd, B, H);
       if (saelens && coeff !== 0) {
         // ∂(λ/B Σ_i colSumA_i‖d_i‖)/∂d_i = λ/B·colSumA_i·d_i/‖d_i‖
         for (let i = 0; i < H; i++) {
@@ -108,26 +161,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
           for (let d = 0; d < D; d++) dWdec[i * D + d] += f * Wdec[i * D + d];
         }
       }
-      // π_mag = Z ⊙ e^{r_mag} + b_mag, π_gate = Z + b_gate → G_Z = G_mag ⊙ e^{r_mag} + G_gate
-      const GZ = Ggate; // G_Z overwrites the gate gradient in place, row by row
-      const er = ws.f("expR", H, X);
-      for (let i = 0; i < H; i++) er[i] = Math.exp(rMag[i]);
-      for (let b = 0; b < B; b++) {
-        const o = b * H;
-        for (let i = 0; i < H; i++) {
-          const gm = Gmag[o + i], gg = Ggate[o + i];
-          dbMag[i] += gm;
-          drMag[i] += gm * Z[o + i] * er[i];
-          dbGate[i] += gg;
-          GZ[o + i] = gm * er[i] + gg;
-        }
-      }
-      e.gemm(true, false, H, D, B, 1, GZ, Xc, 1, dWg);
-      if (opt.applyBDecToInput && !opt.fixedInputBias) {
-        const gzSum = ws.f("gzSum", H, X);
-        e.colSum(GZ, B, H, gzSum, false);
-        backpropInputBias(e, gzSum, Wg, dims, dbDec);
-      }
+      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gzSum, Wg, dims, dbDec);
     },
   };
 }
