@@ -138,11 +138,18 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
           return a.first > b.first || (a.first == b.first && a.second < b.second);
         };
         std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), better);
-        for (int j = 0; j < k; j++) out[j] = {cand[j].second, cand[j].first};
-        std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.first < b.first; });
-        for (int j = 0; j < k; j++) {
-          idx[r * k + j] = out[j].first;
-          val[r * k + j] = out[j].second > 0.f ? out[j].second : 0.f;
+        // Everything at least as good as the k-th candidate is selected: exactly k entries (the
+        // order is total), emitted by a second pass in column order, so no sort is needed.
+        const std::pair<float, int> kth = cand[k - 1];
+        int j = 0;
+        for (int c = 0; c < cols && j < k; c++) {
+          if (mask && !mask[c]) continue;
+          std::pair<float, int> x(p[c] + (bias ? bias[c] : 0.f), c);
+          if (!better(kth, x)) {
+            idx[r * k + j] = c;
+            val[r * k + j] = x.first > 0.f ? x.first : 0.f;
+            j++;
+          }
         }
         continue;
       }

@@ -5,7 +5,7 @@
 // target. Each case runs in a child process of its own so that its peak memory is its own; the
 // process's resident memory before any array is allocated (node, tsx, the addon) is subtracted.
 // Inputs are Gaussian with E‖x‖² = 1; sparse ReLU cases shift the encoder biases so that about
-// 0.5% of latents fire; AuxK cases mark 5% of latents dead.
+// 0.5% of latents fire; AuxK cases mark 1% or 5% of latents dead (k_aux = D/2).
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -24,10 +24,14 @@ interface Shape { B: number; D: number; H: number; K: number }
 const SMALL: Shape = { B: 1024, D: 128, H: 1024, K: 16 };
 const BIG: Shape = { B: 4096, D: 768, H: 16384, K: 32 };
 
+const topk = (D: number, H: number, K: number) => createTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true });
+
 interface Case { name: string; target?: number; build(s: Shape): { model: SaeModel; sparseBias?: boolean; deadFrac?: number } }
 const CASES: Case[] = [
-  { name: "topk, AuxK on (5% dead)", target: 1.6, build: ({ D, H, K }) => ({ model: createTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), deadFrac: 0.05 }) },
-  { name: "batchtopk, AuxK on (5% dead)", target: 1.7, build: ({ D, H, K }) => ({ model: createBatchTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), deadFrac: 0.05 }) },
+  { name: "topk, AuxK on (1% dead)", target: 1.6, build: ({ D, H, K }) => ({ model: topk(D, H, K), deadFrac: 0.01 }) },
+  { name: "topk, AuxK on (5% dead)", build: ({ D, H, K }) => ({ model: topk(D, H, K), deadFrac: 0.05 }) },
+  { name: "topk, no dead latents", build: ({ D, H, K }) => ({ model: topk(D, H, K) }) },
+  { name: "batchtopk, AuxK on (1% dead)", target: 1.7, build: ({ D, H, K }) => ({ model: createBatchTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), deadFrac: 0.01 }) },
   { name: "standard constrained, L0 ≈ 0.5% of H", target: 2.0, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }), sparseBias: true }) },
   { name: "standard april, L0 ≈ 0.5% of H", target: 2.0, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "april", applyBDecToInput: true }), sparseBias: true }) },
   { name: "standard constrained, dense (L0 ≈ H/2)", target: 5.5, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }) }) },

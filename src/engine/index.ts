@@ -22,6 +22,10 @@ let cached: { addon: NativeAddon | null; error: string | null } | null = null;
 export function loadNative(): { addon: NativeAddon | null; error: string | null } {
   if (cached) return cached;
   try {
+    // OpenBLAS's idle workers spin for a while after each call; on a few cores they steal the CPU
+    // from the kernels that follow a GEMM (top-k ran 1.6x slower). A short timeout puts them to
+    // sleep at once. Read by OpenBLAS when it loads, so it is set before the addon is.
+    process.env.OPENBLAS_THREAD_TIMEOUT ??= "4";
     const require = createRequire(import.meta.url);
     cached = { addon: require(addonPath) as NativeAddon, error: null };
   } catch (e) {

@@ -125,19 +125,22 @@ export class AuxK {
       e.gatherRows(idx, val, B, kAux, Wdec, this.dims.H, D, null, eHat);
       st = { kAux, idx, val };
     }
-    let target = auxTarget;
-    if (!target) {
-      target = ws.f("auxTarget", B * D, E);
-      for (let i = 0; i < B * D; i++) target[i] = -E[i];
-    }
+    // target e = sg(x − x̂) = −E unless a test fixes it; ē its per-dimension batch mean
+    const target = (b: number, d: number) => (auxTarget ? auxTarget[b * D + d] : -E[b * D + d]);
     const mean = new Float64Array(D);
-    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += target[b * D + d] / B;
+    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += target(b, d);
+    for (let d = 0; d < D; d++) mean[d] /= B;
     let den = 0, num = 0;
     const diff = ws.f("auxDiff", B * D, E);
-    for (let i = 0; i < B * D; i++) {
-      den += (target[i] - mean[i % D]) ** 2;
-      diff[i] = eHat[i] - target[i];
-      num += diff[i] * diff[i];
+    for (let b = 0; b < B; b++) {
+      const o = b * D;
+      for (let d = 0; d < D; d++) {
+        const t = target(b, d);
+        den += (t - mean[d]) ** 2;
+        const v = eHat[o + d] - t;
+        diff[o + d] = v;
+        num += v * v;
+      }
     }
     if (!(den > 0)) return 0;
     this.state = { ...st, diff, den };

@@ -22,7 +22,7 @@ export interface TopKOptions {
 }
 
 /** rows of the batch per encoder block (see forward) */
-export let ENCODER_BLOCK_ROWS = 512;
+export let ENCODER_BLOCK_ROWS = 2048;
 export function setEncoderBlockRows(n: number): void {
   ENCODER_BLOCK_ROWS = n;
 }
