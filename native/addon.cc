@@ -137,12 +137,13 @@ Napi::Value TopkRows(const Napi::CallbackInfo& info) {
 
 Napi::Value RowNonzeros(const Napi::CallbackInfo& info) {
   Args a{info, "rowNonzeros"};
-  a.count(6);
+  a.count(7);
   int rows = a.dim(1, "rows"), cols = a.dim(2, "cols"), kmax = a.dim(3, "kmax");
   const float* A = a.f32(0, "A", (int64_t)rows * cols);
   int32_t* idx = a.i32(4, "idx", (int64_t)rows * kmax);
   float* val = a.f32(5, "val", (int64_t)rows * kmax);
-  return Napi::Number::New(info.Env(), sae::row_nonzeros(A, rows, cols, kmax, idx, val));
+  int stop = a.dim(6, "stop");
+  return Napi::Number::New(info.Env(), sae::row_nonzeros(A, rows, cols, kmax, idx, val, stop));
 }
 
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {

@@ -7,6 +7,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <thread>
 #include <vector>
@@ -183,7 +184,8 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
   });
 }
 
-int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val) {
+int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val, int stop) {
+  std::atomic<bool> over(false);
   std::vector<int> maxPer(std::max(1, g_threads), 0);
   int nt = (int)maxPer.size();
   int64_t chunk = (rows + nt - 1) / nt;
@@ -191,7 +193,7 @@ int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, flo
     for (int64_t t = t0; t < t1; t++) {
       int64_t r0 = t * chunk, r1 = std::min<int64_t>(rows, r0 + chunk);
       int best = 0;
-      for (int64_t r = r0; r < r1; r++) {
+      for (int64_t r = r0; r < r1 && !over.load(std::memory_order_relaxed); r++) {
         const float* a = A + r * cols;
         int32_t* ix = idx + r * kmax;
         float* vv = val + r * kmax;
@@ -204,6 +206,7 @@ int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, flo
         }
         for (int j = n; j < kmax; j++) { ix[j] = 0; vv[j] = 0.f; }
         best = std::max(best, n);
+        if (n > stop) over.store(true, std::memory_order_relaxed);
       }
       maxPer[t] = best;
     }

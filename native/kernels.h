@@ -33,8 +33,9 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
 
 // Per-row non-zeros of A [rows, cols], up to kmax per row: idx/val [rows, kmax] in column order,
 // padded with (0, 0). Returns the largest per-row count; when it exceeds kmax, rows were cut short
-// and the caller should retry with more room (or stay dense).
-int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val);
+// and the caller should retry with more room (or stay dense). Once a row has more than `stop`,
+// the scan ends early (the result then only says "more than stop").
+int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val, int stop);
 
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,

@@ -79,12 +79,14 @@ for (const { B, D, H, K } of SHAPES) {
     for (const kmax of [H, 3]) {
       const i1 = new Int32Array(B * kmax), i2 = new Int32Array(B * kmax);
       const v1 = new Float32Array(B * kmax), v2 = new Float32Array(B * kmax);
-      const m1 = nat.rowNonzeros(A, B, H, kmax, i1, v1), m2 = jsEngine.rowNonzeros(A, B, H, kmax, i2, v2);
+      const m1 = nat.rowNonzeros(A, B, H, kmax, i1, v1, H), m2 = jsEngine.rowNonzeros(A, B, H, kmax, i2, v2, H);
       assert.equal(m1, m2);
       if (kmax >= m1) {
         assert.deepEqual(i1, i2);
         assert.deepEqual(v1, v2);
       }
+      // with a stop below the largest row count, both say "more than stop"
+      assert.ok(nat.rowNonzeros(A, B, H, kmax, i1, v1, 0) > 0 && jsEngine.rowNonzeros(A, B, H, kmax, i2, v2, 0) > 0);
     }
   });
 

@@ -64,9 +64,9 @@ export const jsEngine: Engine = {
     }
   },
 
-  rowNonzeros(A, rows, cols, kmax, idx, val) {
+  rowNonzeros(A, rows, cols, kmax, idx, val, stop) {
     let best = 0;
-    for (let r = 0; r < rows; r++) {
+    for (let r = 0; r < rows && best <= stop; r++) {
       let n = 0;
       for (let c = 0; c < cols; c++) {
         const a = A[r * cols + c];

@@ -19,9 +19,10 @@ export interface Engine {
   topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr): void;
   /**
    * Per-row non-zeros of A [rows, cols] into idx/val [rows, kmax] (column order, padded with (0, 0)).
-   * Returns the largest per-row count; above kmax the rows were cut short.
+   * Returns the largest per-row count; above kmax the rows were cut short. The scan may end early
+   * once a row has more than `stop` (the result is then only known to exceed stop).
    */
-  rowNonzeros(A: Arr, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr): number;
+  rowNonzeros(A: Arr, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr, stop: number): number;
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
   /** out[b,k] = G[b,:]·W[idx[b,k],:] */

@@ -34,7 +34,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
   if (opt.auxPath) auxk.path = opt.auxPath;
-  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc = 0, trained = false; // cache of the last forward
+  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc = 0, kSel = 0, trained = false; // cache of the last forward
   let kcStart = Math.min(H, 2 * opt.k); // candidates per row: remembered across steps, so retries are rare
 
   return {
@@ -84,14 +84,17 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
         if (selectBatch(val, B, kc, total) || kc === H) break;
       }
       kcStart = kc;
+      // keep only the selected entries: [B, m] with m the largest per-row count, zero-padded, so the
+      // decode and the gradients do not walk the candidates that lost
+      ({ idx, val, k: kSel } = compactRows(ws, idx, val, B, kc, X));
       // θ ← EMA of the smallest kept value
       let minKept = Infinity;
       for (let j = 0; j < B * kc; j++) if (val[j] > 0 && val[j] < minKept) minKept = val[j];
       if (Number.isFinite(minKept)) theta[0] = theta[0] > 0 ? (1 - THRESHOLD_EMA_RATE) * theta[0] + THRESHOLD_EMA_RATE * minKept : minKept;
-      e.gatherRows(idx, val, B, kc, Wdec, H, D, bDec, Xhat);
+      e.gatherRows(idx, val, B, kSel, Wdec, H, D, bDec, Xhat);
       const mse = residual(Xhat, X, E) / B;
       const aux = auxk.finish(e, bEnc, Wdec, E, auxTarget);
-      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kc, idx, val }, Xhat };
+      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kSel, idx, val }, Xhat };
     },
 
     backward({ e, p, X, B }: StepInput, g: ParamSet): void {
@@ -102,12 +105,35 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       gpSum.fill(0);
       const G = scaled(E, 2 / B, ws.f("G", B * D, X));
       e.colSum(G, B, D, dbDec, true);
-      sparseBackward(e, ws, "gp", dims, B, kc, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
+      sparseBackward(e, ws, "gp", dims, B, kSel, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
       auxk.backward(e, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
   };
+}
+
+/** Rows of (idx, val) [B, k] with zeros dropped, re-padded to the largest row count. */
+function compactRows(ws: Workspace, idx: Int32Array, val: Arr, B: number, k: number, like: Arr): { idx: Int32Array; val: Arr; k: number } {
+  let m = 1;
+  for (let b = 0; b < B; b++) {
+    let n = 0;
+    for (let j = b * k; j < (b + 1) * k; j++) if (val[j] > 0) n++;
+    m = Math.max(m, n);
+  }
+  const ci = ws.i("selIdx", B * m), cv = ws.f("selVal", B * m, like);
+  ci.fill(0);
+  cv.fill(0);
+  for (let b = 0; b < B; b++) {
+    let n = 0;
+    for (let j = b * k; j < (b + 1) * k; j++) {
+      if (!(val[j] > 0)) continue;
+      ci[b * m + n] = idx[j];
+      cv[b * m + n] = val[j];
+      n++;
+    }
+  }
+  return { idx: ci, val: cv, k: m };
 }
 
 /**
