@@ -44,26 +44,31 @@ export async function runTraining(io: CliIo, source: LoadedConfig | Record<strin
     io.err("\nstopping after this step (Ctrl-C again to abort without saving)...");
   };
   process.on("SIGINT", onSigint);
+  // On a terminal: a progress bar, with log lines printed above it; otherwise plain lines.
+  let multi: cliProgress.MultiBar | null = null;
   let bar: cliProgress.SingleBar | null = null;
   const reporter: TrainReporter = { log: (l) => io.err(l) };
   if (io.isTTY) {
-    bar = new cliProgress.SingleBar(
-      { format: "{bar} {percentage}% | step {value}/{total} | {tps} tok/s | ETA {eta_formatted} | loss {loss} | L0 {l0}", stream: process.stderr, hideCursor: true },
+    multi = new cliProgress.MultiBar(
+      { format: "{bar} {percentage}% | step {value}/{total} | {tps} tok/s | ETA {eta_formatted} | loss {loss} | L0 {l0}", stream: process.stderr, hideCursor: true, clearOnComplete: false },
       cliProgress.Presets.shades_classic,
     );
-    bar.start(config.train.steps, 0, { tps: "-", loss: "-", l0: "-" });
-    reporter.progress = (step, _total, info) => bar!.update(step, { tps: Math.round(info.tokensPerSec), loss: info.loss.toPrecision(4), l0: info.l0.toFixed(1) });
+    reporter.log = (l) => multi!.log(l + "\n");
+    reporter.progress = (step, total, info) => {
+      bar ??= multi!.create(total, 0, { tps: "-", loss: "-", l0: "-" });
+      bar.update(step, info ? { tps: Math.round(info.tokensPerSec), loss: info.loss.toPrecision(4), l0: info.l0.toFixed(1) } : {});
+    };
   }
   try {
     const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control });
-    bar?.stop();
+    multi?.stop();
     if (result) {
       io.out(`run ${runId} ${status.status}: ${path.join(config.runs_dir, runId)}`);
       if (phases.length > 1) for (const ph of phases) io.out(`  phase ${ph.phase} (step ${ph.step}): fvu ${ph.fvu.toFixed(4)}, l0 ${ph.l0.toFixed(2)}, gamma ${ph.gamma.toFixed(4)}`);
       printEval(io, result);
     }
   } finally {
-    bar?.stop();
+    multi?.stop();
     process.off("SIGINT", onSigint);
   }
 }

@@ -26,8 +26,8 @@ import { evaluate, type EvalResult } from "../eval/metrics.ts";
 export interface TrainReporter {
   /** a line for the user (stderr in the CLI) */
   log(line: string): void;
-  /** called at every logging interval; a progress bar may draw from it */
-  progress?(step: number, total: number, info: { loss: number; l0: number; tokensPerSec: number }): void;
+  /** called every step, with the latest logged figures at logging intervals (null between them); a progress bar draws from it */
+  progress?(step: number, total: number, info: { loss: number; l0: number; tokensPerSec: number } | null): void;
 }
 
 export interface TrainOptions {
@@ -112,7 +112,9 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
         acc = { n: acc.n + 1, loss: acc.loss + fwd.terms.loss, mse: acc.mse + fwd.terms.mse, sparsity: acc.sparsity + fwd.terms.sparsity, aux: acc.aux + fwd.terms.aux, gnorm: acc.gnorm + gradNorm };
 
         const lastOfPhase = ps === ph.steps - 1;
-        if (s.step % t.log_every === 0 || lastOfPhase) {
+        const logging = s.step % t.log_every === 0 || lastOfPhase;
+        if (!logging) reporter.progress?.(s.step, t.steps, null);
+        if (logging) {
           const tps = windowTokens / ((performance.now() - windowStart) / 1000);
           const row = {
             step: s.step, phase: ph.name, tokens: s.tokens, lr, sparsity_coeff: coeff, loss: acc.loss / acc.n, mse: acc.mse / acc.n,
