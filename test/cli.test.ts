@@ -119,6 +119,37 @@ test("an interrupted run saves a checkpoint and is marked interrupted", async ()
   assert.ok(!fs.existsSync(path.join(runDir, "final", "sae_weights.safetensors")));
 });
 
+test("sae resume continues an interrupted run exactly: same weights as the uninterrupted run, one- and two-phase", async () => {
+  for (const phased of [false, true]) {
+    const text = phased ? SMALL.replace("  steps: 600\n", "") + "  phases:\n    - { name: one, steps: 300 }\n    - { name: two, steps: 300, lr: 0.002, warmup_steps: 0 }\n" : SMALL;
+    const { dir, cfg } = setup(text);
+    const runs = path.join(dir, "runs");
+    assert.equal((await cli(["train", cfg, "--runs-dir", runs, "--run-id", "full"])).code, 0);
+    const { config } = loadConfig(cfg, [`runs_dir=${runs}`]);
+    const runDir = createRunDir(runs, "cut");
+    const control = { stop: false };
+    const stopAt = phased ? 400 : 250;
+    const reporter = { log: () => {}, progress: (step: number) => { if (step >= stopAt) control.stop = true; } };
+    const first = await train({ config, runDir, runId: "cut", engine: selectEngine(), reporter, control });
+    assert.equal(first.status.status, "interrupted");
+    const r = await cli(["resume", "cut", "--runs-dir", runs]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, new RegExp(`resuming from step-0*${stopAt}\\.json`));
+    const weights = (id: string) => fs.readFileSync(path.join(runs, id, "final", "sae_weights.safetensors"));
+    assert.deepEqual(weights("cut"), weights("full"), phased ? "two-phase run" : "one-phase run");
+    assert.deepEqual(csvWithoutTiming(path.join(runs, "cut", "metrics.csv")), csvWithoutTiming(path.join(runs, "full", "metrics.csv")));
+    const status = JSON.parse(fs.readFileSync(path.join(runs, "cut", "status.json"), "utf8"));
+    assert.equal(status.status, "done");
+    if (phased) {
+      const ev = JSON.parse(fs.readFileSync(path.join(runs, "cut", "eval.json"), "utf8"));
+      assert.deepEqual(ev.phases.map((p: { phase: string }) => p.phase), ["one", "two"]);
+    }
+    const again = await cli(["resume", "cut", "--runs-dir", runs]);
+    assert.equal(again.code, 2);
+    assert.match(again.err, /is done; there is nothing to resume/);
+  }
+});
+
 test("bad configs: every problem names the key, the file and line, and exits 2", async () => {
   const { dir, cfg } = setup(`name: x
 sae:

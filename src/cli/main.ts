@@ -6,6 +6,7 @@ import { processIo, type CliIo } from "./io.ts";
 import { trainCommand } from "./train.ts";
 import { evalCommand } from "./eval.ts";
 import { finetuneCommand } from "./finetune.ts";
+import { resumeCommand } from "./resume.ts";
 import { runsCommand } from "./runs.ts";
 import { doctorCommand } from "./doctor.ts";
 
@@ -16,7 +17,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError("(run with --help for usage)");
-  for (const make of [trainCommand, finetuneCommand, evalCommand, runsCommand, doctorCommand]) {
+  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, runsCommand, doctorCommand]) {
     program.addCommand(make(io).exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   try {

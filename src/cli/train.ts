@@ -1,8 +1,8 @@
 import { Command } from "commander";
-import path from "node:path";
 import cliProgress from "cli-progress";
 import { configFromObject, loadConfig, type LoadedConfig } from "../config/load.ts";
-import { selectEngine } from "../engine/index.ts";
+import { selectEngine, type EngineChoice } from "../engine/index.ts";
+import type { Config } from "../config/schema.ts";
 import { createRunDir, newRunId } from "../io/run.ts";
 import { train, type TrainReporter } from "../train/loop.ts";
 import type { CliIo } from "./io.ts";
@@ -36,7 +36,11 @@ export async function runTraining(io: CliIo, source: LoadedConfig | Record<strin
   const engine = selectEngine(opts.threads ?? config.train.threads);
   const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
   const runDir = createRunDir(config.runs_dir, runId);
+  await execute(io, config, runDir, runId, engine, false);
+}
 
+/** Trains (or resumes) in runDir with a progress bar or log lines, Ctrl-C handling, and the final table. */
+export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean): Promise<void> {
   const control = { stop: false };
   const onSigint = () => {
     if (control.stop) process.exit(130);
@@ -60,10 +64,10 @@ export async function runTraining(io: CliIo, source: LoadedConfig | Record<strin
     };
   }
   try {
-    const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control });
+    const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control, resume });
     multi?.stop();
     if (result) {
-      io.out(`run ${runId} ${status.status}: ${path.join(config.runs_dir, runId)}`);
+      io.out(`run ${runId} ${status.status}: ${runDir}`);
       if (phases.length > 1) for (const ph of phases) io.out(`  phase ${ph.phase} (step ${ph.step}): fvu ${ph.fvu.toFixed(4)}, l0 ${ph.l0.toFixed(2)}, gamma ${ph.gamma.toFixed(4)}`);
       printEval(io, result);
     }

@@ -1,6 +1,7 @@
 // The run folder: runs/<id>/ holds everything a run writes.
 //   config.yaml            fully resolved config (every default written out)
 //   status.json            running | done | failed | interrupted, progress, engine, scale, error
+//   phases.json            the evaluation at the end of each phase so far
 //   metrics.csv            one row per logging interval (append-only, header written once)
 //   ground_truth.safetensors  true features, for synthetic data
 //   checkpoints/step-NNNNNNN.safetensors + .json   resumable training state (training units)
@@ -78,6 +79,13 @@ export class MetricsLog {
     this.columns = columns;
     if (!fs.existsSync(this.file)) fs.writeFileSync(this.file, stringify([columns]));
   }
+  /** removes the rows logged after `step` (before a resume re-logs them) */
+  dropAfter(step: number): void {
+    const lines = fs.readFileSync(this.file, "utf8").split("\n").filter((l) => l.length > 0);
+    const kept = [lines[0], ...lines.slice(1).filter((l) => Number(l.split(",")[0]) <= step)];
+    writeFileAtomic(this.file, kept.join("\n") + "\n");
+  }
+
   append(row: Record<string, number | string>): void {
     fs.appendFileSync(this.file, stringify([this.columns.map((c) => fmt(row[c]))]));
   }

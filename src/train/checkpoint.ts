@@ -76,6 +76,20 @@ export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: Check
   return { meta, p, fixedInputBias: ib ? Float32Array.from(ib.data) : null };
 }
 
+/** Everything a checkpoint holds, as a TrainState to continue from. */
+export function readTrainState(jsonFile: string, model: SaeModel): { state: TrainState; fixedInputBias: Float32Array | null } {
+  const { meta, p, fixedInputBias } = readCheckpoint(jsonFile, model);
+  const { tensors } = readSafetensors(jsonFile.replace(/\.json$/, ".safetensors"));
+  const m = p.like(), v = p.like();
+  const sinceFired = new Float64Array(model.dims.H);
+  for (const [name, dst] of [["adam_m", m.buf], ["adam_v", v.buf], ["since_fired", sinceFired]] as const) {
+    const t = tensors[name];
+    if (!t || t.data.length !== dst.length) throw new SaeError("data", `${jsonFile}: tensor ${name} is missing or has the wrong size`, "the checkpoint is damaged; resume from an earlier one");
+    dst.set(t.data);
+  }
+  return { state: { p, m, v, sinceFired, step: meta.step, tokens: meta.tokens, adamT: meta.adam_t, scale: meta.scale, batchOffset: meta.batch_offset }, fixedInputBias };
+}
+
 /**
  * The starting weights of a fine-tune: the parent run's last checkpoint, mapped by name into the
  * new model. A Standard parent becomes a Scaled child exactly: s_i = ‖d_i‖, d_i ← d_i/‖d_i‖.

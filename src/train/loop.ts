@@ -15,10 +15,11 @@ import type { Code, SaeModel } from "../sae/variant.ts";
 import { createSource, estimateScale, scaleInPlace } from "../data/index.ts";
 import type { DataSource } from "../data/source.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
-import { loadInitFrom, saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import { optimizerStep } from "./step.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
-import { MetricsLog, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
+import { MetricsLog, readStatus, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
+import { SaeError } from "../errors.ts";
 import { saveFinal } from "../io/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
@@ -38,6 +39,8 @@ export interface TrainOptions {
   reporter: TrainReporter;
   /** set .stop = true (e.g. on SIGINT) to checkpoint and stop after the current step */
   control?: { stop: boolean };
+  /** continue runDir from its latest checkpoint (exactly: same batches, optimizer state, counters) */
+  resume?: boolean;
 }
 
 export const METRIC_COLUMNS = ["step", "phase", "tokens", "lr", "sparsity_coeff", "loss", "mse", "sparsity_loss", "aux_loss", "fvu", "l0", "dead_frac", "grad_norm", "tokens_per_s"];
@@ -52,14 +55,19 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   const { D, H } = model.dims;
   const B = t.batch_size;
   const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: o.engine.reason };
-  writeFileAtomic(path.join(runDir, "config.yaml"), configToYaml(c));
+  if (o.resume) {
+    const before = readStatus(runDir);
+    if (before) status.started = before.started;
+  } else {
+    writeFileAtomic(path.join(runDir, "config.yaml"), configToYaml(c));
+  }
   writeStatus(runDir, status);
   const phaseNames = t.phases.map((p) => `${p.name} (${p.steps})`).join(", ");
   reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${B} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
   reporter.log(`data: ${data.describe()}`);
 
   try {
-    const { state: s, fixedInputBias } = initialState(c, model, data, reporter);
+    const { state: s, fixedInputBias } = o.resume ? resumeState(runDir, model, reporter) : initialState(c, model, data, reporter);
     if (fixedInputBias) model = createModel(c, fixedInputBias);
     status.scale = s.scale;
     const gt = data.groundTruth();
@@ -69,11 +77,15 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
     const dead = new Uint8Array(H);
     const fired = new Float32Array(H);
     const log = new MetricsLog(runDir, METRIC_COLUMNS);
-    const phaseEvals: PhaseEval[] = [];
+    if (o.resume) log.dropAfter(s.step); // rows logged after the checkpoint will be logged again
+    const phasesFile = path.join(runDir, "phases.json");
+    const phaseEvals: PhaseEval[] = o.resume && fs.existsSync(phasesFile) ? JSON.parse(fs.readFileSync(phasesFile, "utf8")) : [];
     let result: EvalResult | null = null;
 
-    for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseIndex++) {
+    let phaseStart = 0; // global step at which the phase begins
+    for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseStart += t.phases[phaseIndex].steps, phaseIndex++) {
       const ph = t.phases[phaseIndex];
+      if (s.step >= phaseStart + ph.steps) continue; // done before a resume
       const coefficient = ph.sparsity_coefficient ?? REGISTRY[c.sae.variant].coefficient(c);
       let frozen = frozenParams(model, ph, coefficient);
       if (needsFixedInputBias(model, frozen)) {
@@ -84,13 +96,15 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       if (t.phases.length > 1 || frozen.size > 0) {
         reporter.log(`phase ${ph.name}: ${ph.steps} steps, lr ${ph.lr}, sparsity coefficient ${coefficient}${frozen.size ? `, frozen: ${[...frozen].join(", ")}` : ""}`);
       }
-      s.m.buf.fill(0); // each phase starts a fresh optimizer state
-      s.v.buf.fill(0);
-      s.adamT = 0;
+      if (s.step === phaseStart) {
+        s.m.buf.fill(0); // each phase starts a fresh optimizer state
+        s.v.buf.fill(0);
+        s.adamT = 0;
+      }
       let acc = { n: 0, loss: 0, mse: 0, sparsity: 0, aux: 0, gnorm: 0 };
       let windowStart = performance.now(), windowTokens = 0;
 
-      for (let ps = 0; ps < ph.steps; ps++) {
+      for (let ps = s.step - phaseStart; ps < ph.steps; ps++) {
         const X = data.trainBatch(s.batchOffset + s.step, B);
         scaleInPlace(X, s.scale);
         const lr = lrAt(ps, ph);
@@ -153,6 +167,7 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       const N = c.data.eval_tokens;
       result = evaluate(e, out.model, out.params, data.evalSet(N), N, gt);
       phaseEvals.push({ phase: ph.name, step: s.step, ...result });
+      writeFileAtomic(phasesFile, JSON.stringify(phaseEvals, null, 2) + "\n");
       if (t.phases.length > 1) reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
       if (phaseIndex === t.phases.length - 1) saveFinal(runDir, out.model, out.params, out.config, s.scale);
     }
@@ -181,6 +196,15 @@ export function exportable(e: EngineChoice["engine"], c: Config, model: SaeModel
   foldInputBias(e, model, params, Float32Array.from(model.fixedInputBias, (v) => v / scale));
   const config = { ...c, sae: { ...c.sae, apply_b_dec_to_input: false } };
   return { model: createModel(config), params, config };
+}
+
+/** The latest checkpoint of runDir, with everything needed to continue exactly. */
+function resumeState(runDir: string, model: SaeModel, reporter: TrainReporter): { state: TrainState; fixedInputBias: Float32Array | null } {
+  const file = latestCheckpoint(runDir);
+  if (!file) throw new SaeError("usage", `${runDir} has no checkpoint to resume from`, "train.checkpoint_every makes periodic ones; an interrupted run always has one");
+  const { state, fixedInputBias } = readTrainState(file, model);
+  reporter.log(`resuming from ${path.basename(file)} (step ${state.step})`);
+  return { state, fixedInputBias };
 }
 
 /** A fresh init (input scale and b_dec from a sample training never sees), or init_from's state. */
