@@ -135,15 +135,17 @@ Napi::Value TopkRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value RowNonzeros(const Napi::CallbackInfo& info) {
-  Args a{info, "rowNonzeros"};
-  a.count(7);
-  int rows = a.dim(1, "rows"), cols = a.dim(2, "cols"), kmax = a.dim(3, "kmax");
+Napi::Value RowsAbove(const Napi::CallbackInfo& info) {
+  Args a{info, "rowsAbove"};
+  a.count(9);
+  int rows = a.dim(3, "rows"), cols = a.dim(4, "cols"), kmax = a.dim(5, "kmax");
   const float* A = a.f32(0, "A", (int64_t)rows * cols);
-  int32_t* idx = a.i32(4, "idx", (int64_t)rows * kmax);
-  float* val = a.f32(5, "val", (int64_t)rows * kmax);
-  int stop = a.dim(6, "stop");
-  return Napi::Number::New(info.Env(), sae::row_nonzeros(A, rows, cols, kmax, idx, val, stop));
+  const float* bias = a.f32(1, "bias", cols, true);
+  float threshold = a.num(2, "threshold");
+  int32_t* idx = a.i32(6, "idx", (int64_t)rows * kmax);
+  float* val = a.f32(7, "val", (int64_t)rows * kmax);
+  int stop = a.dim(8, "stop");
+  return Napi::Number::New(info.Env(), sae::rows_above(A, bias, threshold, rows, cols, kmax, idx, val, stop));
 }
 
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
@@ -261,7 +263,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("reluBackward", Napi::Function::New(env, ReluBackward));
   exports.Set("colSum", Napi::Function::New(env, ColSum));
   exports.Set("topkRows", Napi::Function::New(env, TopkRows));
-  exports.Set("rowNonzeros", Napi::Function::New(env, RowNonzeros));
+  exports.Set("rowsAbove", Napi::Function::New(env, RowsAbove));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));

@@ -121,9 +121,10 @@ static void sift_down(float* hv, int* hi, int k, int pos) {
 void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows, int cols, int k,
                int32_t* idx, float* val) {
   if (k == 0) return;
-  // A bounded heap is fastest for small k (few replacements after the first k columns); for large
-  // k (AuxK's k_aux in the hundreds) a partition of the candidates, O(cols), wins.
-  const bool partition = k > 64;
+  // A bounded heap is fastest for small k (few replacements after the first k columns); for very
+  // large k (a whole batch's worth, as BatchTopK asks) a partition of the candidates, O(cols), wins.
+  const bool partition = k > 512;
+  std::vector<float> zeros(bias ? 0 : cols, 0.f);
   parallel_for(rows, 4, [&](int64_t r0, int64_t r1) {
     std::vector<float> hv(k);
     std::vector<int> hi(k);
@@ -165,14 +166,25 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
       }
       for (int i = k / 2 - 1; i >= 0; i--) sift_down(hv.data(), hi.data(), k, i);
       float floor = hv[0];
-      for (; c < cols; c++) {
-        float s = p[c] + (bias ? bias[c] : 0.f);
-        if (s <= floor || (mask && !mask[c])) continue;
+      auto consider = [&](int col) {
+        float s = p[col] + (bias ? bias[col] : 0.f);
+        if (s <= floor || (mask && !mask[col])) return;
         hv[0] = s;
-        hi[0] = c;
+        hi[0] = col;
         sift_down(hv.data(), hi.data(), k, 0);
         floor = hv[0];
+      };
+      // Once the heap is warm few columns beat its floor: test blocks of 16 with a branch-free
+      // (vectorised) check and look at single columns only in blocks that have a candidate.
+      const float* bb = bias ? bias : zeros.data();
+      for (; c < cols && c % 16 != 0; c++) consider(c);
+      for (; c + 16 <= cols; c += 16) {
+        int hit = 0;
+        for (int j = 0; j < 16; j++) hit |= (p[c + j] + bb[c + j] > floor);
+        if (hit)
+          for (int j = 0; j < 16; j++) consider(c + j);
       }
+      for (; c < cols; c++) consider(c);
       // Emit in ascending column order (deterministic, and friendlier to later row gathers).
       for (int j = 0; j < k; j++) out[j] = {hi[j], hv[j]};
       std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.first < b.first; });
@@ -184,9 +196,12 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
   });
 }
 
-int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val, int stop) {
+int rows_above(const float* A, const float* bias, float threshold, int rows, int cols, int kmax,
+               int32_t* idx, float* val, int stop) {
   std::atomic<bool> over(false);
   std::vector<int> maxPer(std::max(1, g_threads), 0);
+  std::vector<float> zeros(bias ? 0 : cols, 0.f);
+  const float* bb = bias ? bias : zeros.data();
   int nt = (int)maxPer.size();
   int64_t chunk = (rows + nt - 1) / nt;
   parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
@@ -198,12 +213,21 @@ int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, flo
         int32_t* ix = idx + r * kmax;
         float* vv = val + r * kmax;
         int n = 0;
-        for (int c = 0; c < cols; c++) {
-          if (a[c] != 0.f) {
-            if (n < kmax) { ix[n] = c; vv[n] = a[c]; }
-            n++;
-          }
+        auto take = [&](int c) {
+          float s = a[c] + bb[c];
+          if (!(s > threshold)) return;
+          if (n < kmax) { ix[n] = c; vv[n] = s; }
+          n++;
+        };
+        // blocks of 16 with a branch-free (vectorised) test; most blocks hold nothing
+        int c = 0;
+        for (; c + 16 <= cols; c += 16) {
+          int hit = 0;
+          for (int j = 0; j < 16; j++) hit |= (a[c + j] + bb[c + j] > threshold);
+          if (hit)
+            for (int j = 0; j < 16; j++) take(c + j);
         }
+        for (; c < cols; c++) take(c);
         for (int j = n; j < kmax; j++) { ix[j] = 0; vv[j] = 0.f; }
         best = std::max(best, n);
         if (n > stop) over.store(true, std::memory_order_relaxed);

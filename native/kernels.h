@@ -31,11 +31,13 @@ void col_sum(const float* A, int rows, int cols, float* out, bool accumulate);
 void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows, int cols, int k,
                int32_t* idx, float* val);
 
-// Per-row non-zeros of A [rows, cols], up to kmax per row: idx/val [rows, kmax] in column order,
-// padded with (0, 0). Returns the largest per-row count; when it exceeds kmax, rows were cut short
-// and the caller should retry with more room (or stay dense). Once a row has more than `stop`,
-// the scan ends early (the result then only says "more than stop").
-int row_nonzeros(const float* A, int rows, int cols, int kmax, int32_t* idx, float* val, int stop);
+// Per row, the entries of S = A + bias (bias may be null) above `threshold`, up to kmax per row:
+// idx/val [rows, kmax] (val = S) in column order, padded with (0, 0). Returns the largest per-row
+// count; when it exceeds kmax, rows were cut short and the caller should retry with more room (or
+// go dense). Once a row has more than `stop`, the scan ends early (the result then only says
+// "more than stop"). With a ReLU'd A and threshold 0 these are the non-zeros.
+int rows_above(const float* A, const float* bias, float threshold, int rows, int cols, int kmax,
+               int32_t* idx, float* val, int stop);
 
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,

@@ -23,7 +23,7 @@ for l in 0.4 0.5; do train "standard-l$l" --set sae.variant=standard --set sae.l
 for l in 0.4 0.5; do train "april-l$l" --set sae.variant=standard --set sae.flavour=april --set sae.l1_coefficient=$l; done
 for a in 0.1 0.15; do train "tanh-a$a" --set sae.variant=tanh --set sae.l1_coefficient=$a; done
 for l in 0.3 0.4; do train "gated-l$l" --set sae.variant=gated --set sae.l1_coefficient=$l; done
-for l in 0.003 0.006; do
+for l in 0.012 0.02; do
   train "jumprelu-l$l" --set sae.variant=jumprelu --set sae.l0_coefficient=$l \
     --set sae.jumprelu_init_threshold=0.1 --set sae.jumprelu_bandwidth=0.05
 done

@@ -349,3 +349,25 @@ test("gated: the sparse computation matches finite differences and the dense one
     for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `${flavour}: gradient ${i}`);
   }
 });
+
+test("batchtopk: candidates from the running threshold select exactly what per-row top-k does", () => {
+  const Dd = 16, Hh = 200, Bb = 64, k = 5;
+  const model = createBatchTopK({ D: Dd, H: Hh }, { k, kAux: 4, auxCoefficient: 0, applyBDecToInput: true });
+  const p = randomParams(model, 71);
+  p.get("threshold")[0] = 0;
+  const X = randn(Bb * Dd, new Rng(72));
+  const codeOf = (r: ReturnType<typeof model.forward>) => {
+    const out: number[] = [];
+    for (let b = 0; b < Bb; b++) for (let i = 0; i < Hh; i++) out.push(codeValue(r.code, Hh, b, i));
+    return out;
+  };
+  const viaRows = codeOf(model.forward({ e: jsEngine, p, X, B: Bb, coeff: 0, dead: null, training: true })); // θ = 0: per-row top-k
+  const theta = p.get("threshold")[0];
+  assert.ok(theta > 0);
+  for (const t of [theta, theta * 0.2, theta * 3]) { // near the cut, far below it, above it (forces a retry)
+    p.get("threshold")[0] = t;
+    const r = model.forward({ e: jsEngine, p, X, B: Bb, coeff: 0, dead: null, training: true });
+    assert.deepEqual(codeOf(r), viaRows, `θ = ${t}`);
+  }
+  assert.equal(viaRows.filter((v) => v > 0).length, k * Bb);
+});

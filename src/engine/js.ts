@@ -64,13 +64,15 @@ export const jsEngine: Engine = {
     }
   },
 
-  rowNonzeros(A, rows, cols, kmax, idx, val, stop) {
+  rowsAbove(A, bias, threshold, rows, cols, kmax, idx, val, stop) {
+    const f32 = A instanceof Float32Array;
     let best = 0;
     for (let r = 0; r < rows && best <= stop; r++) {
       let n = 0;
       for (let c = 0; c < cols; c++) {
-        const a = A[r * cols + c];
-        if (a === 0) continue;
+        const sum = A[r * cols + c] + (bias ? bias[c] : 0);
+        const a = f32 ? Math.fround(sum) : sum;
+        if (!(a > threshold)) continue;
         if (n < kmax) {
           idx[r * kmax + n] = c;
           val[r * kmax + n] = a;

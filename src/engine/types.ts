@@ -18,11 +18,12 @@ export interface Engine {
   /** Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column. */
   topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr): void;
   /**
-   * Per-row non-zeros of A [rows, cols] into idx/val [rows, kmax] (column order, padded with (0, 0)).
-   * Returns the largest per-row count; above kmax the rows were cut short. The scan may end early
-   * once a row has more than `stop` (the result is then only known to exceed stop).
+   * Per row, the entries of S = A + bias (bias may be null) above threshold, into idx/val
+   * [rows, kmax] (val = S; column order; padded with (0, 0)). Returns the largest per-row count;
+   * above kmax the rows were cut short. The scan may end early once a row has more than `stop`
+   * (the result is then only known to exceed stop). A ReLU'd A with threshold 0 gives its non-zeros.
    */
-  rowNonzeros(A: Arr, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr, stop: number): number;
+  rowsAbove(A: Arr, bias: Arr | null, threshold: number, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr, stop: number): number;
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
   /** out[b,k] = G[b,:]·W[idx[b,k],:] */

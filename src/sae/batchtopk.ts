@@ -9,7 +9,7 @@
 // Selection without sorting B·H values: take each row's top kc (kc = 2k at first, doubled while
 // needed and remembered across steps) with the per-row kernel; the batch's k·B largest are among
 // those candidates whenever no row had all kc of its candidates at or above the batch threshold.
-import type { Arr } from "../engine/types.ts";
+import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import { AuxK, sparseBackward } from "./sparse.ts";
@@ -34,8 +34,11 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
   if (opt.auxPath) auxk.path = opt.auxPath;
-  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc = 0, kSel = 0, trained = false; // cache of the last forward
-  let kcStart = Math.min(H, 2 * opt.k); // candidates per row: remembered across steps, so retries are rare
+  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc: number, kSel = 0, trained = false; // cache of the last forward
+  // candidates: room per row, and the fraction of θ above which entries are candidates; both
+  // remembered across steps, so retries are rare
+  kc = Math.min(H, 2 * opt.k);
+  let candidateFraction = 0.9;
 
   return {
     variant: "batchtopk",
@@ -65,31 +68,50 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
         const mse = residual(Xhat, X, E) / B;
         return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat };
       }
-      // Encoder GEMM and per-row candidates in blocks of rows (as in topk.ts); a retry with more
-      // candidates per row recomputes the blocks, which the remembered kc makes rare.
+      // Encoder GEMM and per-row candidates in blocks of rows (as in topk.ts). Candidates are the
+      // entries above a fraction of the running threshold θ (≈ the batch's cut) when there is one,
+      // found by a vectorised scan; else each row's top kc. Either way the batch's top k·B are
+      // provably among them, or the blocks are computed again with more (rare: kc and the
+      // fraction are remembered).
       const total = Math.min(opt.k * B, B * H);
       const R = Math.min(B, ENCODER_BLOCK_ROWS);
       const P = ws.f("P", R * H, X);
-      for (kc = kcStart; ; kc = Math.min(H, 2 * kc)) {
+      for (;;) {
+        const tau = theta[0] > 0 ? candidateFraction * theta[0] : null;
         idx = ws.i("idx", B * kc);
         val = ws.f("val", B * kc, X);
         auxk.begin(B, dead, X);
+        let widest = 0;
         for (let r0 = 0; r0 < B; r0 += R) {
           const rows = Math.min(R, B - r0);
           const Pb = P.subarray(0, rows * H);
           e.gemm(false, true, rows, H, D, 1, Xc.subarray(r0 * D, (r0 + rows) * D), Wenc, 0, Pb);
-          e.topkRows(Pb, bEnc, null, rows, H, kc, idx.subarray(r0 * kc, (r0 + rows) * kc), val.subarray(r0 * kc, (r0 + rows) * kc));
+          const bi = idx.subarray(r0 * kc, (r0 + rows) * kc), bv = val.subarray(r0 * kc, (r0 + rows) * kc);
+          if (tau === null) e.topkRows(Pb, bEnc, null, rows, H, kc, bi, bv);
+          else widest = Math.max(widest, e.rowsAbove(Pb, bEnc, tau, rows, H, kc, bi, bv, H));
           auxk.select(e, Pb, bEnc, r0, rows);
         }
-        if (selectBatch(val, B, kc, total) || kc === H) break;
+        const sel = selectBatch(e, ws, idx, val, B, kc, total);
+        if (tau === null) {
+          // per-row top kc: complete unless a row had all its kc candidates at or above the cut
+          if (sel.complete || kc === H) { ({ idx, val, k: kSel } = sel); break; }
+          kc = Math.min(H, 2 * kc);
+        } else if (widest > kc) {
+          kc = Math.min(H, Math.ceil(widest * 1.25)); // a row had more candidates than room
+        } else if (sel.positives < total && tau > 0) {
+          candidateFraction = 1 - 2 * (1 - candidateFraction); // too few candidates: the cut lies below τ
+          if (candidateFraction < 0.05) theta[0] = 0; // give up on θ for this batch: per-row top kc
+        } else {
+          ({ idx, val, k: kSel } = sel);
+          // aim for about twice as many candidates as winners: fewer entries to select from
+          if (sel.positives > 3 * total) candidateFraction = Math.min(0.97, (1 + candidateFraction) / 2);
+          kc = Math.max(2 * opt.k, Math.ceil(widest * 1.25));
+          break;
+        }
       }
-      kcStart = kc;
-      // keep only the selected entries: [B, m] with m the largest per-row count, zero-padded, so the
-      // decode and the gradients do not walk the candidates that lost
-      ({ idx, val, k: kSel } = compactRows(ws, idx, val, B, kc, X));
       // θ ← EMA of the smallest kept value
       let minKept = Infinity;
-      for (let j = 0; j < B * kc; j++) if (val[j] > 0 && val[j] < minKept) minKept = val[j];
+      for (let j = 0; j < val.length; j++) if (val[j] > 0 && val[j] < minKept) minKept = val[j];
       if (Number.isFinite(minKept)) theta[0] = theta[0] > 0 ? (1 - THRESHOLD_EMA_RATE) * theta[0] + THRESHOLD_EMA_RATE * minKept : minKept;
       e.gatherRows(idx, val, B, kSel, Wdec, H, D, bDec, Xhat);
       const mse = residual(Xhat, X, E) / B;
@@ -113,55 +135,50 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
   };
 }
 
-/** Rows of (idx, val) [B, k] with zeros dropped, re-padded to the largest row count. */
-function compactRows(ws: Workspace, idx: Int32Array, val: Arr, B: number, k: number, like: Arr): { idx: Int32Array; val: Arr; k: number } {
-  let m = 1;
-  for (let b = 0; b < B; b++) {
-    let n = 0;
-    for (let j = b * k; j < (b + 1) * k; j++) if (val[j] > 0) n++;
-    m = Math.max(m, n);
+/**
+ * The `total` largest positive values among the per-row candidates (idx, val) [B, kc], ties going
+ * to the earlier row-major position, as a code [B, m] (m = the largest per-row count, zero-padded),
+ * so the decode and the gradients do not walk the candidates that lost. `complete` is false when
+ * some row's candidates were all at or above the cut: that row may hold more winners than kc, and
+ * the caller retries with more candidates.
+ */
+export function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
+  let positives = 0;
+  for (let j = 0; j < B * kc; j++) if (val[j] > 0) positives++;
+  // flat positions (ascending) of the winners
+  let winners: Int32Array;
+  let cut = 0;
+  if (positives <= total) {
+    winners = ws.i("selFlat", positives);
+    for (let j = 0, n = 0; j < B * kc; j++) if (val[j] > 0) winners[n++] = j;
+  } else {
+    // one "row" of B·kc values: the per-row top-k kernel returns the batch's top `total`
+    winners = ws.i("selFlat", total);
+    const wv = ws.f("selFlatVal", total, val);
+    e.topkRows(val, null, null, 1, B * kc, total, winners, wv);
+    cut = Infinity;
+    for (let j = 0; j < total; j++) cut = Math.min(cut, wv[j]);
   }
-  const ci = ws.i("selIdx", B * m), cv = ws.f("selVal", B * m, like);
+  let complete = true;
+  if (positives > total) {
+    for (let b = 0; b < B && complete; b++) {
+      let rowMin = Infinity;
+      for (let j = b * kc; j < (b + 1) * kc; j++) rowMin = Math.min(rowMin, val[j]);
+      if (rowMin >= cut) complete = false;
+    }
+  }
+  const count = new Int32Array(B);
+  for (const j of winners) count[Math.floor(j / kc)]++;
+  const m = Math.max(1, ...count);
+  const ci = ws.i("selIdx", B * m), cv = ws.f("selVal", B * m, val);
   ci.fill(0);
   cv.fill(0);
-  for (let b = 0; b < B; b++) {
-    let n = 0;
-    for (let j = b * k; j < (b + 1) * k; j++) {
-      if (!(val[j] > 0)) continue;
-      ci[b * m + n] = idx[j];
-      cv[b * m + n] = val[j];
-      n++;
-    }
+  count.fill(0);
+  for (const j of winners) {
+    const b = Math.floor(j / kc);
+    ci[b * m + count[b]] = idx[j];
+    cv[b * m + count[b]] = val[j];
+    count[b]++;
   }
-  return { idx: ci, val: cv, k: m };
-}
-
-/**
- * Keeps the `total` largest positive values among the per-row candidates val [B, kc] (ties broken
- * by position), zeroing the rest in place. Returns false when some row's candidates were all kept
- * at or above the cut, i.e. that row may hold more winners than kc: the caller retries with more.
- */
-export function selectBatch(val: Arr, B: number, kc: number, total: number): boolean {
-  let n = 0;
-  for (let j = 0; j < B * kc; j++) if (val[j] > 0) n++;
-  if (n <= total) return true; // every positive value is kept; nothing can be missing
-  const pos = val instanceof Float64Array ? new Float64Array(n) : new Float32Array(n);
-  for (let j = 0, i = 0; j < B * kc; j++) if (val[j] > 0) pos[i++] = val[j];
-  pos.sort(); // typed-array sort: numeric, ascending, native
-  const cut = pos[n - total];
-  let above = 0;
-  for (let i = n - total + 1; i < n; i++) if (pos[i] > cut) above++;
-  let equalsToKeep = total - above;
-  let complete = true;
-  for (let b = 0; b < B; b++) {
-    let rowMin = Infinity;
-    for (let j = b * kc; j < (b + 1) * kc; j++) {
-      rowMin = Math.min(rowMin, val[j]);
-      if (val[j] > cut) continue;
-      if (val[j] === cut && equalsToKeep > 0) { equalsToKeep--; continue; }
-      val[j] = 0;
-    }
-    if (rowMin >= cut) complete = false;
-  }
-  return complete;
+  return { complete, positives, idx: ci, val: cv, k: m };
 }

@@ -40,7 +40,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
     const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
     for (;;) {
       const idx = ws.i("spIdx", B * kmax), a = ws.f("spA", B * kmax, like);
-      const m = e.rowNonzeros(A, B, H, kmax, idx, a, limit);
+      const m = e.rowsAbove(A, null, 0, B, H, kmax, idx, a, limit);
       if (m <= kmax) return { m: kmax, idx, a, f: ws.f("spF", B * kmax, like) };
       if (m > limit) return null;
       kmax = m;

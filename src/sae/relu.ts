@@ -57,7 +57,7 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
     const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
     for (;;) {
       const idx = ws.i("spIdx", B * kmax), u = ws.f("spU", B * kmax, like);
-      const m = e.rowNonzeros(U, B, H, kmax, idx, u, limit);
+      const m = e.rowsAbove(U, null, 0, B, H, kmax, idx, u, limit);
       if (m <= kmax) return { m: kmax, idx, u, f: u };
       if (m > limit) return null;
       kmax = m;
