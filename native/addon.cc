@@ -164,14 +164,15 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
 
 Napi::Value GatherDot(const Napi::CallbackInfo& info) {
   Args a{info, "gatherDot"};
-  a.count(8);
-  int rows = a.dim(1, "rows"), k = a.dim(2, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
+  a.count(9);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
   const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
-  const float* G = a.f32(3, "G", (int64_t)rows * D);
-  const float* W = a.f32(4, "W", (int64_t)H * D);
-  float* out = a.f32(7, "out", (int64_t)rows * k);
+  const float* val = a.f32(1, "val", (int64_t)rows * k, true);
+  const float* G = a.f32(4, "G", (int64_t)rows * D);
+  const float* W = a.f32(5, "W", (int64_t)H * D);
+  float* out = a.f32(8, "out", (int64_t)rows * k);
   a.indices(idx, (int64_t)rows * k, H, "idx");
-  sae::gather_dot(idx, rows, k, G, W, D, out);
+  sae::gather_dot(idx, val, rows, k, G, W, D, out);
   return info.Env().Undefined();
 }
 

@@ -254,12 +254,16 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const fl
   });
 }
 
-void gather_dot(const int32_t* idx, int rows, int k, const float* G, const float* W, int D,
-                float* out) {
+void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
+                int D, float* out) {
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t b = r0; b < r1; b++) {
       const float* g = G + b * D;
       for (int j = 0; j < k; j++) {
+        if (val && val[b * k + j] == 0.f) {
+          out[b * k + j] = 0.f;
+          continue;
+        }
         const float* w = W + (int64_t)idx[b * k + j] * D;
         out[b * k + j] = dot(g, w, D);
       }

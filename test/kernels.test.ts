@@ -103,9 +103,14 @@ for (const { B, D, H, K } of SHAPES) {
       close("gatherRows", o1, o2, 1e-5);
     }
     const d1 = new Float32Array(B * K), d2 = new Float32Array(B * K);
-    nat.gatherDot(idx, B, K, G, W, H, D, d1);
-    jsEngine.gatherDot(idx, B, K, G, W, H, D, d2);
-    close("gatherDot", d1, d2, 1e-5);
+    for (const v of [val, null]) {
+      nat.gatherDot(idx, v, B, K, G, W, H, D, d1);
+      jsEngine.gatherDot(idx, v, B, K, G, W, H, D, d2);
+      close("gatherDot", d1, d2, 1e-5);
+    }
+    assert.equal(d1[0] === 0, false, "without val, entry 0 gets its dot product");
+    nat.gatherDot(idx, val, B, K, G, W, H, D, d1);
+    assert.equal(d1[0], 0, "val[0] = 0: skipped");
     const s1 = f32(H * D, 16), s2 = s1.slice();
     nat.scatterRows(idx, val, B, K, G, H, D, s1);
     jsEngine.scatterRows(idx, val, B, K, G, H, D, s2);

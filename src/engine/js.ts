@@ -101,10 +101,14 @@ export const jsEngine: Engine = {
     }
   },
 
-  gatherDot(idx, rows, k, G, W, H, D, out) {
+  gatherDot(idx, val, rows, k, G, W, H, D, out) {
     checkIdx(idx, H);
     for (let b = 0; b < rows; b++) {
       for (let j = 0; j < k; j++) {
+        if (val && val[b * k + j] === 0) {
+          out[b * k + j] = 0;
+          continue;
+        }
         const w = idx[b * k + j] * D;
         let s = 0;
         for (let d = 0; d < D; d++) s += G[b * D + d] * W[w + d];

@@ -26,8 +26,8 @@ export interface Engine {
   rowsAbove(A: Arr, bias: Arr | null, threshold: number, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr, stop: number): number;
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
-  /** out[b,k] = G[b,:]·W[idx[b,k],:] */
-  gatherDot(idx: Int32Array, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
+  /** out[b,k] = G[b,:]·W[idx[b,k],:], or 0 where val[b,k] = 0 (val may be null) */
+  gatherDot(idx: Int32Array, val: Arr | null, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
   /** out[idx[b,k],:] += val[b,k]·X[b,:]   (out is [H, D]) */
   scatterRows(idx: Int32Array, val: Arr, rows: number, k: number, X: Arr, H: number, D: number, out: Arr): void;
   /** One Adam step on the gradient gradScale·g, with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */

@@ -35,12 +35,13 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
   let sparse: { m: number; idx: Int32Array; a: Arr; f: Arr } | null = null;
   let kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
 
-  const sparsify = (e: StepInput["e"], B: number, like: Arr): typeof sparse => {
+  /** the gate code ReLU(Z + b_gate) as (index, value) pairs, or null when some row is too dense */
+  const sparsify = (e: StepInput["e"], bGate: Arr, B: number, like: Arr): typeof sparse => {
     if (opt.path === "dense") return null;
     const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
     for (;;) {
       const idx = ws.i("spIdx", B * kmax), a = ws.f("spA", B * kmax, like);
-      const m = e.rowsAbove(A, null, 0, B, H, kmax, idx, a, limit);
+      const m = e.rowsAbove(A, bGate, 0, B, H, kmax, idx, a, limit);
       if (m <= kmax) return { m: kmax, idx, a, f: ws.f("spF", B * kmax, like) };
       if (m > limit) return null;
       kmax = m;
@@ -69,13 +70,13 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
       Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       A = ws.f("A", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wg, 0, A); // Z
-      e.addBias(A, bGate, B, H, true); // A = ReLU(Z + b_gate)
       er = ws.f("expR", H, X);
       for (let i = 0; i < H; i++) er[i] = Math.exp(rMag[i]);
       const mag = (a: number, i: number) => (a > 0 ? Math.max(0, (a - bGate[i]) * er[i] + bMag[i]) : 0);
       const Xhat = ws.f("Xhat", B * D, X), XhatAux = ws.f("XhatAux", B * D, X);
       colSumA = ws.f("colSumA", H, X);
-      sparse = sparsify(e, B, X);
+      sparse = sparsify(e, bGate, B, X); // reads Z + b_gate > 0 directly
+      if (!sparse) e.addBias(A, bGate, B, H, true); // A = ReLU(Z + b_gate), dense
       if (sparse) {
         const { m, idx, a, f } = sparse;
         colSumA.fill(0);
@@ -131,8 +132,8 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
         e.scatterRows(idx, f, B, m, G, H, D, dWdec);
         if (saelens) e.scatterRows(idx, a, B, m, Gaux, H, D, dWdec);
         const gm = ws.f("spGm", B * m, X), gg = ws.f("spGg", B * m, X);
-        e.gatherDot(idx, B, m, G, Wdec, H, D, gm);
-        e.gatherDot(idx, B, m, Gaux, Wdec, H, D, gg);
+        e.gatherDot(idx, f, B, m, G, Wdec, H, D, gm);
+        e.gatherDot(idx, a, B, m, Gaux, Wdec, H, D, gg);
         for (let j = 0; j < B * m; j++) {
           if (!(a[j] > 0)) { gm[j] = 0; continue; }
           const i = idx[j];

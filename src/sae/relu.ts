@@ -51,13 +51,13 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
   let sparse: { m: number; idx: Int32Array; u: Arr; f: Arr } | null = null;
   let kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
 
-  /** the code as (index, value) pairs, or null when some row is too dense */
-  const sparsify = (e: StepInput["e"], B: number, like: Arr): typeof sparse => {
+  /** the code ReLU(P + b_enc) as (index, value) pairs, or null when some row is too dense */
+  const sparsify = (e: StepInput["e"], bEnc: Arr, B: number, like: Arr): typeof sparse => {
     if (opt.path === "dense") return null;
     const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
     for (;;) {
       const idx = ws.i("spIdx", B * kmax), u = ws.f("spU", B * kmax, like);
-      const m = e.rowsAbove(U, null, 0, B, H, kmax, idx, u, limit);
+      const m = e.rowsAbove(U, bEnc, 0, B, H, kmax, idx, u, limit);
       if (m <= kmax) return { m: kmax, idx, u, f: u };
       if (m > limit) return null;
       kmax = m;
@@ -77,15 +77,15 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       U = ws.f("U", B * H, X);
-      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, U);
-      e.addBias(U, bEnc, B, H, true);
+      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, U); // pre-activations without b_enc
       norms = ws.f("norms", H, X);
       if (opt.unitNormDecoder) norms.fill(1);
       else e.rowNorms(Wdec, H, D, norms);
       colSumU = ws.f("colSumU", H, X);
       const Xhat = ws.f("Xhat", B * D, X);
       let pen = 0;
-      sparse = sparsify(e, B, X);
+      sparse = sparsify(e, bEnc, B, X); // reads P + b_enc > 0 directly
+      if (!sparse) e.addBias(U, bEnc, B, H, true); // U = ReLU(P + b_enc), dense
       if (sparse) {
         const { m, idx, u } = sparse;
         if (opt.scale) {
@@ -132,7 +132,7 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
         // dU at the active entries: from dF (through s) and the penalty; sparseBackward does the rest
         const { m, idx, u } = sparse;
         const gu = ws.f("spGU", B * m, X);
-        e.gatherDot(idx, B, m, G, Wdec, H, D, gu); // dL/dF at active entries
+        e.gatherDot(idx, u, B, m, G, Wdec, H, D, gu); // dL/dF at active entries
         e.scatterRows(idx, sparse.f, B, m, G, H, D, dWdec); // dW_dec += Fᵀ G over active entries
         const s = opt.scale ? p.get("s") : null, ds = opt.scale ? g.get("s") : null;
         gpSum.fill(0);

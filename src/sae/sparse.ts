@@ -14,7 +14,7 @@ export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dim
   const { D, H } = dims;
   e.scatterRows(idx, val, B, k, G, H, D, dWdec);
   const gp = ws.f(name, B * k, G);
-  e.gatherDot(idx, B, k, G, Wdec, H, D, gp);
+  e.gatherDot(idx, val, B, k, G, Wdec, H, D, gp);
   for (let j = 0; j < B * k; j++) {
     if (!(val[j] > 0)) gp[j] = 0;
     gpSum[idx[j]] += gp[j];
