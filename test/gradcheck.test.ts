@@ -6,7 +6,8 @@ import { createTopK } from "../src/sae/topk.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { Rng } from "../src/train/rng.ts";
 import { gradCheck, randn, randomParams } from "./helpers.ts";
-import { codeValue } from "../src/sae/variant.ts";
+import { codeValue, type SaeModel } from "../src/sae/variant.ts";
+import type { ParamSet } from "../src/sae/params.ts";
 
 const D = 5, H = 9, B = 4;
 // relative error tolerance: central differences at h = 1e-5 on an O(1) float64 loss are good to ~1e-10
@@ -274,6 +275,21 @@ test("batchtopk: training keeps exactly k·B activations per batch, per-token L0
   if (inf.code.kind === "dense") for (const f of inf.code.F) assert.ok(f === 0 || f > theta);
 });
 
+/** The dense and the sparse computation of a model give the same loss and gradients. */
+function assertPathsAgree(make: (path: "dense" | "sparse") => SaeModel, p: ParamSet, X: Float32Array | Float64Array, name: string): void {
+  const out = (["dense", "sparse"] as const).map((path) => {
+    const model = make(path);
+    const g = p.like();
+    const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
+    const f = model.forward(inp);
+    model.backward(inp, g);
+    assert.equal(f.code.kind, path);
+    return { loss: f.terms.loss, g: g.buf };
+  });
+  assert.ok(Math.abs(out[0].loss - out[1].loss) < 1e-12, name);
+  for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `${name}: gradient ${i}`);
+}
+
 /** gradCheck over every parameter except the named ones */
 function gradCheckExcept(model: Parameters<typeof gradCheck>[0], p: Parameters<typeof gradCheck>[1], inp: Parameters<typeof gradCheck>[2], skip: string[]) {
   return gradCheck(model, p, inp, 1e-5, new Set(skip));
@@ -314,17 +330,7 @@ test("ReLU family: the sparse computation matches finite differences and the den
     const p = randomParams(sparseModel, 51);
     const r = gradCheck(sparseModel, p, { X, B, coeff: 0.3, dead: null });
     assert.ok(r.worst < TOL, `${name}: worst relative error ${r.worst} at ${r.where}`);
-    const out = (["dense", "sparse"] as const).map((path) => {
-      const model = make(path);
-      const g = p.like();
-      const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
-      const f = model.forward(inp);
-      model.backward(inp, g);
-      assert.equal(f.code.kind, path);
-      return { loss: f.terms.loss, xhat: f.Xhat, g: g.buf };
-    });
-    assert.ok(Math.abs(out[0].loss - out[1].loss) < 1e-12, name);
-    for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `${name}: gradient ${i}`);
+    assertPathsAgree(make, p, X, name);
   }
 });
 
@@ -336,17 +342,7 @@ test("gated: the sparse computation matches finite differences and the dense one
     const skip = flavour === "paper" ? ["W_dec", "b_dec"] : []; // the stop-gradient (see above)
     const r = gradCheckExcept(make("sparse"), p, { X, B, coeff: 0.3, dead: null }, skip);
     assert.ok(r.worst < TOL, `${flavour}: worst relative error ${r.worst} at ${r.where}`);
-    const out = (["dense", "sparse"] as const).map((path) => {
-      const model = make(path);
-      const g = p.like();
-      const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
-      const f = model.forward(inp);
-      model.backward(inp, g);
-      assert.equal(f.code.kind, path);
-      return { loss: f.terms.loss, g: g.buf };
-    });
-    assert.ok(Math.abs(out[0].loss - out[1].loss) < 1e-12, flavour);
-    for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `${flavour}: gradient ${i}`);
+    assertPathsAgree(make, p, X, flavour);
   }
 });
 

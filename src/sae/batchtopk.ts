@@ -13,19 +13,11 @@ import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import { AuxK, sparseBackward } from "./sparse.ts";
-import { ENCODER_BLOCK_ROWS } from "./topk.ts";
+import { ENCODER_BLOCK_ROWS, type TopKOptions } from "./topk.ts";
 import type { ParamSet } from "./params.ts";
 
-export interface BatchTopKOptions {
-  k: number;
-  kAux: number;
-  auxCoefficient: number;
-  applyBDecToInput: boolean;
-  /** test hook: force AuxK's dense or sparse computation */
-  auxPath?: AuxK["path"];
-  /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
-  fixedInputBias?: Arr | null;
-}
+/** the same options as TopK; k is the mean number of active latents per token */
+export type BatchTopKOptions = TopKOptions;
 
 export const THRESHOLD_EMA_RATE = 0.01;
 
