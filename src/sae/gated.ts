@@ -9,12 +9,12 @@
 // flavour `saelens`: no stop-gradient, penalty λ·Σ_i ReLU(π_gate)_i‖d_i‖, free decoder (SAELens v6).
 // The gate passes no gradient: gate parameters learn from the penalty and the auxiliary term only.
 // W_gate is stored as W_enc (SAELens's name); there is no b_enc.
-// As in relu.ts, once no row opens more than H/SPARSE_DENOMINATOR gates, both decodes and all
+// As in relu.ts, once no row opens more than H/16 gates (sparse.ts), both decodes and all
 // gradients after the encoder GEMM run over the open (row, latent) pairs only.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "./variant.ts";
-import { SPARSE_DENOMINATOR } from "./relu.ts";
+import { Sparsifier } from "./sparse.ts";
 import type { ParamSet } from "./params.ts";
 
 export interface GatedOptions {
@@ -33,20 +33,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
   // cache of the last forward. A = ReLU(π_gate) [B, H]; where a gate is open, Z = A − b_gate.
   let Xc: Arr, A: Arr, F: Arr, E: Arr, Eaux: Arr, norms: Arr, colSumA: Arr, er: Arr;
   let sparse: { m: number; idx: Int32Array; a: Arr; f: Arr } | null = null;
-  let kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
-
-  /** the gate code ReLU(Z + b_gate) as (index, value) pairs, or null when some row is too dense */
-  const sparsify = (e: StepInput["e"], bGate: Arr, B: number, like: Arr): typeof sparse => {
-    if (opt.path === "dense") return null;
-    const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
-    for (;;) {
-      const idx = ws.i("spIdx", B * kmax), a = ws.f("spA", B * kmax, like);
-      const m = e.rowsAbove(A, bGate, 0, B, H, kmax, idx, a, limit);
-      if (m <= kmax) return { m: kmax, idx, a, f: ws.f("spF", B * kmax, like) };
-      if (m > limit) return null;
-      kmax = m;
-    }
-  };
+  const sparsifier = new Sparsifier(H, opt.path);
 
   return {
     variant: "gated",
@@ -75,7 +62,8 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
       const mag = (a: number, i: number) => (a > 0 ? Math.max(0, (a - bGate[i]) * er[i] + bMag[i]) : 0);
       const Xhat = ws.f("Xhat", B * D, X), XhatAux = ws.f("XhatAux", B * D, X);
       colSumA = ws.f("colSumA", H, X);
-      sparse = sparsify(e, bGate, B, X); // reads Z + b_gate > 0 directly
+      const sp = sparsifier.run(e, ws, A, bGate, B); // the open gates: Z + b_gate > 0
+      sparse = sp && { m: sp.m, idx: sp.idx, a: sp.val, f: ws.f("spF", B * sp.m, X) };
       if (!sparse) e.addBias(A, bGate, B, H, true); // A = ReLU(Z + b_gate), dense
       if (sparse) {
         const { m, idx, a, f } = sparse;

@@ -6,12 +6,13 @@
 //   loss = mean_b [ Σ_d (x − x̂)² + λ·Σ_i φ(U_i, ‖d_i‖) ]
 // Two computations after the encoder GEMM, chosen per batch by the code's density:
 //   dense  — four more GEMMs (decode, dW_dec, dF, dW_enc): early in training, when L0 is large;
-//   sparse — once every row has at most H/SPARSE_DENOMINATOR active latents, the code becomes
+//   sparse — once every row has at most H/16 active latents (sparse.ts), the code becomes
 //            (index, value) pairs and decode and gradients touch only active latents, like TopK.
 import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import type { ParamSet } from "./params.ts";
+import { Sparsifier } from "./sparse.ts";
 
 /** A sparsity penalty Σ_b Σ_i φ(U_bi, n_i) over active entries (U > 0), n_i = ‖d_i‖ (1 for a unit-norm decoder). */
 export interface Penalty {
@@ -23,9 +24,6 @@ export interface Penalty {
   /** φ = u·n (L1): the dense path then works with per-latent column sums */
   linear?: boolean;
 }
-
-/** the sparse computation runs when no row has more than H / SPARSE_DENOMINATOR active latents */
-export const SPARSE_DENOMINATOR = 16;
 
 export interface ReluOptions {
   variant: string;
@@ -49,20 +47,7 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
   // cache of the last forward
   let U: Arr, F: Arr, Xc: Arr, E: Arr, colSumU: Arr, norms: Arr;
   let sparse: { m: number; idx: Int32Array; u: Arr; f: Arr } | null = null;
-  let kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
-
-  /** the code ReLU(P + b_enc) as (index, value) pairs, or null when some row is too dense */
-  const sparsify = (e: StepInput["e"], bEnc: Arr, B: number, like: Arr): typeof sparse => {
-    if (opt.path === "dense") return null;
-    const limit = opt.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
-    for (;;) {
-      const idx = ws.i("spIdx", B * kmax), u = ws.f("spU", B * kmax, like);
-      const m = e.rowsAbove(U, bEnc, 0, B, H, kmax, idx, u, limit);
-      if (m <= kmax) return { m: kmax, idx, u, f: u };
-      if (m > limit) return null;
-      kmax = m;
-    }
-  };
+  const sparsifier = new Sparsifier(H, opt.path);
 
   return {
     variant: opt.variant,
@@ -84,7 +69,8 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
       colSumU = ws.f("colSumU", H, X);
       const Xhat = ws.f("Xhat", B * D, X);
       let pen = 0;
-      sparse = sparsify(e, bEnc, B, X); // reads P + b_enc > 0 directly
+      const sp = sparsifier.run(e, ws, U, bEnc, B); // reads P + b_enc > 0 directly
+      sparse = sp && { m: sp.m, idx: sp.idx, u: sp.val, f: sp.val };
       if (!sparse) e.addBias(U, bEnc, B, H, true); // U = ReLU(P + b_enc), dense
       if (sparse) {
         const { m, idx, u } = sparse;

@@ -4,6 +4,40 @@ import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims } from "./variant.ts";
 import { Workspace, scaled } from "./variant.ts";
 
+/** the sparse computation runs when no row has more than H / SPARSE_DENOMINATOR active latents */
+export const SPARSE_DENOMINATOR = 16;
+
+/**
+ * The positive entries of P + bias [B, H] as a code of (index, value) pairs per row, padded to the
+ * largest row count seen so far (remembered, so re-allocation is rare), or null when some row has
+ * more than H/SPARSE_DENOMINATOR: then the caller's dense computation is cheaper. Used by the
+ * ReLU family and Gated. `path` forces one answer (tests).
+ */
+export class Sparsifier {
+  private kmax: number;
+  private readonly H: number;
+  private readonly path: "auto" | "dense" | "sparse";
+
+  constructor(H: number, path: "auto" | "dense" | "sparse" = "auto") {
+    this.H = H;
+    this.path = path;
+    this.kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
+  }
+
+  run(e: Engine, ws: Workspace, P: Arr, bias: Arr, B: number): { m: number; idx: Int32Array; val: Arr } | null {
+    if (this.path === "dense") return null;
+    const H = this.H;
+    const limit = this.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
+    for (;;) {
+      const idx = ws.i("spIdx", B * this.kmax), val = ws.f("spVal", B * this.kmax, P);
+      const m = e.rowsAbove(P, bias, 0, B, H, this.kmax, idx, val, limit);
+      if (m <= this.kmax) return { m: this.kmax, idx, val };
+      if (m > limit) return null;
+      this.kmax = m;
+    }
+  }
+}
+
 /**
  * Backward through a sparse code with the selection held constant:
  *   dW_dec[idx] += val·G,  dF = G·W_dec[idx]ᵀ,  dP = dF where val > 0,  dW_enc[idx] += dP·Xc.
