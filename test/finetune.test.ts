@@ -183,6 +183,12 @@ test("a multi-phase config: phase column, per-phase evaluation, s held at 1 unde
   assert.equal(rows.at(-1)![0], "300", "25600 tokens = 100 steps of 256");
   const ev = evalOf("phased");
   assert.deepEqual(ev.phases.map((p: { phase: string; step: number }) => [p.phase, p.step]), [["sparse", 200], ["polish", 300]]);
+  // sae eval re-evaluates the final weights (fixed input bias and s folded in: the same SAE up to
+  // float32 rounding) and keeps the phase list
+  const again = await cli(["eval", "phased", "--runs-dir", runs, "--json"]);
+  assert.equal(again.code, 0, again.err);
+  assert.ok(Math.abs(JSON.parse(again.out).fvu - ev.fvu) < 1e-6 * ev.fvu, `fvu ${JSON.parse(again.out).fvu} vs ${ev.fvu}`);
+  assert.equal(evalOf("phased").phases.length, 2);
   const ck = readCheckpoint(path.join(runs, "phased", "checkpoints", "step-0000200.json"), createModel(loadConfig(path.join(runs, "phased", "config.yaml")).config));
   assert.ok(ck.p.get("s").every((v) => v === 1), "s must stay exactly 1 while the penalty is on");
   const bad = path.join(dir, "badphases.yaml");

@@ -32,7 +32,9 @@ Examples:
       const data = createSource(config);
       const N = opts.tokens ?? config.data.eval_tokens;
       const result = evaluate(engine.engine, model, p, data.evalSet(N), N, data.groundTruth());
-      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result }, null, 2) + "\n");
+      // keep the per-phase evaluations training wrote; the rest is this evaluation
+      const phases = (readEval(dir) as { phases?: unknown } | null)?.phases;
+      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result, ...(phases ? { phases } : {}) }, null, 2) + "\n");
       if (opts.json) io.out(JSON.stringify(result, null, 2));
       else {
         io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
