@@ -6,9 +6,12 @@
 // kept in each training batch. θ lives in the parameters (non-trainable), so checkpoints and the
 // exported weights carry it.
 //
-// Selection without sorting B·H values: take each row's top kc (kc = 2k at first, doubled while
-// needed and remembered across steps) with the per-row kernel; the batch's k·B largest are among
-// those candidates whenever no row had all kc of its candidates at or above the batch threshold.
+// Selection without sorting B·H values, exact either way: the candidates are the entries above a
+// fraction of θ (a vectorised scan; once θ exists), or each row's top kc (before). The batch's k·B
+// largest are among them when there are at least k·B candidates above the fraction (first way), or
+// when no row had all kc of its candidates at or above the cut (second way); otherwise the blocks
+// are computed again with more candidates. The winners are then picked from the candidates by one
+// top-k over the flattened candidate list (ties to the earlier row-major position).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
@@ -26,10 +29,10 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
   if (opt.auxPath) auxk.path = opt.auxPath;
-  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kc: number, kSel = 0, trained = false; // cache of the last forward
+  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kSel = 0, trained = false; // cache of the last forward
   // candidates: room per row, and the fraction of θ above which entries are candidates; both
   // remembered across steps, so retries are rare
-  kc = Math.min(H, 2 * opt.k);
+  let kc = Math.min(H, 2 * opt.k);
   let candidateFraction = 0.9;
 
   return {
@@ -92,7 +95,10 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
           kc = Math.min(H, Math.ceil(widest * 1.25)); // a row had more candidates than room
         } else if (sel.positives < total && tau > 0) {
           candidateFraction = 1 - 2 * (1 - candidateFraction); // too few candidates: the cut lies below τ
-          if (candidateFraction < 0.05) theta[0] = 0; // give up on θ for this batch: per-row top kc
+          if (candidateFraction < 0.05) {
+            theta[0] = 0; // θ is far off: restart it from this batch (per-row top kc)
+            candidateFraction = 0.9;
+          }
         } else {
           ({ idx, val, k: kSel } = sel);
           // aim for about twice as many candidates as winners: fewer entries to select from
