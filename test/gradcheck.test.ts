@@ -72,21 +72,23 @@ for (const applyBDecToInput of [true, false]) {
   });
 }
 
-test("topk: AuxK's dense and sparse computations agree", () => {
+test("topk: AuxK's dense and sparse computations agree (k_aux below and above the number of dead latents)", () => {
   const Hh = 40, Bb = 16;
-  const grads = (["dense", "sparse"] as const).map((auxPath) => {
-    const model = createTopK({ D, H: Hh }, { k: 3, kAux: 4, auxCoefficient: 0.7, applyBDecToInput: true, auxPath });
-    const p = randomParams(model, 31);
-    const dead = new Uint8Array(Hh).map((_, i) => (i % 3 === 0 ? 1 : 0));
-    const inp = { e: jsEngine, p, X: randn(Bb * D, new Rng(32)), B: Bb, coeff: 0, dead };
-    const g = p.like();
-    const r = model.forward(inp);
-    model.backward(inp, g);
-    return { aux: r.terms.aux, g: g.buf };
-  });
-  assert.ok(grads[0].aux > 0);
-  assert.ok(Math.abs(grads[0].aux - grads[1].aux) < 1e-12);
-  for (let i = 0; i < grads[0].g.length; i++) assert.ok(Math.abs(grads[0].g[i] - grads[1].g[i]) < 1e-12, `gradient ${i} differs`);
+  for (const kAux of [4, 20]) { // 14 dead latents: some of them per row, or all of them
+    const grads = (["dense", "sparse"] as const).map((auxPath) => {
+      const model = createTopK({ D, H: Hh }, { k: 3, kAux, auxCoefficient: 0.7, applyBDecToInput: true, auxPath });
+      const p = randomParams(model, 31);
+      const dead = new Uint8Array(Hh).map((_, i) => (i % 3 === 0 ? 1 : 0));
+      const inp = { e: jsEngine, p, X: randn(Bb * D, new Rng(32)), B: Bb, coeff: 0, dead };
+      const g = p.like();
+      const r = model.forward(inp);
+      model.backward(inp, g);
+      return { aux: r.terms.aux, g: g.buf };
+    });
+    assert.ok(grads[0].aux > 0);
+    assert.ok(Math.abs(grads[0].aux - grads[1].aux) < 1e-12, `k_aux ${kAux}`);
+    for (let i = 0; i < grads[0].g.length; i++) assert.ok(Math.abs(grads[0].g[i] - grads[1].g[i]) < 1e-12, `k_aux ${kAux}: gradient ${i} differs`);
+  }
 });
 
 test("topk: AuxK gradients reach only dead latents' encoder and decoder rows", () => {

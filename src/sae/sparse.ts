@@ -147,10 +147,16 @@ export class AuxK {
       const ids = sel.ids, n = ids.length;
       const bd = ws.f("auxB", n, E);
       for (let j = 0; j < n; j++) bd[j] = bEnc[ids[j]];
-      e.topkRows(sel.Pd!, bd, null, B, n, kAux, idx, val);
       const Z = ws.f("auxZ", B * n, E);
-      Z.fill(0);
-      for (let b = 0; b < B; b++) for (let j = 0; j < kAux; j++) Z[b * n + idx[b * kAux + j]] = val[b * kAux + j];
+      if (kAux === n) {
+        // every dead latent is selected (k_aux ≥ number dead): the aux code is ReLU(P_dead + b)
+        Z.set(sel.Pd!);
+        e.addBias(Z, bd, B, n, true);
+      } else {
+        e.topkRows(sel.Pd!, bd, null, B, n, kAux, idx, val);
+        Z.fill(0);
+        for (let b = 0; b < B; b++) for (let j = 0; j < kAux; j++) Z[b * n + idx[b * kAux + j]] = val[b * kAux + j];
+      }
       const Wd = ws.f("auxWd", n * D, E);
       for (let j = 0; j < n; j++) Wd.set(Wdec.subarray(ids[j] * D, (ids[j] + 1) * D), j * D);
       e.gemm(false, false, B, D, n, 1, Z, Wd, 0, eHat); // ê = Z W_dec[dead]   [B, D]
@@ -160,16 +166,16 @@ export class AuxK {
       st = { kAux, idx, val };
     }
     // target e = sg(x − x̂) = −E unless a test fixes it; ē its per-dimension batch mean
-    const target = (b: number, d: number) => (auxTarget ? auxTarget[b * D + d] : -E[b * D + d]);
+    const T = auxTarget ?? E, sign = auxTarget ? 1 : -1;
     const mean = new Float64Array(D);
-    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += target(b, d);
-    for (let d = 0; d < D; d++) mean[d] /= B;
+    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += T[b * D + d];
+    for (let d = 0; d < D; d++) mean[d] = (sign * mean[d]) / B;
     let den = 0, num = 0;
     const diff = ws.f("auxDiff", B * D, E);
     for (let b = 0; b < B; b++) {
       const o = b * D;
       for (let d = 0; d < D; d++) {
-        const t = target(b, d);
+        const t = sign * T[o + d];
         den += (t - mean[d]) ** 2;
         const v = eHat[o + d] - t;
         diff[o + d] = v;
