@@ -148,6 +148,16 @@ Napi::Value RowsAbove(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), sae::rows_above(A, bias, threshold, rows, cols, kmax, idx, val, stop));
 }
 
+Napi::Value KthLargest(const Napi::CallbackInfo& info) {
+  Args a{info, "kthLargest"};
+  a.count(2);
+  const float* v = a.f32(0, "a", -1);
+  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  int k = a.dim(1, "k");
+  if (k < 1 || k > n) a.fail("k = " + std::to_string(k) + " must be in [1, " + std::to_string(n) + "]", true);
+  return Napi::Number::New(info.Env(), sae::kth_largest(v, n, k));
+}
+
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   Args a{info, "gatherRows"};
   a.count(9);
@@ -265,6 +275,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("colSum", Napi::Function::New(env, ColSum));
   exports.Set("topkRows", Napi::Function::New(env, TopkRows));
   exports.Set("rowsAbove", Napi::Function::New(env, RowsAbove));
+  exports.Set("kthLargest", Napi::Function::New(env, KthLargest));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <cmath>
 #include <thread>
 #include <vector>
@@ -236,6 +237,61 @@ int rows_above(const float* A, const float* bias, float threshold, int rows, int
     }
   });
   return *std::max_element(maxPer.begin(), maxPer.end());
+}
+
+// float ↔ uint32 with the same order: flip all bits of negatives, the sign bit of the rest
+static inline uint32_t order_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+static inline float from_order_bits(uint32_t u) {
+  u = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+float kth_largest(const float* a, int64_t n, int64_t k) {
+  int nt = std::max(1, std::min(g_threads, (int)(n >> 16)));
+  std::vector<std::vector<int64_t>> hist(nt, std::vector<int64_t>(1 << 16));
+  int64_t chunk = (n + nt - 1) / nt;
+  // pass 1: the high 16 bits
+  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t b = t * chunk, e = std::min(n, b + chunk);
+      int64_t* h = hist[t].data();
+      for (int64_t i = b; i < e; i++) h[order_bits(a[i]) >> 16]++;
+    }
+  });
+  int64_t need = k;
+  uint32_t hi = 0;
+  for (int64_t bucket = (1 << 16) - 1; bucket >= 0; bucket--) {
+    int64_t c = 0;
+    for (int t = 0; t < nt; t++) c += hist[t][bucket];
+    if (c >= need) { hi = (uint32_t)bucket; break; }
+    need -= c;
+  }
+  // pass 2: the low 16 bits, among the entries of that bucket
+  for (auto& h : hist) std::fill(h.begin(), h.end(), 0);
+  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++) {
+      int64_t b = t * chunk, e = std::min(n, b + chunk);
+      int64_t* h = hist[t].data();
+      for (int64_t i = b; i < e; i++) {
+        uint32_t u = order_bits(a[i]);
+        if ((u >> 16) == hi) h[u & 0xffffu]++;
+      }
+    }
+  });
+  uint32_t lo = 0;
+  for (int64_t bucket = (1 << 16) - 1; bucket >= 0; bucket--) {
+    int64_t c = 0;
+    for (int t = 0; t < nt; t++) c += hist[t][bucket];
+    if (c >= need) { lo = (uint32_t)bucket; break; }
+    need -= c;
+  }
+  return from_order_bits((hi << 16) | lo);
 }
 
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,

@@ -39,6 +39,10 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
 int rows_above(const float* A, const float* bias, float threshold, int rows, int cols, int kmax,
                int32_t* idx, float* val, int stop);
 
+// The k-th largest of a[0..n) (1 <= k <= n), exactly: two passes of 16-bit radix histograms over
+// the floats' order-preserving bit patterns, threaded. No NaNs expected.
+float kth_largest(const float* a, int64_t n, int64_t k);
+
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out);

@@ -91,6 +91,14 @@ for (const { B, D, H, K } of SHAPES) {
     }
   });
 
+  test(`kthLargest (${tag})`, { skip }, () => {
+    const a = f32(B * H, 32);
+    a[5] = a[6] = a[7] = 2.5; // ties
+    a[8] = -0;
+    for (const k of [1, 2, 7, B * H >> 1, B * H]) assert.equal(nat.kthLargest(a, k), jsEngine.kthLargest(a, k), `k = ${k}`);
+    assert.throws(() => nat.kthLargest(a, 0), /must be in/);
+  });
+
   test(`gatherRows, gatherDot, scatterRows (${tag})`, { skip }, () => {
     const idx = new Int32Array(B * K).map((_, j) => (j * 7919) % H);
     const val = f32(B * K, 12);

@@ -38,7 +38,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
   return {
     name: "native",
     gemm: addon.gemm, addBias: addon.addBias, reluBackward: addon.reluBackward, colSum: addon.colSum,
-    topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, gatherRows: addon.gatherRows, gatherDot: addon.gatherDot,
+    topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, gatherRows: addon.gatherRows, gatherDot: addon.gatherDot,
     scatterRows: addon.scatterRows, adam: addon.adam, rowNorms: addon.rowNorms,
     projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares,
   };

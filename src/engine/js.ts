@@ -88,6 +88,12 @@ export const jsEngine: Engine = {
     return best;
   },
 
+  kthLargest(a, k) {
+    if (!(k >= 1 && k <= a.length)) throw new RangeError(`kthLargest: k = ${k} must be in [1, ${a.length}]`);
+    const sorted = (a instanceof Float64Array ? Float64Array.from(a) : Float32Array.from(a)).sort();
+    return sorted[a.length - k];
+  },
+
   gatherRows(idx, val, rows, k, W, H, D, bias, out) {
     checkIdx(idx, H);
     for (let b = 0; b < rows; b++) {

@@ -24,6 +24,8 @@ export interface Engine {
    * (the result is then only known to exceed stop). A ReLU'd A with threshold 0 gives its non-zeros.
    */
   rowsAbove(A: Arr, bias: Arr | null, threshold: number, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr, stop: number): number;
+  /** the k-th largest value of a (1 ≤ k ≤ a.length), exactly */
+  kthLargest(a: Arr, k: number): number;
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
   /** out[b,k] = G[b,:]·W[idx[b,k],:], or 0 where val[b,k] = 0 (val may be null) */

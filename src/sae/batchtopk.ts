@@ -10,8 +10,8 @@
 // fraction of θ (a vectorised scan; once θ exists), or each row's top kc (before). The batch's k·B
 // largest are among them when there are at least k·B candidates above the fraction (first way), or
 // when no row had all kc of its candidates at or above the cut (second way); otherwise the blocks
-// are computed again with more candidates. The winners are then picked from the candidates by one
-// top-k over the flattened candidate list (ties to the earlier row-major position).
+// are computed again with more candidates. The cut is the (k·B)-th largest candidate (an exact
+// radix select); ties at the cut go to the earlier row-major position.
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
@@ -143,40 +143,36 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
 export function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
   let positives = 0;
   for (let j = 0; j < B * kc; j++) if (val[j] > 0) positives++;
-  // flat positions (ascending) of the winners
-  let winners: Int32Array;
-  let cut = 0;
-  if (positives <= total) {
-    winners = ws.i("selFlat", positives);
-    for (let j = 0, n = 0; j < B * kc; j++) if (val[j] > 0) winners[n++] = j;
-  } else {
-    // one "row" of B·kc values: the per-row top-k kernel returns the batch's top `total`
-    winners = ws.i("selFlat", total);
-    const wv = ws.f("selFlatVal", total, val);
-    e.topkRows(val, null, null, 1, B * kc, total, winners, wv);
-    cut = Infinity;
-    for (let j = 0; j < total; j++) cut = Math.min(cut, wv[j]);
-  }
+  // the cut: every positive value when there are few enough, else the total-th largest (exact)
+  const cut = positives <= total ? 0 : e.kthLargest(val, total);
+  let above = 0;
+  if (cut > 0) for (let j = 0; j < B * kc; j++) if (val[j] > cut) above++;
+  let equalsToKeep = cut > 0 ? total - above : 0; // ties at the cut go to the earlier row-major position
+  const keep = (v: number) => v > cut || (v === cut && v > 0 && equalsToKeep-- > 0);
   let complete = true;
-  if (positives > total) {
-    for (let b = 0; b < B && complete; b++) {
-      let rowMin = Infinity;
-      for (let j = b * kc; j < (b + 1) * kc; j++) rowMin = Math.min(rowMin, val[j]);
-      if (rowMin >= cut) complete = false;
+  let m = 1;
+  for (let b = 0; b < B; b++) {
+    let rowMin = Infinity, n = 0;
+    for (let j = b * kc; j < (b + 1) * kc; j++) {
+      rowMin = Math.min(rowMin, val[j]);
+      if (keep(val[j])) n++;
     }
+    if (cut > 0 && rowMin >= cut) complete = false;
+    m = Math.max(m, n);
   }
-  const count = new Int32Array(B);
-  for (const j of winners) count[Math.floor(j / kc)]++;
-  const m = Math.max(1, ...count);
+  // the winners as a code [B, m], zero-padded (the same keep() decisions, replayed)
+  equalsToKeep = cut > 0 ? total - above : 0;
   const ci = ws.i("selIdx", B * m), cv = ws.f("selVal", B * m, val);
   ci.fill(0);
   cv.fill(0);
-  count.fill(0);
-  for (const j of winners) {
-    const b = Math.floor(j / kc);
-    ci[b * m + count[b]] = idx[j];
-    cv[b * m + count[b]] = val[j];
-    count[b]++;
+  for (let b = 0; b < B; b++) {
+    let n = 0;
+    for (let j = b * kc; j < (b + 1) * kc; j++) {
+      if (!keep(val[j])) continue;
+      ci[b * m + n] = idx[j];
+      cv[b * m + n] = val[j];
+      n++;
+    }
   }
   return { complete, positives, idx: ci, val: cv, k: m };
 }
