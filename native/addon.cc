@@ -86,22 +86,24 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
 
 Napi::Value AddBias(const Napi::CallbackInfo& info) {
   Args a{info, "addBias"};
-  a.count(5);
+  a.count(6);
   int rows = a.dim(2, "rows"), cols = a.dim(3, "cols");
   float* P = a.f32(0, "P", (int64_t)rows * cols);
   const float* bias = a.f32(1, "bias", cols, true);
-  sae::add_bias(P, bias, rows, cols, a.flag(4, "relu"));
+  float* colSum = a.f32(5, "colSum", cols, true);
+  sae::add_bias(P, bias, rows, cols, a.flag(4, "relu"), colSum);
   return info.Env().Undefined();
 }
 
 Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   Args a{info, "reluBackward"};
-  a.count(5);
+  a.count(6);
   int rows = a.dim(3, "rows"), cols = a.dim(4, "cols");
   float* G = a.f32(0, "G", (int64_t)rows * cols);
   const float* F = a.f32(1, "F", (int64_t)rows * cols);
   const float* add = a.f32(2, "colAdd", cols, true);
-  sae::relu_backward(G, F, add, rows, cols);
+  float* colSum = a.f32(5, "colSum", cols, true);
+  sae::relu_backward(G, F, add, rows, cols, colSum);
   return info.Env().Undefined();
 }
 

@@ -66,7 +66,23 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
               M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, N);
 }
 
-void add_bias(float* P, const float* bias, int rows, int cols, bool relu) {
+void add_bias(float* P, const float* bias, int rows, int cols, bool relu, float* colSum) {
+  if (colSum) {
+    // threads own column blocks, so each sum has one writer and adds its rows in order
+    parallel_for(cols, 256, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) colSum[c] = 0.f;
+      for (int r = 0; r < rows; r++) {
+        float* p = P + (int64_t)r * cols;
+        for (int64_t c = c0; c < c1; c++) {
+          float v = p[c] + (bias ? bias[c] : 0.f);
+          if (relu) v = v > 0.f ? v : 0.f;
+          p[c] = v;
+          colSum[c] += v;
+        }
+      }
+    });
+    return;
+  }
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       float* p = P + r * cols;
@@ -76,7 +92,22 @@ void add_bias(float* P, const float* bias, int rows, int cols, bool relu) {
   });
 }
 
-void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols) {
+void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols, float* colSum) {
+  if (colSum) {
+    parallel_for(cols, 256, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; c++) colSum[c] = 0.f;
+      for (int r = 0; r < rows; r++) {
+        float* g = G + (int64_t)r * cols;
+        const float* f = F + (int64_t)r * cols;
+        for (int64_t c = c0; c < c1; c++) {
+          float v = f[c] > 0.f ? g[c] + (colAdd ? colAdd[c] : 0.f) : 0.f;
+          g[c] = v;
+          colSum[c] += v;
+        }
+      }
+    });
+    return;
+  }
   parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       float* g = G + r * cols;

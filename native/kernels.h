@@ -16,11 +16,13 @@ std::string blas_config();
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
           const float* B, float beta, float* C);
 
-// P[r,c] = P[r,c] + bias[c] (bias may be null), then ReLU when relu is set.
-void add_bias(float* P, const float* bias, int rows, int cols, bool relu);
+// P[r,c] = P[r,c] + bias[c] (bias may be null), then ReLU when relu is set; when colSum is given,
+// colSum[c] = Σ_r P[r,c] of the result, in the same pass.
+void add_bias(float* P, const float* bias, int rows, int cols, bool relu, float* colSum);
 
-// ReLU backward in place: G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null).
-void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols);
+// ReLU backward in place: G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null); when
+// colSum is given, colSum[c] = Σ_r G[r,c] of the result, in the same pass.
+void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols, float* colSum);
 
 // out[c] = (accumulate ? out[c] : 0) + sum_r A[r,c]
 void col_sum(const float* A, int rows, int cols, float* out, bool accumulate);

@@ -41,17 +41,22 @@ for (const { B, D, H, K } of SHAPES) {
   test(`addBias, reluBackward, colSum (${tag})`, { skip }, () => {
     for (const relu of [true, false]) {
       const P = f32(B * H, 4), bias = f32(H, 5);
-      const a = P.slice(), b = P.slice();
-      nat.addBias(a, bias, B, H, relu);
-      jsEngine.addBias(b, bias, B, H, relu);
+      const a = P.slice(), b = P.slice(), s1 = new Float32Array(H), s2 = new Float32Array(H);
+      nat.addBias(a, bias, B, H, relu, s1);
+      jsEngine.addBias(b, bias, B, H, relu, s2);
       close("addBias", a, b, 0);
+      close("addBias column sums", s1, s2, 1e-5);
+      const c = P.slice();
+      nat.addBias(c, bias, B, H, relu); // without the sums: the same values
+      close("addBias without sums", c, a, 0);
     }
     const G = f32(B * H, 6), F = f32(B * H, 7), add = f32(H, 8);
     for (const colAdd of [add, null]) {
-      const a = G.slice(), b = G.slice();
-      nat.reluBackward(a, F, colAdd, B, H);
-      jsEngine.reluBackward(b, F, colAdd, B, H);
+      const a = G.slice(), b = G.slice(), s1 = new Float32Array(H), s2 = new Float32Array(H);
+      nat.reluBackward(a, F, colAdd, B, H, s1);
+      jsEngine.reluBackward(b, F, colAdd, B, H, s2);
       close("reluBackward", a, b, 0);
+      close("reluBackward column sums", s1, s2, 1e-5);
     }
     const o1 = f32(H, 9), o2 = o1.slice();
     nat.colSum(G, B, H, o1, true);

@@ -37,7 +37,10 @@ export function loadNative(): { addon: NativeAddon | null; error: string | null 
 export function nativeEngine(addon: NativeAddon): Engine {
   return {
     name: "native",
-    gemm: addon.gemm, addBias: addon.addBias, reluBackward: addon.reluBackward, colSum: addon.colSum,
+    gemm: addon.gemm, colSum: addon.colSum,
+    // optional trailing arguments are passed explicitly: the addon checks the argument count
+    addBias: (P, bias, rows, cols, relu, colSum) => addon.addBias(P, bias, rows, cols, relu, colSum ?? null),
+    reluBackward: (G, F, colAdd, rows, cols, colSum) => addon.reluBackward(G, F, colAdd, rows, cols, colSum ?? null),
     topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, gatherRows: addon.gatherRows, gatherDot: addon.gatherDot,
     scatterRows: addon.scatterRows, adam: addon.adam, rowNorms: addon.rowNorms,
     projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares,

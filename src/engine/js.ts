@@ -24,21 +24,27 @@ export const jsEngine: Engine = {
     }
   },
 
-  addBias(P, bias, rows, cols, relu) {
+  addBias(P, bias, rows, cols, relu, colSum) {
+    if (colSum) colSum.fill(0, 0, cols);
     for (let r = 0; r < rows; r++) {
       const off = r * cols;
       for (let c = 0; c < cols; c++) {
         let v = P[off + c] + (bias ? bias[c] : 0);
         if (relu && !(v > 0)) v = 0;
         P[off + c] = v;
+        if (colSum) colSum[c] += P[off + c];
       }
     }
   },
 
-  reluBackward(G, F, colAdd, rows, cols) {
+  reluBackward(G, F, colAdd, rows, cols, colSum) {
+    if (colSum) colSum.fill(0, 0, cols);
     for (let r = 0; r < rows; r++) {
       const off = r * cols;
-      for (let c = 0; c < cols; c++) G[off + c] = F[off + c] > 0 ? G[off + c] + (colAdd ? colAdd[c] : 0) : 0;
+      for (let c = 0; c < cols; c++) {
+        G[off + c] = F[off + c] > 0 ? G[off + c] + (colAdd ? colAdd[c] : 0) : 0;
+        if (colSum) colSum[c] += G[off + c];
+      }
     }
   },
 

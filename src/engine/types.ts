@@ -9,10 +9,10 @@ export interface Engine {
   readonly name: "native" | "typescript";
   /** C[M,N] = alpha·op(A)·op(B) + beta·C; op(A) is [M,K], op(B) is [K,N]. */
   gemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Arr, B: Arr, beta: number, C: Arr): void;
-  /** P[r,c] += bias[c] (bias may be null), then ReLU if relu. */
-  addBias(P: Arr, bias: Arr | null, rows: number, cols: number, relu: boolean): void;
-  /** G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null). */
-  reluBackward(G: Arr, F: Arr, colAdd: Arr | null, rows: number, cols: number): void;
+  /** P[r,c] += bias[c] (bias may be null), then ReLU if relu; colSum (if given) = Σ_r P[r,c] of the result. */
+  addBias(P: Arr, bias: Arr | null, rows: number, cols: number, relu: boolean, colSum?: Arr | null): void;
+  /** G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null); colSum (if given) = Σ_r G[r,c] of the result. */
+  reluBackward(G: Arr, F: Arr, colAdd: Arr | null, rows: number, cols: number, colSum?: Arr | null): void;
   /** out[c] = (accumulate ? out[c] : 0) + Σ_r A[r,c] */
   colSum(A: Arr, rows: number, cols: number, out: Arr, accumulate: boolean): void;
   /** Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column. */

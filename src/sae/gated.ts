@@ -64,7 +64,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
       colSumA = ws.f("colSumA", H, X);
       const sp = sparsifier.run(e, ws, A, bGate, B); // the open gates: Z + b_gate > 0
       sparse = sp && { m: sp.m, idx: sp.idx, a: sp.val, f: ws.f("spF", B * sp.m, X) };
-      if (!sparse) e.addBias(A, bGate, B, H, true); // A = ReLU(Z + b_gate), dense
+      if (!sparse) e.addBias(A, bGate, B, H, true, colSumA); // A = ReLU(Z + b_gate), dense, with its column sums
       if (sparse) {
         const { m, idx, a, f } = sparse;
         colSumA.fill(0);
@@ -77,7 +77,6 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
       } else {
         F = ws.f("F", B * H, X);
         for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = mag(A[b * H + i], i);
-        e.colSum(A, B, H, colSumA, false);
         denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
         denseDecode(e, A, Wdec, bDec, dims, B, XhatAux);
       }

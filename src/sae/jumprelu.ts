@@ -78,10 +78,9 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
         if (Math.abs(P[b * H + i] - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * GF[b * H + i] - c / eps;
       }
       for (let i = 0; i < H; i++) dLogT[i] += theta[i] * dTheta[i];
-      e.reluBackward(GF, F, null, B, H); // ∂F/∂P = H(P − θ): F ≠ 0 exactly there (θ > 0)
-      e.gemm(true, false, H, D, B, 1, GF, Xc, 1, dWenc);
       const gpSum = ws.f("gpSum", H, X);
-      e.colSum(GF, B, H, gpSum, false);
+      e.reluBackward(GF, F, null, B, H, gpSum); // ∂F/∂P = H(P − θ): F ≠ 0 exactly there (θ > 0)
+      e.gemm(true, false, H, D, B, 1, GF, Xc, 1, dWenc);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },

@@ -71,7 +71,7 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
       let pen = 0;
       const sp = sparsifier.run(e, ws, U, bEnc, B); // reads P + b_enc > 0 directly
       sparse = sp && { m: sp.m, idx: sp.idx, u: sp.val, f: sp.val };
-      if (!sparse) e.addBias(U, bEnc, B, H, true); // U = ReLU(P + b_enc), dense
+      if (!sparse) e.addBias(U, bEnc, B, H, true, colSumU); // U = ReLU(P + b_enc), dense, with its column sums
       if (sparse) {
         const { m, idx, u } = sparse;
         if (opt.scale) {
@@ -93,7 +93,6 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
           F = ws.f("F", B * H, X);
           for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = U[b * H + i] * s[i];
         }
-        e.colSum(U, B, H, colSumU, false);
         if (!penalty.linear) for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) if (U[b * H + i] > 0) pen += penalty.value(U[b * H + i], norms[i]);
         denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       }
@@ -157,9 +156,8 @@ export function createReluSae(dims: Dims, opt: ReluOptions): SaeModel {
             if (!opt.unitNormDecoder) rowScale[i] += c * penalty.dn(u, norms[i]);
           }
         }
-        e.reluBackward(GU, U, colAdd, B, H); // GU is now dL/dP
+        e.reluBackward(GU, U, colAdd, B, H, gpSum); // GU is now dL/dP; gpSum its column sums
         e.gemm(true, false, H, D, B, 1, GU, Xc, 1, dWenc); // dW_enc += dPᵀ Xc
-        e.colSum(GU, B, H, gpSum, false);
       }
       if (coeff !== 0 && !opt.unitNormDecoder) {
         // ∂penalty/∂d_i = (∂penalty/∂n_i)·d_i/n_i: a row scaling of W_dec added into dW_dec

@@ -210,11 +210,10 @@ export class AuxK {
     addRows(dWdec, dW, s.dead, D);
     const GZ = ws.f("auxGZ", B * n, Ga);
     e.gemm(false, true, B, n, D, 1, Ga, s.Wd!, 0, GZ); // dZ = G W_dec[dead]ᵀ   [B, n]
-    e.reluBackward(GZ, Z, null, B, n); // only where the aux code is positive
+    const colSum = ws.f("auxColSum", n, Ga);
+    e.reluBackward(GZ, Z, null, B, n, colSum); // only where the aux code is positive
     e.gemm(true, false, n, D, B, 1, GZ, Xc, 0, dW); // dW_enc[dead] = dPᵀ Xc
     addRows(dWenc, dW, s.dead, D);
-    const colSum = ws.f("auxColSum", n, Ga);
-    e.colSum(GZ, B, n, colSum, false);
     for (let j = 0; j < n; j++) gpSum[s.dead[j]] += colSum[j];
   }
 }
