@@ -177,8 +177,9 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, x, x, 0, x), /gemm: A has length 6, expected 2/);
   assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, new Float64Array(2) as unknown as Float32Array, x, 0, x), /A must be a Float32Array/);
   assert.throws(() => (a.gemm as (...args: unknown[]) => void)(1), /expected 10 arguments/);
-  assert.throws(() => a.addBias(x, null, -1, 6, true), /rows must be a non-negative integer/);
-  assert.throws(() => a.addBias(x, null, 1.5, 4, true), /rows must be a non-negative integer/);
+  assert.throws(() => a.addBias(x, null, -1, 6, true, null), /rows must be a non-negative integer/);
+  assert.throws(() => a.addBias(x, null, 1.5, 4, true, null), /rows must be a non-negative integer/);
+  assert.throws(() => a.addBias(x, null, 2, 3, true, new Float32Array(2)), /colSum has length 2, expected 3/);
   const idx = new Int32Array([0, 7]);
   assert.throws(() => a.gatherRows(idx, new Float32Array(2), 1, 2, new Float32Array(12), 4, 3, null, new Float32Array(3)), /idx\[1\] = 7 is outside \[0, 4\)/);
   assert.throws(() => a.scatterRows(new Int32Array([-1]), new Float32Array(1), 1, 1, new Float32Array(3), 4, 3, new Float32Array(12)), /outside/);
