@@ -66,19 +66,31 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
               M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, N);
 }
 
+// Rows split across threads, each keeping partial column sums, added in thread order at the end
+// (deterministic for a given thread count). fn(r, sums) processes row r and adds into sums.
+template <typename Fn>
+static void rows_with_colsum(int rows, int cols, float* colSum, Fn fn) {
+  int nt = std::max(1, std::min(g_threads, rows / 16));
+  std::vector<std::vector<float>> part(nt, std::vector<float>(cols, 0.f));
+  int64_t chunk = (rows + nt - 1) / nt;
+  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++)
+      for (int64_t r = t * chunk; r < std::min<int64_t>(rows, (t + 1) * chunk); r++) fn(r, part[t].data());
+  });
+  for (int c = 0; c < cols; c++) colSum[c] = 0.f;
+  for (auto& p : part)
+    for (int c = 0; c < cols; c++) colSum[c] += p[c];
+}
+
 void add_bias(float* P, const float* bias, int rows, int cols, bool relu, float* colSum) {
   if (colSum) {
-    // threads own column blocks, so each sum has one writer and adds its rows in order
-    parallel_for(cols, 256, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; c++) colSum[c] = 0.f;
-      for (int r = 0; r < rows; r++) {
-        float* p = P + (int64_t)r * cols;
-        for (int64_t c = c0; c < c1; c++) {
-          float v = p[c] + (bias ? bias[c] : 0.f);
-          if (relu) v = v > 0.f ? v : 0.f;
-          p[c] = v;
-          colSum[c] += v;
-        }
+    rows_with_colsum(rows, cols, colSum, [&](int64_t r, float* sums) {
+      float* p = P + r * cols;
+      for (int c = 0; c < cols; c++) {
+        float v = p[c] + (bias ? bias[c] : 0.f);
+        if (relu) v = v > 0.f ? v : 0.f;
+        p[c] = v;
+        sums[c] += v;
       }
     });
     return;
@@ -94,16 +106,13 @@ void add_bias(float* P, const float* bias, int rows, int cols, bool relu, float*
 
 void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols, float* colSum) {
   if (colSum) {
-    parallel_for(cols, 256, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; c++) colSum[c] = 0.f;
-      for (int r = 0; r < rows; r++) {
-        float* g = G + (int64_t)r * cols;
-        const float* f = F + (int64_t)r * cols;
-        for (int64_t c = c0; c < c1; c++) {
-          float v = f[c] > 0.f ? g[c] + (colAdd ? colAdd[c] : 0.f) : 0.f;
-          g[c] = v;
-          colSum[c] += v;
-        }
+    rows_with_colsum(rows, cols, colSum, [&](int64_t r, float* sums) {
+      float* g = G + r * cols;
+      const float* f = F + r * cols;
+      for (int c = 0; c < cols; c++) {
+        float v = f[c] > 0.f ? g[c] + (colAdd ? colAdd[c] : 0.f) : 0.f;
+        g[c] = v;
+        sums[c] += v;
       }
     });
     return;
