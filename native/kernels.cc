@@ -40,6 +40,14 @@ static inline double sumsq(const float* a, int64_t n) {
   return s;
 }
 
+// Whether any of a[j] + b[j] > t for j in [0, 16): a branch-free test the compiler vectorises, so
+// scans that rarely find anything (top-k once its heap is warm, thresholded rows) skip whole blocks.
+static inline bool any_above16(const float* a, const float* b, float t) {
+  int hit = 0;
+  for (int j = 0; j < 16; j++) hit |= (a[j] + b[j] > t);
+  return hit != 0;
+}
+
 // Runs fn(begin, end) over [0, n) split into contiguous chunks, one per thread.
 template <typename Fn>
 static void parallel_for(int64_t n, int64_t minChunk, Fn fn) {
@@ -215,16 +223,13 @@ void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows,
         sift_down(hv.data(), hi.data(), k, 0);
         floor = hv[0];
       };
-      // Once the heap is warm few columns beat its floor: test blocks of 16 with a branch-free
-      // (vectorised) check and look at single columns only in blocks that have a candidate.
+      // Once the heap is warm few columns beat its floor: look at single columns only in blocks
+      // of 16 that hold a candidate.
       const float* bb = bias ? bias : zeros.data();
       for (; c < cols && c % 16 != 0; c++) consider(c);
-      for (; c + 16 <= cols; c += 16) {
-        int hit = 0;
-        for (int j = 0; j < 16; j++) hit |= (p[c + j] + bb[c + j] > floor);
-        if (hit)
+      for (; c + 16 <= cols; c += 16)
+        if (any_above16(p + c, bb + c, floor))
           for (int j = 0; j < 16; j++) consider(c + j);
-      }
       for (; c < cols; c++) consider(c);
       // Emit in ascending column order (deterministic, and friendlier to later row gathers).
       for (int j = 0; j < k; j++) out[j] = {hi[j], hv[j]};
@@ -260,14 +265,10 @@ int rows_above(const float* A, const float* bias, float threshold, int rows, int
           if (n < kmax) { ix[n] = c; vv[n] = s; }
           n++;
         };
-        // blocks of 16 with a branch-free (vectorised) test; most blocks hold nothing
         int c = 0;
-        for (; c + 16 <= cols; c += 16) {
-          int hit = 0;
-          for (int j = 0; j < 16; j++) hit |= (a[c + j] + bb[c + j] > threshold);
-          if (hit)
+        for (; c + 16 <= cols; c += 16)
+          if (any_above16(a + c, bb + c, threshold))
             for (int j = 0; j < 16; j++) take(c + j);
-        }
         for (; c < cols; c++) take(c);
         for (int j = n; j < kmax; j++) { ix[j] = 0; vv[j] = 0.f; }
         best = std::max(best, n);

@@ -140,7 +140,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
  * some row's candidates were all at or above the cut: that row may hold more winners than kc, and
  * the caller retries with more candidates.
  */
-export function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
+function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
   let positives = 0;
   for (let j = 0; j < B * kc; j++) if (val[j] > 0) positives++;
   // the cut: every positive value when there are few enough, else the total-th largest (exact)

@@ -187,13 +187,6 @@ export class AuxK {
     return num / den;
   }
 
-  /** begin + select + finish on a whole [B, H] block */
-  forward(e: Engine, P: Arr, bEnc: Arr, Wdec: Arr, E: Arr, B: number, dead: Uint8Array | null, auxTarget?: Arr): number {
-    this.begin(B, dead, E);
-    this.select(e, P, bEnc, 0, B);
-    return this.finish(e, bEnc, Wdec, E, auxTarget);
-  }
-
   /** d(α·num/den)/dê = α·2/den·(ê − e), pushed through the aux selection. ê has no b_dec. */
   backward(e: Engine, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
     const s = this.state;

@@ -59,7 +59,7 @@ export function latestCheckpoint(dir: string): string | null {
 }
 
 /** Reads a checkpoint's metadata and parameters into a ParamSet of the given layout. */
-export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: CheckpointMeta; p: ParamSet; fixedInputBias: Float32Array | null } {
+export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: CheckpointMeta; p: ParamSet; fixedInputBias: Float32Array | null; tensors: Record<string, Tensor> } {
   let meta: CheckpointMeta;
   try {
     meta = JSON.parse(fs.readFileSync(jsonFile, "utf8"));
@@ -73,13 +73,12 @@ export function readCheckpoint(jsonFile: string, model: SaeModel): { meta: Check
   if (!t || t.data.length !== p.buf.length) throw new SaeError("data", `${jsonFile}: holds ${t?.data.length ?? 0} parameters, the ${model.variant} model of its config needs ${p.buf.length}`, "the checkpoint and config.yaml do not belong together");
   p.buf.set(t.data);
   const ib = tensors.input_bias;
-  return { meta, p, fixedInputBias: ib ? Float32Array.from(ib.data) : null };
+  return { meta, p, fixedInputBias: ib ? Float32Array.from(ib.data) : null, tensors };
 }
 
 /** Everything a checkpoint holds, as a TrainState to continue from. */
 export function readTrainState(jsonFile: string, model: SaeModel): { state: TrainState; fixedInputBias: Float32Array | null } {
-  const { meta, p, fixedInputBias } = readCheckpoint(jsonFile, model);
-  const { tensors } = readSafetensors(jsonFile.replace(/\.json$/, ".safetensors"));
+  const { meta, p, fixedInputBias, tensors } = readCheckpoint(jsonFile, model);
   const m = p.like(), v = p.like();
   const sinceFired = new Float64Array(model.dims.H);
   for (const [name, dst] of [["adam_m", m.buf], ["adam_v", v.buf], ["since_fired", sinceFired]] as const) {

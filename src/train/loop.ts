@@ -188,7 +188,7 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
  * The weights as final/ holds them: the input scale folded in (W_enc·c, W_dec/c, b_dec/c), and a
  * fixed input bias folded into the encoder biases (the model then takes raw x without b_dec).
  */
-export function exportable(e: EngineChoice["engine"], c: Config, model: SaeModel, p: ParamSet, scale: number): { model: SaeModel; params: ParamSet; config: Config } {
+function exportable(e: EngineChoice["engine"], c: Config, model: SaeModel, p: ParamSet, scale: number): { model: SaeModel; params: ParamSet; config: Config } {
   const params = p.like();
   params.copyFrom(p);
   foldScale(params, scale);
