@@ -55,6 +55,12 @@ struct Args {
   float* f32(size_t i, const char* name, int64_t expected, bool nullable = false) const {
     return typed<float, napi_float32_array>(i, name, "Float32Array", expected, nullable);
   }
+  double* f64(size_t i, const char* name, int64_t expected) const {
+    return typed<double, napi_float64_array>(i, name, "Float64Array", expected, false);
+  }
+  bool isF64(size_t i) const {
+    return info[i].IsTypedArray() && info[i].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array;
+  }
   int32_t* i32(size_t i, const char* name, int64_t expected) const {
     return typed<int32_t, napi_int32_array>(i, name, "Int32Array", expected, false);
   }
@@ -75,12 +81,19 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   a.count(10);
   bool tA = a.flag(0, "transA"), tB = a.flag(1, "transB");
   int M = a.dim(2, "M"), N = a.dim(3, "N"), K = a.dim(4, "K");
-  float alpha = a.num(5, "alpha");
+  if (!info[5].IsNumber() || !info[8].IsNumber()) a.fail("alpha and beta must be numbers");
+  double alpha = info[5].As<Napi::Number>().DoubleValue(), beta = info[8].As<Napi::Number>().DoubleValue();
+  if (a.isF64(6)) {  // float64 throughout (the language model's forward pass)
+    const double* A = a.f64(6, "A", (int64_t)M * K);
+    const double* B = a.f64(7, "B", (int64_t)K * N);
+    double* C = a.f64(9, "C", (int64_t)M * N);
+    sae::gemm64(tA, tB, M, N, K, alpha, A, B, beta, C);
+    return info.Env().Undefined();
+  }
   const float* A = a.f32(6, "A", (int64_t)M * K);
   const float* B = a.f32(7, "B", (int64_t)K * N);
-  float beta = a.num(8, "beta");
   float* C = a.f32(9, "C", (int64_t)M * N);
-  sae::gemm(tA, tB, M, N, K, alpha, A, B, beta, C);
+  sae::gemm(tA, tB, M, N, K, (float)alpha, A, B, (float)beta, C);
   return info.Env().Undefined();
 }
 

@@ -74,6 +74,13 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
               M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, N);
 }
 
+void gemm64(bool transA, bool transB, int M, int N, int K, double alpha, const double* A,
+            const double* B, double beta, double* C) {
+  if (M == 0 || N == 0) return;
+  cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, N);
+}
+
 // Rows split across threads, each keeping partial column sums, added in thread order at the end
 // (deterministic for a given thread count). fn(r, sums) processes row r and adds into sums.
 template <typename Fn>

@@ -15,6 +15,9 @@ std::string blas_config();
 // C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or Xᵀ (OpenBLAS sgemm).
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
           const float* B, float beta, float* C);
+// The same in float64 (OpenBLAS dgemm).
+void gemm64(bool transA, bool transB, int M, int N, int K, double alpha, const double* A,
+            const double* B, double beta, double* C);
 
 // P[r,c] = P[r,c] + bias[c] (bias may be null), then ReLU when relu is set; when colSum is given,
 // colSum[c] = Σ_r P[r,c] of the result, in the same pass.

@@ -35,6 +35,11 @@ for (const { B, D, H, K } of SHAPES) {
       nat.gemm(tA, tB, B, H, D, 0.7, A, Bm, 0.3, c1);
       jsEngine.gemm(tA, tB, B, H, D, 0.7, A, Bm, 0.3, c2);
       close(`gemm(${tA},${tB})`, c1, c2, 1e-4);
+      // float64 (the language model's forward pass): agrees to float64 rounding
+      const A64 = Float64Array.from(A), B64 = Float64Array.from(Bm), d1 = Float64Array.from(C0), d2 = Float64Array.from(C0);
+      nat.gemm(tA, tB, B, H, D, 0.7, A64, B64, 0.3, d1);
+      jsEngine.gemm(tA, tB, B, H, D, 0.7, A64, B64, 0.3, d2);
+      close(`float64 gemm(${tA},${tB})`, d1, d2, 1e-12);
     }
   });
 
@@ -175,7 +180,9 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   const a = addon!;
   const x = new Float32Array(6);
   assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, x, x, 0, x), /gemm: A has length 6, expected 2/);
-  assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, new Float64Array(2) as unknown as Float32Array, x, 0, x), /A must be a Float32Array/);
+  assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, new Int32Array(2) as unknown as Float32Array, x, 0, x), /A must be a Float32Array/);
+  // float64 GEMM takes float64 throughout: a float32 B next to a float64 A is refused
+  assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, new Float64Array(2) as unknown as Float32Array, x, 0, x), /B must be a Float64Array/);
   assert.throws(() => (a.gemm as (...args: unknown[]) => void)(1), /expected 10 arguments/);
   assert.throws(() => a.addBias(x, null, -1, 6, true, null), /rows must be a non-negative integer/);
   assert.throws(() => a.addBias(x, null, 1.5, 4, true, null), /rows must be a non-negative integer/);

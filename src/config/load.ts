@@ -2,10 +2,12 @@
 // file and line, what was expected and what was found, and suggest a fix.
 // Precedence: schema defaults < YAML file < --set.
 import fs from "node:fs";
+import path from "node:path";
 import YAML, { LineCounter, isMap, isPair, isScalar, type Document } from "yaml";
 import type { z } from "zod";
 import { ConfigSchema, FLAVOURS, K_VARIANTS, VARIANT_KEYS, resolveConfig, type Config } from "./schema.ts";
 import { SaeError } from "../errors.ts";
+import { probeData } from "../data/index.ts";
 
 export interface LoadedConfig {
   config: Config;
@@ -62,7 +64,8 @@ function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Docum
         throw new SaeError("config", `${where(["train", "phases"])}train.phases[${i}]: give exactly one of steps and tokens`, "e.g. `steps: 1000`");
     });
   }
-  const config = resolveConfig(parsed.data);
+  resolvePaths(parsed.data, file, setPaths, where);
+  const config = resolveConfig(parsed.data, probeData(parsed.data.data, where));
   crossCheck(config, where);
 
   const warnings: string[] = [];
@@ -72,6 +75,34 @@ function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Docum
     if (given) warnings.push(`${where(["sae", k])}sae.${k} is ignored: only ${variants.join(", ")} read${variants.length === 1 ? "s" : ""} it (this run is ${config.sae.variant})`);
   }
   return { config, warnings };
+}
+
+/** Config keys that hold paths: made absolute (so the run's config.yaml works from anywhere), env vars expanded. */
+const PATH_KEYS = [["data", "file", "path"], ["data", "model", "checkpoint"], ["data", "model", "tokens"], ["data", "model", "tokenizer"]];
+
+function resolvePaths(raw: Record<string, any>, file: string | null, setPaths: Map<string, string>, where: (p: string[]) => string): void {
+  for (const keyPath of PATH_KEYS) {
+    const parent = keyPath.slice(0, -1).reduce<Record<string, any> | undefined>((o, k) => o?.[k], raw);
+    const last = keyPath[keyPath.length - 1];
+    const v = parent?.[last];
+    if (typeof v !== "string") continue;
+    const expanded = expandEnv(v, (name) => {
+      throw new SaeError("config", `${where(keyPath)}${keyPath.join(".")}: the environment variable ${name} in "${v}" is not set`, `set ${name}, write \${${name}:-default}, or give the path directly`);
+    });
+    // relative to the config file's folder; --set values and configs built in code: to the working directory
+    const base = file && !setPaths.has(keyPath.join(".")) ? path.dirname(path.resolve(file)) : process.cwd();
+    parent![last] = path.resolve(base, expanded);
+  }
+}
+
+/** $VAR, ${VAR} and ${VAR:-default} from the environment */
+export function expandEnv(s: string, unset: (name: string) => string): string {
+  return s.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (_m, a: string | undefined, def: string | undefined, b: string | undefined) => {
+    const name = (a ?? b)!;
+    const val = process.env[name];
+    if (val !== undefined && val !== "") return val;
+    return def !== undefined ? def : unset(name);
+  });
 }
 
 /** Applies one `key.path=value` (value parsed as a YAML scalar) to the raw config object. */

@@ -24,12 +24,55 @@ export const SyntheticSchema = z
   })
   .strict();
 
+/** An activation file: .npy, .safetensors, or a sharded folder (its manifest.json) */
+export const FileSchema = z
+  .object({
+    /** a .npy or .safetensors file, or a folder holding manifest.json (relative to the config file) */
+    path: z.string().min(1),
+    /** the tensor to read from a .safetensors file with several */
+    tensor: z.string().min(1).optional(),
+    /** auto = the file's own; bfloat16 reads a uint16 .npy as bfloat16 bits */
+    dtype: z.enum(["auto", "float32", "float16", "bfloat16"]).default("auto"),
+  })
+  .strict();
+
+export const SITES = ["resid_pre", "attn_out", "mlp_out", "resid_post"] as const;
+
+/** Activations harvested on the fly from a llama2.c checkpoint */
+export const ModelSourceSchema = z
+  .object({
+    /** a llama2.c .bin checkpoint (relative to the config file; $VAR and ${VAR:-default} are expanded) */
+    checkpoint: z.string().min(1),
+    /** block index, from 0 */
+    layer: int().min(0),
+    /** resid_pre (entering the block), attn_out, mlp_out, resid_post (leaving it) */
+    site: z.enum(SITES).default("resid_pre"),
+    /** sequences in the dataset, training and held-out together (default: all of a token file, else 1024) */
+    sequences: int().min(1).optional(),
+    /** tokens per sequence; default: the model's context length */
+    context_size: int().min(2).optional(),
+    /** sampling temperature for sequences the model writes itself (0 = greedy) */
+    temperature: z.number().min(0).default(1),
+    /** token ids to run instead of sampling: .npy [sequences, positions] or a uint16 .bin */
+    tokens: z.string().min(1).optional(),
+    /** llama2.c tokenizer file, to show tokens as text */
+    tokenizer: z.string().min(1).optional(),
+  })
+  .strict();
+
 export const DataSchema = z
   .object({
-    source: z.enum(["synthetic"]).default("synthetic"),
-    /** input dimension D */
-    d_in: int().min(1).default(256),
+    /** synthetic (known ground truth), file (activation files), model (harvest on the fly), mnist (784-pixel digits) */
+    source: z.enum(["synthetic", "file", "model", "mnist"]).default("synthetic"),
+    /** input dimension D; for synthetic data, default 256; for the others it is read from the data (and checked when given) */
+    d_in: int().min(1).optional(),
     synthetic: SyntheticSchema.default(SyntheticSchema.parse({})),
+    file: FileSchema.optional(),
+    model: ModelSourceSchema.optional(),
+    /** positions dropped from the start of every sequence; default 1 when sequences start with BOS (its activations are outliers), else 0 */
+    skip_positions: int().min(0).optional(),
+    /** memory for the shuffle buffer of file and model data: the data path stays within it however large the dataset */
+    shuffle_buffer_mb: pos().default(256),
     /** held-out tokens for evaluation (drawn from a stream training never sees) */
     eval_tokens: int().min(1).default(16384),
     /** input scaling (sae-variants.md §1.1): unit_mean_squared_norm → E‖x‖² = 1 (dictionary_learning,
@@ -167,6 +210,7 @@ export interface Phase {
 }
 
 export interface Config extends RawConfig {
+  data: RawConfig["data"] & { d_in: number };
   sae: RawConfig["sae"] & { d_sae: number; k_aux: number; init_norm: number; flavour: Flavour; apply_b_dec_to_input: boolean };
   train: Omit<RawConfig["train"], "phases"> & { lr: number; phases: Phase[] };
 }
@@ -190,19 +234,22 @@ export const FLAVOURS: Partial<Record<RawConfig["sae"]["variant"], readonly Flav
 /** variants trained by sparsity (k), not by a penalty coefficient */
 export const K_VARIANTS = new Set(["topk", "batchtopk"]);
 
-export function resolveConfig(raw: RawConfig): Config {
+/** Fills the defaults; dataD is the data's own width (read from the files or model), null for synthetic data. */
+export function resolveConfig(raw: RawConfig, dataD: number | null = null): Config {
   const s = raw.sae;
-  const H = s.d_sae ?? Math.round(s.expansion_factor * raw.data.d_in);
+  const D = dataD ?? raw.data.d_in ?? 256;
+  const H = s.d_sae ?? Math.round(s.expansion_factor * D);
   const topk = K_VARIANTS.has(s.variant);
   return {
     ...raw,
+    data: { ...raw.data, d_in: D },
     sae: {
       ...s,
       flavour: s.flavour ?? DEFAULT_FLAVOUR[s.variant] ?? "constrained",
       apply_b_dec_to_input: s.apply_b_dec_to_input ?? s.variant !== "jumprelu",
       d_sae: H,
-      expansion_factor: H / raw.data.d_in,
-      k_aux: s.k_aux ?? Math.max(1, Math.floor(raw.data.d_in / 2)),
+      expansion_factor: H / D,
+      k_aux: s.k_aux ?? Math.max(1, Math.floor(D / 2)),
       init_norm: s.init_norm ?? (["standard", "tanh", "scaled"].includes(s.variant) ? 0.1 : 1),
     },
     train: resolveTrain(raw.train, topk ? 2e-4 / Math.sqrt(H / 16384) : 1e-3),

@@ -1,12 +1,110 @@
-import type { Config } from "../config/schema.ts";
+import fs from "node:fs";
+import path from "node:path";
+import type { Config, RawConfig } from "../config/schema.ts";
+import type { Engine } from "../engine/types.ts";
 import type { DataSource } from "./source.ts";
 import { SyntheticSource } from "./synthetic.ts";
+import { StreamSource } from "./stream.ts";
+import { SkipStore, openManifest, openNpy, openSafetensors, type RowStore } from "./store.ts";
+import { mnistStore, MNIST_D } from "./mnist.ts";
+import { loadLlama, type LlamaModel } from "../lm/llama.ts";
+import { HarvestStore, readTokens, type HarvestSpec } from "../lm/harvest.ts";
+import { SaeError } from "../errors.ts";
 
-export function createSource(c: Config): DataSource {
-  switch (c.data.source) {
-    case "synthetic":
-      return new SyntheticSource(c.data.synthetic, c.data.d_in, c.seed);
+type DataConfig = RawConfig["data"];
+
+export function createSource(c: Config, e?: Engine): DataSource {
+  const d = c.data;
+  if (d.source === "synthetic") return new SyntheticSource(d.synthetic, d.d_in, c.seed);
+  const opts = { seed: c.seed, evalTokens: d.eval_tokens, bufferBytes: d.shuffle_buffer_mb * 2 ** 20 };
+  if (d.source === "mnist") return new StreamSource(mnistStore(), opts);
+  if (d.source === "file") {
+    const store = withSkip(openFileStore(d.file!), d.skip_positions);
+    const tokens = d.file && manifestTokens(d.file.path);
+    return new StreamSource(store, { ...opts, evalSequences: tokens ? (first, count) => tokens(first, count, d.skip_positions) : undefined });
   }
+  if (!e) throw new Error("createSource: the model source needs an engine");
+  const spec = harvestSpec(c, loadLlama(d.model!.checkpoint), e);
+  const store = new HarvestStore(spec, d.model!.sequences ?? (spec.tokens ? spec.tokens.count : 1024));
+  return new StreamSource(withSkip(store, d.skip_positions), { ...opts, evalSequences: (first, count) => store.sequenceTokens(first, count) });
+}
+
+export function harvestSpec(c: Config, model: LlamaModel, e: Engine): HarvestSpec {
+  const m = c.data.model!;
+  const P = m.context_size ?? model.config.seqLen;
+  return { model, engine: e, layer: m.layer, site: m.site, P, seed: c.seed, temperature: m.temperature, tokens: m.tokens ? readTokens(m.tokens, P, model.config.vocab) : null };
+}
+
+/** Drops leading positions of each sequence: `skip` when given, else 1 when sequences start with BOS. */
+function withSkip(store: RowStore, skip: number | undefined): RowStore {
+  const n = skip ?? (store.startsWithBos ? 1 : 0);
+  if (n === 0) return store;
+  if (store.seqLen === null) throw new SaeError("config", `data.skip_positions = ${n}, but ${store.describe()} is not made of sequences`, "remove data.skip_positions (it needs 3-D data or a manifest with seq_len)");
+  if (n >= store.seqLen) throw new SaeError("config", `data.skip_positions = ${n} drops every position of sequences of ${store.seqLen}`, `use fewer than ${store.seqLen}`);
+  return new SkipStore(store, n);
+}
+
+export function openFileStore(f: NonNullable<DataConfig["file"]>): RowStore {
+  const p = f.path;
+  const isDir = fs.existsSync(p) && fs.statSync(p).isDirectory();
+  if (isDir || p.endsWith(".json")) return openManifest(isDir ? path.join(p, "manifest.json") : p);
+  if (p.endsWith(".npy")) return openNpy(p, f.dtype);
+  if (p.endsWith(".safetensors")) {
+    if (f.dtype !== "auto") throw new SaeError("config", `data.file.dtype applies to .npy files; ${p} states its own dtype`, "remove data.file.dtype");
+    return openSafetensors(p, f.tensor);
+  }
+  throw new SaeError("config", `data.file.path ${p}: expected a .npy or .safetensors file, or a folder with manifest.json`, "see the README (Activation files)");
+}
+
+/** For a harvested folder with tokens.npy: a reader of the held-out sequences' token ids. */
+function manifestTokens(p: string): ((first: number, count: number, skip?: number) => { ids: Int32Array; count: number; P: number }) | null {
+  const dir = fs.existsSync(p) && fs.statSync(p).isDirectory() ? p : p.endsWith(".json") ? path.dirname(p) : null;
+  if (!dir) return null;
+  const m = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
+  if (!m.tokens || !m.seq_len) return null;
+  return (first, count) => {
+    const t = readTokens(path.join(dir, m.tokens), m.seq_len, Number.MAX_SAFE_INTEGER);
+    return { ids: t.ids.slice(first * m.seq_len, (first + count) * m.seq_len), count, P: m.seq_len };
+  };
+}
+
+/**
+ * The data's width D, read from the files' headers or the model (null for synthetic data), with
+ * errors that name the config key. `where(keyPath)` gives "file:line:col: " for a key.
+ */
+export function probeData(d: DataConfig, where: (p: string[]) => string): number | null {
+  const fail = (keyPath: string[], msg: string, hint?: string): never => {
+    throw new SaeError("config", `${where(keyPath)}${keyPath.join(".")}: ${msg}`, hint);
+  };
+  const wrap = <T>(keyPath: string[], fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      if (err instanceof SaeError) throw new SaeError(err.kind, `${where(keyPath)}${keyPath.join(".")}: ${err.message}`, err.hint);
+      throw err;
+    }
+  };
+  let D: number | null = null;
+  if (d.source === "mnist") D = MNIST_D;
+  if (d.source === "file") {
+    if (!d.file) fail(["data", "source"], "source is file, but data.file is missing", "add data.file.path: the .npy, .safetensors or sharded folder");
+    const store = wrap(["data", "file", "path"], () => openFileStore(d.file!));
+    D = store.D;
+    wrap(["data", "skip_positions"], () => withSkip(store, d.skip_positions));
+    store.close?.();
+  }
+  if (d.source === "model") {
+    if (!d.model) fail(["data", "source"], "source is model, but data.model is missing", "add data.model.checkpoint and data.model.layer");
+    const m = d.model!;
+    const lm = wrap(["data", "model", "checkpoint"], () => loadLlama(m.checkpoint));
+    const cfg = lm.config;
+    if (m.layer >= cfg.layers) fail(["data", "model", "layer"], `layer ${m.layer} does not exist; ${path.basename(m.checkpoint)} has layers 0..${cfg.layers - 1}`, `use a layer in 0..${cfg.layers - 1}`);
+    if (m.context_size !== undefined && m.context_size > cfg.seqLen) fail(["data", "model", "context_size"], `${m.context_size} exceeds the model's context length ${cfg.seqLen}`, `use at most ${cfg.seqLen}`);
+    if (m.tokens) wrap(["data", "model", "tokens"], () => readTokens(m.tokens!, m.context_size ?? cfg.seqLen, cfg.vocab));
+    D = cfg.dim;
+  }
+  if (D !== null && d.d_in !== undefined && d.d_in !== D) fail(["data", "d_in"], `${d.d_in} does not match the data, whose rows have ${D} values`, "remove data.d_in (it is read from the data) or fix it");
+  return D;
 }
 
 /**

@@ -6,6 +6,9 @@ export interface GroundTruth {
   G: number;
 }
 
+/** Token ids of held-out sequences [count, P], for the downstream (language-model) evaluation. */
+export interface EvalSequences { ids: Int32Array; count: number; P: number }
+
 export interface DataSource {
   readonly D: number;
   /** one line for the log */
@@ -14,7 +17,9 @@ export interface DataSource {
   trainBatch(index: number, B: number): Float32Array;
   /** a sample, disjoint from training batches, for the scaling factor and b_dec init */
   estimationSample(n: number): Float32Array;
-  /** the held-out evaluation split [N, D] */
+  /** the held-out evaluation split: up to n rows [·, D] (fewer when the split is smaller) */
   evalSet(n: number): Float32Array;
+  /** token ids of up to `count` held-out sequences, when the data knows them */
+  evalSequences?(count: number): EvalSequences | null;
   groundTruth(): GroundTruth | null;
 }

@@ -50,7 +50,7 @@ export interface PhaseEval extends EvalResult { phase: string; step: number }
 export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval: EvalResult | null; phases: PhaseEval[] }> {
   const { config: c, runDir, engine: { engine: e }, reporter } = o;
   const t = c.train;
-  const data = createSource(c);
+  const data = createSource(c, e);
   let model = createModel(c);
   const { D, H } = model.dims;
   const B = t.batch_size;
@@ -164,8 +164,8 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       // end of phase: checkpoint, then evaluate the weights as they are exported (raw input units)
       saveCheckpoint(runDir, s, model.fixedInputBias);
       const out = exportable(e, c, model, s.p, s.scale);
-      const N = c.data.eval_tokens;
-      result = evaluate(e, out.model, out.params, data.evalSet(N), N, gt);
+      const Xe = data.evalSet(c.data.eval_tokens);
+      result = evaluate(e, out.model, out.params, Xe, Xe.length / D, gt);
       phaseEvals.push({ phase: ph.name, step: s.step, ...result });
       writeFileAtomic(phasesFile, JSON.stringify(phaseEvals, null, 2) + "\n");
       if (t.phases.length > 1) reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
