@@ -251,6 +251,22 @@ Napi::Value NormalizeRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Args a{info, "attention"};
+  a.count(10);
+  int S = a.dim(3, "S"), pos = a.dim(4, "pos"), maxLen = a.dim(5, "maxLen");
+  int heads = a.dim(6, "heads"), kvHeads = a.dim(7, "kvHeads"), hs = a.dim(8, "hs");
+  if (heads == 0 || kvHeads == 0 || heads % kvHeads != 0) a.fail("heads must be a positive multiple of kvHeads", true);
+  if (pos >= maxLen) a.fail("pos " + std::to_string(pos) + " must be below maxLen " + std::to_string(maxLen), true);
+  const int64_t dim = (int64_t)heads * hs, cache = (int64_t)S * maxLen * kvHeads * hs;
+  const double* q = a.f64(0, "q", S * dim);
+  const double* kc = a.f64(1, "kc", cache);
+  const double* vc = a.f64(2, "vc", cache);
+  double* out = a.f64(9, "out", S * dim);
+  sae::attention(q, kc, vc, S, pos, maxLen, heads, kvHeads, hs, out);
+  return info.Env().Undefined();
+}
+
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   Args a{info, "sumSquares"};
   a.count(1);
@@ -299,6 +315,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("projectRows", Napi::Function::New(env, ProjectRows));
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

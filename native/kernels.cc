@@ -457,4 +457,40 @@ double sum_squares(const float* a, int64_t n) {
   return s;
 }
 
+void attention(const double* q, const double* kc, const double* vc, int S, int pos, int maxLen,
+               int heads, int kvHeads, int hs, double* out) {
+  const int dim = heads * hs, kv = kvHeads * hs, group = heads / kvHeads;
+  const double scale = 1.0 / std::sqrt((double)hs);
+  parallel_for(S, 4, [&](int64_t s0, int64_t s1) {
+    std::vector<double> sc(pos + 1);
+    for (int64_t s = s0; s < s1; s++) {
+      for (int h = 0; h < heads; h++) {
+        const double* qh = q + s * dim + h * hs;
+        const double* kbase = kc + (s * maxLen) * (int64_t)kv + (h / group) * hs;
+        const double* vbase = vc + (s * maxLen) * (int64_t)kv + (h / group) * hs;
+        double mx = -INFINITY;
+        for (int t = 0; t <= pos; t++) {
+          const double* k = kbase + (int64_t)t * kv;
+          double d[4] = {0, 0, 0, 0};  // four partial sums: the dot product is latency-bound otherwise
+          int i = 0;
+          for (; i + 4 <= hs; i += 4)
+            for (int j = 0; j < 4; j++) d[j] += qh[i + j] * k[i + j];
+          for (; i < hs; i++) d[0] += qh[i] * k[i];
+          sc[t] = ((d[0] + d[1]) + (d[2] + d[3])) * scale;
+          mx = std::max(mx, sc[t]);
+        }
+        double sum = 0;
+        for (int t = 0; t <= pos; t++) sum += sc[t] = std::exp(sc[t] - mx);
+        double* o = out + s * dim + h * hs;
+        for (int i = 0; i < hs; i++) o[i] = 0;
+        for (int t = 0; t <= pos; t++) {
+          const double a = sc[t] / sum;
+          const double* v = vbase + (int64_t)t * kv;
+          for (int i = 0; i < hs; i++) o[i] += a * v[i];
+        }
+      }
+    }
+  });
+}
+
 }  // namespace sae

@@ -79,4 +79,10 @@ void normalize_rows(float* W, int rows, int cols);
 // sum of squares, accumulated in double
 double sum_squares(const float* a, int64_t n);
 
+// Causal attention of one new position over a key/value cache, float64 (the language model).
+// q, out: [S, heads·hs]; kc, vc: [S, maxLen, kvHeads·hs]; positions 0..pos are attended. Query head
+// h reads kv head h / (heads / kvHeads) (grouped-query attention). Threads over sequences.
+void attention(const double* q, const double* kc, const double* vc, int S, int pos, int maxLen,
+               int heads, int kvHeads, int hs, double* out);
+
 }  // namespace sae

@@ -25,7 +25,7 @@ export interface StreamOptions {
   evalSequences?: (first: number, count: number) => EvalSequences;
 }
 
-interface Group { epoch: number; index: number; start: number; rows: number; data: Float32Array; order: Int32Array }
+interface Group { epoch: number; index: number; start: number; rows: number; chunks: string; data: Float32Array; order: Int32Array }
 
 export class StreamSource implements DataSource {
   readonly D: number;
@@ -120,19 +120,27 @@ export class StreamSource implements DataSource {
     while (gi + 1 < e.groupStarts.length - 1 && e.groupStarts[gi + 1] <= within) gi++;
     if (this.group && this.group.epoch === epoch && this.group.index === gi) return this.group;
     const start = e.groupStarts[gi], rows = e.groupStarts[gi + 1] - start;
-    // reuse the buffer: at most one group is in memory
-    const data = this.group && this.group.data.length >= rows * this.D ? this.group.data : new Float32Array(rows * this.D);
-    this.group = null;
-    let filled = 0;
-    for (let c = gi * this.groupChunks; c < Math.min(this.nChunks, (gi + 1) * this.groupChunks); c++) {
-      const chunk = e.perm[c], first = chunk * this.chunkRows, m = Math.min(this.chunkRows, this.trainRows - first);
-      this.store.read(first, m, data.subarray(filled * this.D, (filled + m) * this.D));
-      filled += m;
+    // chunks are read in id order: the rows are shuffled anyway, and a group with the same chunks
+    // as the one in memory (every epoch, when the whole training split fits) is not read again
+    const ids = Array.from(e.perm.subarray(gi * this.groupChunks, Math.min(this.nChunks, (gi + 1) * this.groupChunks))).sort((a, b) => a - b);
+    const chunks = ids.join(",");
+    let data: Float32Array;
+    if (this.group?.chunks === chunks) data = this.group.data;
+    else {
+      // reuse the buffer: at most one group is in memory
+      data = this.group && this.group.data.length >= rows * this.D ? this.group.data : new Float32Array(rows * this.D);
+      this.group = null;
+      let filled = 0;
+      for (const chunk of ids) {
+        const first = chunk * this.chunkRows, m = Math.min(this.chunkRows, this.trainRows - first);
+        this.store.read(first, m, data.subarray(filled * this.D, (filled + m) * this.D));
+        filled += m;
+      }
     }
     const order = new Int32Array(rows);
     for (let i = 0; i < rows; i++) order[i] = i;
     shuffle(order, new Rng(this.seed, STREAM.rows, epoch, gi));
-    this.group = { epoch, index: gi, start, rows, data, order };
+    this.group = { epoch, index: gi, start, rows, chunks, data, order };
     return this.group;
   }
 

@@ -44,6 +44,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
     topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, gatherRows: addon.gatherRows, gatherDot: addon.gatherDot,
     scatterRows: addon.scatterRows, adam: addon.adam, rowNorms: addon.rowNorms,
     projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares,
+    attention: addon.attention,
   };
 }
 

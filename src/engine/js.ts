@@ -186,6 +186,30 @@ export const jsEngine: Engine = {
     for (let i = 0; i < a.length; i++) s += a[i] * a[i];
     return s;
   },
+
+  attention(q, kc, vc, S, pos, maxLen, heads, kvHeads, hs, out) {
+    const dim = heads * hs, kv = kvHeads * hs, group = heads / kvHeads, scale = 1 / Math.sqrt(hs);
+    const sc = new Float64Array(pos + 1);
+    for (let s = 0; s < S; s++) {
+      for (let h = 0; h < heads; h++) {
+        const qo = s * dim + h * hs, ko = s * maxLen * kv + Math.floor(h / group) * hs;
+        let max = -Infinity;
+        for (let t = 0; t <= pos; t++) {
+          let d = 0;
+          for (let i = 0; i < hs; i++) d += q[qo + i] * kc[ko + t * kv + i];
+          sc[t] = d * scale;
+          if (sc[t] > max) max = sc[t];
+        }
+        let sum = 0;
+        for (let t = 0; t <= pos; t++) sum += sc[t] = Math.exp(sc[t] - max);
+        for (let i = 0; i < hs; i++) out[qo + i] = 0;
+        for (let t = 0; t <= pos; t++) {
+          const a = sc[t] / sum;
+          for (let i = 0; i < hs; i++) out[qo + i] += a * vc[ko + t * kv + i];
+        }
+      }
+    }
+  },
 };
 
 function checkIdx(idx: Int32Array, H: number): void {

@@ -39,4 +39,10 @@ export interface Engine {
   projectRows(G: Arr, W: Arr, rows: number, cols: number): void;
   normalizeRows(W: Arr, rows: number, cols: number): void;
   sumSquares(a: Arr): number;
+  /**
+   * The language model's causal attention for one new position, float64: q, out [S, heads·hs];
+   * kc, vc [S, maxLen, kvHeads·hs] key/value caches; positions 0..pos attended; query head h
+   * reads kv head h / (heads / kvHeads).
+   */
+  attention(q: Float64Array, kc: Float64Array, vc: Float64Array, S: number, pos: number, maxLen: number, heads: number, kvHeads: number, hs: number, out: Float64Array): void;
 }

@@ -122,7 +122,6 @@ export class LlamaBatch {
   private readonly x: Float64Array; private readonly xb: Float64Array; private readonly q: Float64Array;
   private readonly k: Float64Array; private readonly v: Float64Array; private readonly att: Float64Array;
   private readonly o: Float64Array; private readonly h1: Float64Array; private readonly h3: Float64Array;
-  private readonly scores: Float64Array;
   /** what hooks see, [S, dim] */
   private readonly act32: Float32Array;
   readonly logits: Float64Array;
@@ -137,7 +136,6 @@ export class LlamaBatch {
     this.vCache = Array.from({ length: layers }, () => f(S * maxLen * kv));
     this.x = f(S * dim); this.xb = f(S * dim); this.q = f(S * dim); this.k = f(S * kv); this.v = f(S * kv); this.att = f(S * dim);
     this.o = f(S * dim); this.h1 = f(S * hidden); this.h3 = f(S * hidden);
-    this.scores = f(maxLen);
     this.act32 = new Float32Array(S * dim);
     this.logits = f(S * vocab);
   }
@@ -167,7 +165,7 @@ export class LlamaBatch {
         kc.set(k.subarray(s * kv, (s + 1) * kv), (s * this.maxLen + pos) * kv);
         vc.set(v.subarray(s * kv, (s + 1) * kv), (s * this.maxLen + pos) * kv);
       }
-      this.attention(l, pos);
+      e.attention(q, this.kCache[l], this.vCache[l], S, pos, this.maxLen, heads, kvHeads, dim / heads, this.att);
       e.gemm(false, true, S, dim, dim, 1, this.att, w.wo, 0, o);
       this.hook(l, "attn_out", o, pos);
       for (let i = 0; i < S * dim; i++) x[i] += o[i];
@@ -196,35 +194,8 @@ export class LlamaBatch {
       if (h.writes) act.set(this.act32);
     }
   }
-
-  /** causal multi-head attention of position pos over the cache, grouped-query: kv head = head / (heads / kvHeads) */
-  private attention(l: number, pos: number): void {
-    const { dim, heads, kvHeads } = this.m.config;
-    const hs = dim / heads, kv = hs * kvHeads, group = heads / kvHeads;
-    const kc = this.kCache[l], vc = this.vCache[l], sc = this.scores, q = this.q, att = this.att;
-    const inv = 1 / Math.sqrt(hs);
-    for (let s = 0; s < this.S; s++) {
-      for (let h = 0; h < heads; h++) {
-        const qo = s * dim + h * hs, ko = Math.floor(h / group) * hs;
-        let max = -Infinity;
-        for (let t = 0; t <= pos; t++) {
-          const base = (s * this.maxLen + t) * kv + ko;
-          let d = 0;
-          for (let i = 0; i < hs; i++) d += q[qo + i] * kc[base + i];
-          sc[t] = d * inv;
-          if (sc[t] > max) max = sc[t];
-        }
-        let sum = 0;
-        for (let t = 0; t <= pos; t++) sum += sc[t] = Math.exp(sc[t] - max);
-        for (let i = 0; i < hs; i++) att[qo + i] = 0;
-        for (let t = 0; t <= pos; t++) {
-          const a = sc[t] / sum, base = (s * this.maxLen + t) * kv + ko;
-          for (let i = 0; i < hs; i++) att[qo + i] += a * vc[base + i];
-        }
-      }
-    }
-  }
 }
+
 
 /** out[s] = x[s] / √(mean(x[s]²) + 1e-5) ⊙ w   (RMSNorm, eps as in llama2.c) */
 function rmsnorm(out: Float64Array, x: Float64Array, w: Float64Array, S: number, dim: number): void {
