@@ -9,7 +9,11 @@ import { createModel } from "../sae/index.ts";
 import { createSource } from "../data/index.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
 import type { CliIo } from "./io.ts";
-import { fmtNum, positiveInt } from "./common.ts";
+import { fmtNum, nonNegativeInt, positiveInt } from "./common.ts";
+import { downstreamEval, planDownstream } from "../eval/downstream.ts";
+import { SITES } from "../config/schema.ts";
+import type { Site } from "../lm/llama.ts";
+import { SaeError } from "../errors.ts";
 
 export function evalCommand(io: CliIo): Command {
   return new Command("eval")
@@ -19,19 +23,30 @@ export function evalCommand(io: CliIo): Command {
     .option("--tokens <n>", "evaluation tokens (default: the run's data.eval_tokens)", positiveInt)
     .option("--json", "print the result as JSON")
     .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .option("--model <checkpoint>", "splice the SAE into this llama2.c model and report the downstream loss (default: the model the run's data came from)")
+    .option("--layer <n>", "the model layer the SAE reads (default: from the run's data)", nonNegativeInt)
+    .option("--site <site>", `the site at that layer: ${SITES.join(", ")} (default: from the run's data)`)
+    .option("--sequences <n>", "held-out sequences for the downstream loss", positiveInt, 64)
     .addHelpText("after", `
 Examples:
   sae eval 20261125-181500-quickstart-topk-3fa2
-  sae eval 20261125 --json`)
-    .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number }) => {
+  sae eval 20261125 --json
+  sae eval 20261125-aidreams --model ../shared/models/aidreams260K.bin --sequences 128`)
+    .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number }) => {
+      if (opts.site !== undefined && !(SITES as readonly string[]).includes(opts.site)) {
+        throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
+      }
       const dir = findRun(opts.runsDir, arg);
       const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);
       const p = loadFinal(dir, model);
-      const data = createSource(config);
-      const N = opts.tokens ?? config.data.eval_tokens;
-      const result = evaluate(engine.engine, model, p, data.evalSet(N), N, data.groundTruth());
+      const data = createSource(config, engine.engine);
+      const Xe = data.evalSet(opts.tokens ?? config.data.eval_tokens);
+      const N = Xe.length / config.data.d_in;
+      const result = evaluate(engine.engine, model, p, Xe, N, data.groundTruth());
+      const plan = planDownstream(config, data, engine.engine, { checkpoint: opts.model && path.resolve(opts.model), layer: opts.layer, site: opts.site as Site | undefined, sequences: opts.sequences });
+      if (plan) result.downstream = downstreamEval({ ...plan, sae: model, params: p });
       // keep the per-phase evaluations training wrote; the rest is this evaluation
       const phases = (readEval(dir) as { phases?: unknown } | null)?.phases;
       writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result, ...(phases ? { phases } : {}) }, null, 2) + "\n");
@@ -61,6 +76,18 @@ export function printEval(io: CliIo, r: EvalResult): void {
     rows.push(["mmcs_recall", fmtNum(g.mmcs_recall), `mean best cosine per true feature (${g.n_features})`]);
     rows.push(["mmcs_precision", fmtNum(g.mmcs_precision), "mean best cosine per latent"]);
     rows.push(["recovered_0_9", pct(g.recovered_0_9), "true features matched at cosine > 0.9"]);
+  }
+  const ds = r.downstream;
+  if (ds) {
+    rows.push(["ce_clean", fmtNum(ds.ce_clean), `next-token cross-entropy of ${ds.model.split("/").pop()} (${ds.tokens} predictions)`]);
+    rows.push(["ce_sae", fmtNum(ds.ce_sae), `with the SAE at layer ${ds.layer} ${ds.site}`]);
+    rows.push(["ce_zero_ablation", fmtNum(ds.ce_zero_ablation), "with the activation zeroed"]);
+    rows.push(["ce_mean_ablation", fmtNum(ds.ce_mean_ablation), "with the activation replaced by its mean"]);
+    rows.push(["ce_loss_recovered", fmtNum(ds.ce_loss_recovered), "(ce_zero − ce_sae)/(ce_zero − ce_clean)"]);
+    rows.push(["ce_loss_recovered_mean", fmtNum(ds.ce_loss_recovered_mean_ablation), "the same against mean ablation"]);
+    rows.push(["delta_loss", fmtNum(ds.delta_loss), "ce_sae − ce_clean"]);
+    rows.push(["kl_sae", fmtNum(ds.kl_sae), "KL(clean ‖ with SAE) per token"]);
+    rows.push(["kl_score", fmtNum(ds.kl_score), "(kl_zero − kl_sae)/kl_zero"]);
   }
   const w = Math.max(...rows.map((r) => r[0].length));
   const v = Math.max(...rows.map((r) => r[1].length));

@@ -13,6 +13,7 @@ import type { Arr, Engine } from "../engine/types.ts";
 import type { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import type { GroundTruth } from "../data/source.ts";
+import type { DownstreamResult } from "./downstream.ts";
 
 export interface EvalResult {
   tokens: number;
@@ -29,6 +30,8 @@ export interface EvalResult {
   /** latents per decade of log10 firing density: "dead", "[-5,-4)", ..., "[-1,0]" */
   density_histogram: Record<string, number>;
   ground_truth?: { mmcs_recall: number; mmcs_precision: number; recovered_0_9: number; n_features: number };
+  /** the language model's loss with the SAE spliced in (src/eval/downstream.ts) */
+  downstream?: DownstreamResult;
 }
 
 export function evaluate(e: Engine, model: SaeModel, p: ParamSet, X: Float32Array, N: number, gt: GroundTruth | null, chunk = 4096): EvalResult {

@@ -23,6 +23,10 @@ import { SaeError } from "../errors.ts";
 import { saveFinal } from "../io/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
+import { downstreamEval, planDownstream, type DownstreamResult } from "../eval/downstream.ts";
+
+/** held-out sequences scored by the end-of-training downstream evaluation (at most) */
+export const DOWNSTREAM_SEQUENCES = 64;
 
 export interface TrainReporter {
   /** a line for the user (stderr in the CLI) */
@@ -166,6 +170,7 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       const out = exportable(e, c, model, s.p, s.scale);
       const Xe = data.evalSet(c.data.eval_tokens);
       result = evaluate(e, out.model, out.params, Xe, Xe.length / D, gt);
+      if (phaseIndex === t.phases.length - 1) result.downstream = downstream(e, c, data, out.model, out.params, reporter) ?? undefined;
       phaseEvals.push({ phase: ph.name, step: s.step, ...result });
       writeFileAtomic(phasesFile, JSON.stringify(phaseEvals, null, 2) + "\n");
       if (t.phases.length > 1) reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
@@ -181,6 +186,20 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
     Object.assign(status, { status: "failed", finished: new Date().toISOString(), error: (err as Error).message });
     if (fs.existsSync(runDir)) writeStatus(runDir, status);
     throw err;
+  }
+}
+
+/** The language-model metrics when the data came from a model (see src/eval/downstream.ts); null otherwise. */
+function downstream(e: EngineChoice["engine"], c: Config, data: DataSource, model: SaeModel, params: ParamSet, reporter: TrainReporter): DownstreamResult | null {
+  try {
+    const plan = planDownstream(c, data, e, { sequences: DOWNSTREAM_SEQUENCES });
+    if (!plan) return null;
+    reporter.log(`downstream: splicing the SAE into ${path.basename(plan.lm.file)} layer ${plan.layer} ${plan.site} on ${plan.seqs.count} held-out sequences`);
+    return downstreamEval({ ...plan, sae: model, params });
+  } catch (err) {
+    if (!(err instanceof SaeError)) throw err;
+    reporter.log(`downstream metrics skipped: ${err.message}`);
+    return null;
   }
 }
 
