@@ -9,6 +9,7 @@ import { finetuneCommand } from "./finetune.ts";
 import { resumeCommand } from "./resume.ts";
 import { runsCommand } from "./runs.ts";
 import { doctorCommand } from "./doctor.ts";
+import { harvestCommand } from "./harvest.ts";
 
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const program = new Command("sae")
@@ -17,7 +18,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError("(run with --help for usage)");
-  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, runsCommand, doctorCommand]) {
+  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, harvestCommand, runsCommand, doctorCommand]) {
     program.addCommand(make(io).exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   try {
