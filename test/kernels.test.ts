@@ -25,6 +25,21 @@ function close(name: string, a: ArrayLike<number>, b: ArrayLike<number>, tol: nu
   assert.ok(d <= tol, `${name}: max |native − reference| = ${d} > ${tol}`);
 }
 
+test("attention (grouped-query, every position of the cache) against the reference", { skip }, () => {
+  for (const [S, heads, kvHeads, hs, maxLen] of [[3, 4, 2, 6, 9], [5, 8, 8, 16, 17]]) {
+    const rng = new Rng(S);
+    const q = randn(S * heads * hs, rng, 1, Float64Array) as Float64Array;
+    const kc = randn(S * maxLen * kvHeads * hs, rng, 1, Float64Array) as Float64Array;
+    const vc = randn(S * maxLen * kvHeads * hs, rng, 1, Float64Array) as Float64Array;
+    for (let pos = 0; pos < maxLen; pos++) {
+      const a = new Float64Array(S * heads * hs), b = new Float64Array(S * heads * hs);
+      nat.attention(q, kc, vc, S, pos, maxLen, heads, kvHeads, hs, a);
+      jsEngine.attention(q, kc, vc, S, pos, maxLen, heads, kvHeads, hs, b);
+      close(`attention pos ${pos}`, a, b, 1e-12);
+    }
+  }
+});
+
 for (const { B, D, H, K } of SHAPES) {
   const tag = `B=${B} D=${D} H=${H} K=${K}`;
 
@@ -184,6 +199,11 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   // float64 GEMM takes float64 throughout: a float32 B next to a float64 A is refused
   assert.throws(() => a.gemm(false, false, 2, 3, 1, 1, new Float64Array(2) as unknown as Float32Array, x, 0, x), /B must be a Float64Array/);
   assert.throws(() => (a.gemm as (...args: unknown[]) => void)(1), /expected 10 arguments/);
+  const q = new Float64Array(8), cache = new Float64Array(2 * 4 * 1 * 2); // S · maxLen · kvHeads · hs
+  assert.throws(() => a.attention(q, cache, cache, 2, 4, 4, 2, 1, 2, q), /pos 4 must be below maxLen 4/);
+  assert.throws(() => a.attention(q, cache, cache, 2, 0, 4, 2, 3, 2, q), /heads must be a positive multiple of kvHeads/);
+  assert.throws(() => a.attention(q, cache.subarray(1), cache, 2, 0, 4, 2, 1, 2, q), /kc has length 15, expected 16/);
+  assert.throws(() => a.attention(new Float32Array(8) as unknown as Float64Array, cache, cache, 2, 0, 4, 2, 1, 2, q), /q must be a Float64Array/);
   assert.throws(() => a.addBias(x, null, -1, 6, true, null), /rows must be a non-negative integer/);
   assert.throws(() => a.addBias(x, null, 1.5, 4, true, null), /rows must be a non-negative integer/);
   assert.throws(() => a.addBias(x, null, 2, 3, true, new Float32Array(2)), /colSum has length 2, expected 3/);

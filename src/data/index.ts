@@ -80,7 +80,8 @@ export function probeData(d: DataConfig, where: (p: string[]) => string): number
     try {
       return fn();
     } catch (err) {
-      if (err instanceof SaeError) throw new SaeError(err.kind, `${where(keyPath)}${keyPath.join(".")}: ${err.message}`, err.hint);
+      // found while checking the config: a config error (exit 2), located at the key
+      if (err instanceof SaeError) throw new SaeError("config", `${where(keyPath)}${keyPath.join(".")}: ${err.message}`, err.hint);
       throw err;
     }
   };
