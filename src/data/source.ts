@@ -13,7 +13,7 @@ export interface DataSource {
   readonly D: number;
   /** one line for the log */
   describe(): string;
-  /** training batch number `index`, [B, D] raw (un-normalised) */
+  /** training batch number `index`, [B, D] raw (un-normalised); valid until the next call */
   trainBatch(index: number, B: number): Float32Array;
   /** a sample, disjoint from training batches, for the scaling factor and b_dec init */
   estimationSample(n: number): Float32Array;

@@ -39,6 +39,7 @@ export class StreamSource implements DataSource {
   private readonly opts: StreamOptions;
   private epochCache: { epoch: number; perm: Int32Array; groupStarts: number[] } | null = null;
   private group: Group | null = null;
+  private batch = new Float32Array(0);
 
   constructor(store: RowStore, opts: StreamOptions) {
     this.store = store;
@@ -65,10 +66,11 @@ export class StreamSource implements DataSource {
     return `${this.store.describe()}; ${this.trainRows} training rows, ${this.evalRows} held out; shuffled in groups of ${groupRows} rows (${((groupRows * this.D * 4) / 2 ** 20).toFixed(0)} MiB)`;
   }
 
+  /** the returned array is reused by the next call (no per-step allocation of a batch) */
   trainBatch(index: number, B: number): Float32Array {
-    const out = new Float32Array(B * this.D);
-    this.rowsAt(index * B, B, out);
-    return out;
+    if (this.batch.length !== B * this.D) this.batch = new Float32Array(B * this.D);
+    this.rowsAt(index * B, B, this.batch);
+    return this.batch;
   }
 
   /** the first n rows of the training stream (epoch 0's first group, mostly) */
