@@ -1,0 +1,91 @@
+// sae export (a run → a SAELens or sparsify folder) and sae import (such a folder → a run that
+// `sae eval` and `sae finetune` take like any other).
+import { Command, Option } from "commander";
+import path from "node:path";
+import { configToYaml, loadConfig } from "../config/load.ts";
+import { selectEngine } from "../engine/index.ts";
+import { createRunDir, findRun, newRunId, writeFileAtomic, writeStatus } from "../io/run.ts";
+import { finalConfig, saveFinal } from "../io/weights.ts";
+import { exportRun, importFolder, type ExportFormat } from "../io/exchange.ts";
+import { createModel } from "../sae/index.ts";
+import { ParamSet } from "../sae/params.ts";
+import { foldScale } from "../sae/init.ts";
+import { createSource, estimateScale } from "../data/index.ts";
+import { saveCheckpoint } from "../train/checkpoint.ts";
+import { evaluate } from "../eval/metrics.ts";
+import { SaeError } from "../errors.ts";
+import type { CliIo } from "./io.ts";
+import { collect, positiveInt } from "./common.ts";
+import { printEval } from "./eval.ts";
+
+export function exportCommand(io: CliIo): Command {
+  return new Command("export")
+    .description("write a finished run's SAE in a peer tool's folder format (input scale folded in: raw activations go in)")
+    .argument("<run>", "run id (or a unique prefix of one, or the run's folder)")
+    .addOption(new Option("--format <format>", "saelens: sae_weights.safetensors + cfg.json (SAELens v6, every variant; batchtopk as jumprelu); sparsify: sae.safetensors + cfg.json (TopK)").choices(["saelens", "sparsify"]).default("saelens"))
+    .requiredOption("--out <dir>", "output folder (must not exist, or be empty)")
+    .option("--runs-dir <dir>", "folder that holds runs", "runs")
+    .addHelpText("after", `
+Examples:
+  sae export 20261125-aidreams --format saelens --out exported/aidreams-l2
+  sae export 20261125-aidreams --format sparsify --out exported/blocks.2`)
+    .action((arg: string, opts: { format: ExportFormat; out: string; runsDir: string }) => {
+      const dir = findRun(opts.runsDir, arg);
+      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
+      const files = exportRun(dir, config, opts.format, opts.out);
+      io.out(`wrote ${files.join(" and ")} (${opts.format}) to ${opts.out}`);
+    });
+}
+
+export function importCommand(io: CliIo): Command {
+  return new Command("import")
+    .description("turn a SAELens or sparsify SAE folder into a run (final weights, a checkpoint, eval.json) for sae eval and sae finetune")
+    .argument("<folder>", "folder with cfg.json and sae_weights.safetensors (SAELens) or sae.safetensors (sparsify)")
+    .requiredOption("--config <file>", "a YAML experiment whose data: section is the data this SAE reads (its sae: keys are replaced by the folder's)")
+    .option("--set <key=value>", "override a config key (repeatable)", collect, [])
+    .option("--run-id <id>", "name of the run folder")
+    .option("--runs-dir <dir>", "folder that holds runs (default: the config's runs_dir)")
+    .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .addHelpText("after", `
+Examples:
+  sae import exported/aidreams-l2 --config configs/aidreams.yaml
+  sae finetune <the new run> --mode decoder --steps 300`)
+    .action((folder: string, opts: { config: string; set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
+      const imp = importFolder(folder);
+      const sets = Object.entries(imp.sae).map(([k, v]) => `sae.${k}=${v}`);
+      if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
+      const { config } = loadConfig(opts.config, [...sets, ...opts.set]);
+      if (config.data.d_in !== imp.D) throw new SaeError("usage", `${folder} is an SAE for D = ${imp.D}; the data of ${opts.config} has D = ${config.data.d_in}`, "give the config of the data this SAE was trained on");
+      const engine = selectEngine(opts.threads ?? config.train.threads);
+      const model = createModel(config);
+      const raw = new ParamSet(model.specs);
+      for (const { name } of model.specs) {
+        const v = imp.params[name];
+        if (name === "s") raw.get(name).fill(1);
+        else if (!v) throw new SaeError("data", `${folder} has no ${name} for a ${config.sae.variant} SAE`);
+        else raw.get(name).set(v);
+      }
+      const id = opts.runId ?? newRunId(`imported-${path.basename(path.resolve(folder))}`.replace(/[^A-Za-z0-9_.-]/g, "-"), config.sae.variant);
+      const dir = createRunDir(config.runs_dir, id);
+      writeFileAtomic(path.join(dir, "config.yaml"), configToYaml(config));
+      const data = createSource(config, engine.engine);
+      // training units: the data's input scale c, estimated as a fresh run would; the checkpoint
+      // holds the weights unfolded into those units (W_enc/c, W_dec·c, b_dec·c) for fine-tuning
+      const n = config.data.norm_estimate_tokens;
+      const sample = data.estimationSample(n);
+      const c = estimateScale(sample, sample.length / imp.D, imp.D, config.data.normalize);
+      saveFinal(dir, model, raw, config, c);
+      const p = raw.like();
+      p.copyFrom(raw);
+      foldScale(p, 1 / c);
+      const blank = () => new ParamSet(model.specs);
+      saveCheckpoint(dir, { p, m: blank(), v: blank(), sinceFired: new Float64Array(imp.H), step: 0, tokens: 0, adamT: 0, scale: c, batchOffset: 0 }, null);
+      const now = new Date().toISOString();
+      writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, engine: `imported from ${path.resolve(folder)} (${imp.format})` });
+      const Xe = data.evalSet(config.data.eval_tokens);
+      const result = evaluate(engine.engine, model, raw, Xe, Xe.length / imp.D, data.groundTruth());
+      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: id, units: "raw input (scale folded into the weights)", imported_from: path.resolve(folder), ...result }, null, 2) + "\n");
+      io.out(`imported ${imp.format} ${config.sae.variant} SAE (D=${imp.D}, H=${imp.H}) as run ${id}: ${dir}`);
+      printEval(io, result);
+    });
+}

@@ -1,0 +1,156 @@
+// Exchange with the peers' folder formats (peer-tools.md §2):
+//   SAELens v6  sae_weights.safetensors (W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec, and per
+//               architecture b_enc / threshold / b_gate, b_mag, r_mag) + cfg.json
+//   sparsify    sae.safetensors (encoder.weight [H, D], encoder.bias [H], W_dec [H, D], b_dec [D]) +
+//               cfg.json; TopK only, and it always subtracts b_dec from the input
+// Export writes a finished run's final weights (input scale folded in, so raw activations go in);
+// import turns such a folder back into our parameters in raw units.
+import fs from "node:fs";
+import path from "node:path";
+import { readSafetensors, writeSafetensors, type Tensor } from "./safetensors.ts";
+import { writeFileAtomic } from "./run.ts";
+import type { Config } from "../config/schema.ts";
+import { SaeError } from "../errors.ts";
+
+export type ExportFormat = "saelens" | "sparsify";
+
+function emptyOutDir(out: string): void {
+  if (fs.existsSync(out) && fs.readdirSync(out).length > 0) throw new SaeError("usage", `${out} already exists and is not empty`, "choose a new --out folder; export never overwrites");
+  fs.mkdirSync(out, { recursive: true });
+}
+
+/** SAELens metadata from what the run knows about where its activations came from. */
+function saeLensMetadata(c: Config): Record<string, unknown> {
+  const m = c.data.source === "model" ? c.data.model : null;
+  const manifest = c.data.source === "file" ? readSource(c.data.file!.path) : null;
+  const src = m ?? manifest;
+  const meta: Record<string, unknown> = { sae_tool: "sae", variant: c.sae.variant };
+  if (src?.checkpoint !== undefined && src.layer !== undefined) {
+    meta.model_name = path.basename(String(src.checkpoint), ".bin");
+    meta.hook_name = `blocks.${src.layer}.hook_${src.site ?? "resid_pre"}`;
+    meta.prepend_bos = true;
+    meta.exclude_special_tokens = true;
+  }
+  if (m?.context_size) meta.context_size = m.context_size;
+  if (c.data.source === "file") meta.dataset_path = c.data.file!.path;
+  return meta;
+}
+
+function readSource(p: string): { checkpoint?: string; layer?: number; site?: string } | null {
+  try {
+    return JSON.parse(fs.readFileSync(p.endsWith(".json") ? p : path.join(p, "manifest.json"), "utf8")).source ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export function exportRun(runDir: string, c: Config, format: ExportFormat, out: string): string[] {
+  const final = path.join(runDir, "final");
+  if (!fs.existsSync(path.join(final, "sae_weights.safetensors"))) throw new SaeError("usage", `${runDir} has no final weights`, "export a finished run (`sae runs` shows its status)");
+  const { tensors } = readSafetensors(path.join(final, "sae_weights.safetensors"));
+  const cfg = JSON.parse(fs.readFileSync(path.join(final, "cfg.json"), "utf8"));
+  if (format === "saelens") {
+    emptyOutDir(out);
+    writeSafetensors(path.join(out, "sae_weights.safetensors"), tensors);
+    const full = { ...cfg, reshape_activations: "none", ...(cfg.architecture === "topk" ? { rescale_acts_by_decoder_norm: false } : {}), metadata: { ...cfg.metadata, ...saeLensMetadata(c) } };
+    writeFileAtomic(path.join(out, "cfg.json"), JSON.stringify(full, null, 2) + "\n");
+    return ["sae_weights.safetensors", "cfg.json"];
+  }
+  if (c.sae.variant !== "topk") throw new SaeError("usage", `sparsify holds TopK SAEs only; this run is ${c.sae.variant}`, "use --format saelens");
+  const D: number = cfg.d_in, H: number = cfg.d_sae;
+  const Wenc = tensors.W_enc.data as Float32Array; // [D, H]
+  const encW = new Float32Array(H * D);
+  for (let d = 0; d < D; d++) for (let i = 0; i < H; i++) encW[i * D + d] = Wenc[d * H + i];
+  // sparsify encodes W(x − b_dec) + b: without a pre-encoder bias, fold W·b_dec into the bias
+  const bias = Float32Array.from(tensors.b_enc.data);
+  if (!cfg.apply_b_dec_to_input) {
+    const b = tensors.b_dec.data;
+    for (let i = 0; i < H; i++) {
+      let s = 0;
+      for (let d = 0; d < D; d++) s += encW[i * D + d] * b[d];
+      bias[i] += s;
+    }
+  }
+  emptyOutDir(out);
+  writeSafetensors(path.join(out, "sae.safetensors"), {
+    "encoder.weight": { dtype: "F32", shape: [H, D], data: encW },
+    "encoder.bias": { dtype: "F32", shape: [H], data: bias },
+    W_dec: tensors.W_dec,
+    b_dec: tensors.b_dec,
+  });
+  const scfg = { activation: "topk", expansion_factor: H / D, normalize_decoder: false, num_latents: H, k: c.sae.k, multi_topk: false, skip_connection: false, transcode: false, d_in: D };
+  writeFileAtomic(path.join(out, "cfg.json"), JSON.stringify(scfg, null, 2) + "\n");
+  return ["sae.safetensors", "cfg.json"];
+}
+
+export interface ImportedSae {
+  format: ExportFormat;
+  /** the sae: section of a config that holds these weights */
+  sae: Record<string, unknown>;
+  D: number;
+  H: number;
+  /** our parameter names → raw-unit values in our layout (W_enc [H, D]) */
+  params: Record<string, Float32Array>;
+}
+
+const VARIANT_OF: Record<string, { variant: string; flavour?: string }> = {
+  standard: { variant: "standard", flavour: "april" }, // free decoder rows: an imported decoder need not be unit-norm
+  gated: { variant: "gated", flavour: "saelens" },
+  topk: { variant: "topk" },
+  jumprelu: { variant: "jumprelu" },
+};
+
+/** Reads a SAELens (cfg.json + sae_weights.safetensors) or sparsify (cfg.json + sae.safetensors) folder. */
+export function importFolder(dir: string): ImportedSae {
+  const cfgFile = path.join(dir, "cfg.json");
+  let cfg: Record<string, any>;
+  try {
+    cfg = JSON.parse(fs.readFileSync(cfgFile, "utf8"));
+  } catch (err) {
+    throw new SaeError("data", `cannot read ${cfgFile}: ${(err as NodeJS.ErrnoException).code ?? "not valid JSON"}`, "give a SAELens or sparsify SAE folder (cfg.json with sae_weights.safetensors or sae.safetensors)");
+  }
+  const bad = (what: string) => new SaeError("data", `${dir}: ${what}`, "the folder does not match its cfg.json; re-export it");
+  const need = (t: Record<string, Tensor>, file: string, name: string, shape: number[]): Float32Array => {
+    const x = t[name];
+    if (!x) throw bad(`${file} has no tensor ${name}`);
+    if (x.dtype !== "F32") throw bad(`${file}: tensor ${name} is ${x.dtype}; this reader takes float32`);
+    if (x.shape.join(",") !== shape.join(",")) throw bad(`${file}: tensor ${name} has shape [${x.shape}], expected [${shape}]`);
+    return x.data as Float32Array;
+  };
+  if (fs.existsSync(path.join(dir, "sae.safetensors"))) {
+    const D = cfg.d_in, H = cfg.num_latents || Math.round(cfg.expansion_factor * D);
+    if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and num_latents");
+    if (cfg.activation && cfg.activation !== "topk") throw bad(`sparsify activation ${cfg.activation} is not supported (TopK only)`);
+    if (cfg.skip_connection || cfg.transcode) throw bad("skip connections and transcoders are not supported");
+    const { tensors } = readSafetensors(path.join(dir, "sae.safetensors"));
+    return {
+      format: "sparsify", D, H,
+      sae: { variant: "topk", d_sae: H, k: cfg.k, apply_b_dec_to_input: true },
+      params: {
+        W_enc: Float32Array.from(need(tensors, "sae.safetensors", "encoder.weight", [H, D])),
+        b_enc: Float32Array.from(need(tensors, "sae.safetensors", "encoder.bias", [H])),
+        W_dec: Float32Array.from(need(tensors, "sae.safetensors", "W_dec", [H, D])),
+        b_dec: Float32Array.from(need(tensors, "sae.safetensors", "b_dec", [D])),
+      },
+    };
+  }
+  const arch = VARIANT_OF[cfg.architecture];
+  if (!arch) throw bad(`cfg.json architecture ${JSON.stringify(cfg.architecture)} is not one of ${Object.keys(VARIANT_OF).join(", ")}`);
+  const D = cfg.d_in, H = cfg.d_sae;
+  if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and d_sae");
+  if (cfg.normalize_activations && cfg.normalize_activations !== "none") throw bad(`normalize_activations ${cfg.normalize_activations} is not supported (export with the normalisation folded in)`);
+  if (cfg.rescale_acts_by_decoder_norm) throw bad("rescale_acts_by_decoder_norm is not supported");
+  const file = "sae_weights.safetensors";
+  const { tensors } = readSafetensors(path.join(dir, file));
+  const We = need(tensors, file, "W_enc", [D, H]);
+  const W_enc = new Float32Array(H * D);
+  for (let d = 0; d < D; d++) for (let i = 0; i < H; i++) W_enc[i * D + d] = We[d * H + i];
+  const params: Record<string, Float32Array> = { W_enc, W_dec: Float32Array.from(need(tensors, file, "W_dec", [H, D])), b_dec: Float32Array.from(need(tensors, file, "b_dec", [D])) };
+  if (arch.variant === "gated") for (const n of ["b_gate", "b_mag", "r_mag"]) params[n] = Float32Array.from(need(tensors, file, n, [H]));
+  else params.b_enc = Float32Array.from(need(tensors, file, "b_enc", [H]));
+  if (arch.variant === "jumprelu") params.log_threshold = Float32Array.from(need(tensors, file, "threshold", [H]), Math.log);
+  return {
+    format: "saelens", D, H, params,
+    sae: { variant: arch.variant, ...(arch.flavour ? { flavour: arch.flavour } : {}), d_sae: H, apply_b_dec_to_input: cfg.apply_b_dec_to_input ?? true, ...(arch.variant === "topk" ? { k: cfg.k } : {}) },
+  };
+}
