@@ -177,3 +177,32 @@ test("config errors for model data name the key and its line", { skip }, async (
     assert.match(r.err, re);
   }
 });
+
+test("harvesting from a token file: the ids are run as given; bad ids and short files are refused", { skip }, async () => {
+  const dir = tmpDir();
+  const ref = JSON.parse(fs.readFileSync(model("aidreams260K.reference.json"), "utf8"));
+  // 70 sequences of 32 tokens cut from the reference's greedy and pseudo-random ids
+  const rows = 70, P = 32, ids = new Int32Array(rows * P);
+  for (let s = 0; s < rows; s++) for (let t = 0; t < P; t++) ids[s * P + t] = t === 0 ? 1 : (s % 2 ? ref.lcg_ids : ref.greedy_ids)[(s * 7 + t) % 128];
+  const { writeNpy } = await import("../src/data/npy.ts");
+  writeNpy(path.join(dir, "ids.npy"), ids, [rows, P]);
+  // context_size defaults to the file's 32 tokens per sequence
+  const r = await cli(["harvest", "--model", model("aidreams260K.bin"), "--layer", "1", "--site", "mlp_out", "--tokens", path.join(dir, "ids.npy"), "--out", path.join(dir, "acts")]);
+  assert.equal(r.code, 0, r.err);
+  const manifest = JSON.parse(fs.readFileSync(path.join(dir, "acts", "manifest.json"), "utf8"));
+  assert.equal(manifest.shards[0].rows, rows * P);
+  assert.equal(manifest.starts_with_bos, true);
+  assert.deepEqual(manifest.source.site, "mlp_out");
+  const back = fs.readFileSync(path.join(dir, "acts", "tokens.npy"));
+  assert.deepEqual(new Int32Array(back.buffer.slice(back.byteOffset + back.length - rows * P * 4, back.byteOffset + back.length)), ids);
+
+  ids[5 * P + 3] = 600;
+  writeNpy(path.join(dir, "bad.npy"), ids, [rows, P]);
+  const bad = await cli(["harvest", "--model", model("aidreams260K.bin"), "--layer", "1", "--tokens", path.join(dir, "bad.npy"), "--out", path.join(dir, "acts2")]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /data\.model\.tokens: .*bad\.npy: token id 600 \(sequence 5, position 3\) is outside the model's vocabulary 0\.\.511/);
+  const short = await cli(["harvest", "--model", model("aidreams260K.bin"), "--layer", "1", "--tokens", path.join(dir, "ids.npy"), "--set", "data.model.context_size=64", "--out", path.join(dir, "acts3")]);
+  assert.equal(short.code, 2);
+  assert.match(short.err, /has sequences of 32 tokens, fewer than data\.model\.context_size = 64/);
+  assert.ok(!fs.existsSync(path.join(dir, "acts2")) && !fs.existsSync(path.join(dir, "acts3")), "nothing written for a refused harvest");
+});

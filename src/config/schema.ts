@@ -49,7 +49,7 @@ export const ModelSourceSchema = z
     site: z.enum(SITES).default("resid_pre"),
     /** sequences in the dataset, training and held-out together (default: all of a token file, else 1024) */
     sequences: int().min(1).optional(),
-    /** tokens per sequence; default: the model's context length */
+    /** tokens per sequence; default: the model's context length (or a 2-D token file's rows, when shorter) */
     context_size: int().min(2).optional(),
     /** sampling temperature for sequences the model writes itself (0 = greedy) */
     temperature: z.number().min(0).default(1),

@@ -8,7 +8,7 @@ import { StreamSource } from "./stream.ts";
 import { SkipStore, openManifest, openNpy, openSafetensors, type RowStore } from "./store.ts";
 import { mnistStore, MNIST_D } from "./mnist.ts";
 import { loadLlama, type LlamaModel } from "../lm/llama.ts";
-import { HarvestStore, readTokens, type HarvestSpec } from "../lm/harvest.ts";
+import { HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
 import { SaeError } from "../errors.ts";
 
 type DataConfig = RawConfig["data"];
@@ -31,7 +31,7 @@ export function createSource(c: Config, e?: Engine): DataSource {
 
 export function harvestSpec(c: Config, model: LlamaModel, e: Engine): HarvestSpec {
   const m = c.data.model!;
-  const P = m.context_size ?? model.config.seqLen;
+  const P = sequenceLength(m.context_size, model.config.seqLen, m.tokens);
   return { model, engine: e, layer: m.layer, site: m.site, P, seed: c.seed, temperature: m.temperature, tokens: m.tokens ? readTokens(m.tokens, P, model.config.vocab) : null };
 }
 
@@ -101,7 +101,7 @@ export function probeData(d: DataConfig, where: (p: string[]) => string): number
     const cfg = lm.config;
     if (m.layer >= cfg.layers) fail(["data", "model", "layer"], `layer ${m.layer} does not exist; ${path.basename(m.checkpoint)} has layers 0..${cfg.layers - 1}`, `use a layer in 0..${cfg.layers - 1}`);
     if (m.context_size !== undefined && m.context_size > cfg.seqLen) fail(["data", "model", "context_size"], `${m.context_size} exceeds the model's context length ${cfg.seqLen}`, `use at most ${cfg.seqLen}`);
-    if (m.tokens) wrap(["data", "model", "tokens"], () => readTokens(m.tokens!, m.context_size ?? cfg.seqLen, cfg.vocab));
+    if (m.tokens) wrap(["data", "model", "tokens"], () => readTokens(m.tokens!, sequenceLength(m.context_size, cfg.seqLen, m.tokens), cfg.vocab));
     D = cfg.dim;
   }
   if (D !== null && d.d_in !== undefined && d.d_in !== D) fail(["data", "d_in"], `${d.d_in} does not match the data, whose rows have ${D} values`, "remove data.d_in (it is read from the data) or fix it");

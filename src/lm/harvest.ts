@@ -33,6 +33,18 @@ export interface HarvestSpec {
   tokens: TokenSet | null;
 }
 
+/** the sequence length of a 2-D .npy token file, else null (flat files are cut to any length) */
+export function tokenRowLength(file: string): number | null {
+  if (!file.endsWith(".npy") || !fs.existsSync(file)) return null;
+  const h = readNpyHeader(file);
+  return h.shape.length === 2 ? h.shape[1] : null;
+}
+
+/** tokens per sequence: context_size when given, else the model's context or a token file's shorter rows */
+export function sequenceLength(contextSize: number | undefined, modelSeqLen: number, tokens: string | undefined): number {
+  return contextSize ?? Math.min(modelSeqLen, (tokens && tokenRowLength(tokens)) || modelSeqLen);
+}
+
 /**
  * Token files: .npy of integers (int32, int64, uint16, uint32), 2-D [sequences, positions] or 1-D
  * (cut into sequences of P), or a raw .bin of uint16 ids (llama2.c's pretokenized shards), cut into P.
