@@ -99,8 +99,8 @@ static void rows_with_colsum(int rows, int cols, float* colSum, Fn fn) {
 
 void add_bias(float* P, const float* bias, int rows, int cols, bool relu, float* colSum) {
   if (colSum) {
-    rows_with_colsum(rows, cols, colSum, [&](int64_t r, float* sums) {
-      float* p = P + r * cols;
+    rows_with_colsum(rows, cols, colSum, [&](int64_t r, float* __restrict sums) {
+      float* __restrict p = P + r * cols;
       for (int c = 0; c < cols; c++) {
         float v = p[c] + (bias ? bias[c] : 0.f);
         if (relu) v = v > 0.f ? v : 0.f;
@@ -121,13 +121,26 @@ void add_bias(float* P, const float* bias, int rows, int cols, bool relu, float*
 
 void relu_backward(float* G, const float* F, const float* colAdd, int rows, int cols, float* colSum) {
   if (colSum) {
-    rows_with_colsum(rows, cols, colSum, [&](int64_t r, float* sums) {
-      float* g = G + r * cols;
-      const float* f = F + r * cols;
-      for (int c = 0; c < cols; c++) {
-        float v = f[c] > 0.f ? g[c] + (colAdd ? colAdd[c] : 0.f) : 0.f;
-        g[c] = v;
-        sums[c] += v;
+    // Written so that it vectorises: restrict pointers, the addition done unconditionally and a
+    // select (not a branch) for the mask. A branch on the sign of F, which is random for a dense
+    // code, ran 14x slower (296 ms against 21 ms at 4096 x 16384).
+    rows_with_colsum(rows, cols, colSum, [&](int64_t r, float* __restrict sums) {
+      float* __restrict g = G + r * cols;
+      const float* __restrict f = F + r * cols;
+      if (colAdd) {
+        const float* __restrict a = colAdd;
+        for (int c = 0; c < cols; c++) {
+          const float x = g[c] + a[c];
+          const float v = f[c] > 0.f ? x : 0.f;
+          g[c] = v;
+          sums[c] += v;
+        }
+      } else {
+        for (int c = 0; c < cols; c++) {
+          const float v = f[c] > 0.f ? g[c] : 0.f;
+          g[c] = v;
+          sums[c] += v;
+        }
       }
     });
     return;

@@ -348,6 +348,36 @@ test("gated: the sparse computation matches finite differences and the dense one
   }
 });
 
+test("jumprelu: the sparse computation (active and near-threshold candidates) matches the dense one, θ's gradient included", () => {
+  const Hh = 40, Bb = 24;
+  const make = (path: "dense" | "sparse") => createJumpRelu({ D, H: Hh }, { bandwidth: 0.6, unitNormDecoder: true, applyBDecToInput: true, path });
+  const p = randomParams(make("sparse"), 81);
+  p.get("log_threshold").forEach((_, i, a) => (a[i] = Math.log(0.4 + 0.3 * (i % 3))));
+  const X = randn(Bb * D, new Rng(82));
+  // the test is only as good as its coverage: some entries active, some in the band below θ
+  let active = 0, band = 0;
+  const P = new Float64Array(Bb * Hh);
+  jsEngine.gemm(false, true, Bb, Hh, D, 1, X.map((v, j) => v - p.get("b_dec")[j % D]) as Float64Array, p.get("W_enc"), 0, P);
+  for (let b = 0; b < Bb; b++) for (let i = 0; i < Hh; i++) {
+    const v = P[b * Hh + i] + p.get("b_enc")[i], th = Math.exp(p.get("log_threshold")[i]);
+    if (v > th) active++;
+    else if (v > th - 0.3) band++;
+  }
+  assert.ok(active > 20 && band > 20, `active ${active}, in the band below θ ${band}`);
+  const out = (["dense", "sparse"] as const).map((path) => {
+    const model = make(path);
+    const g = p.like();
+    const inp = { e: jsEngine, p, X, B: Bb, coeff: 0.3, dead: null };
+    const f = model.forward(inp);
+    model.backward(inp, g);
+    assert.equal(f.code.kind, path);
+    return { loss: f.terms.loss, g: g.buf };
+  });
+  assert.ok(Math.abs(out[0].loss - out[1].loss) < 1e-12);
+  for (let i = 0; i < out[0].g.length; i++) assert.ok(Math.abs(out[0].g[i] - out[1].g[i]) < 1e-12, `gradient ${i}: ${out[0].g[i]} vs ${out[1].g[i]}`);
+  assert.ok(out[0].g.some((v, i) => i >= out[0].g.length - Hh && v !== 0), "θ has a gradient");
+});
+
 test("batchtopk: candidates from the running threshold select exactly what per-row top-k does", () => {
   const Dd = 16, Hh = 200, Bb = 64, k = 5;
   const model = createBatchTopK({ D: Dd, H: Hh }, { k, kAux: 4, auxCoefficient: 0, applyBDecToInput: true });

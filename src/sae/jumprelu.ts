@@ -11,6 +11,7 @@ import type { Arr } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import type { ParamSet } from "./params.ts";
+import { Sparsifier } from "./sparse.ts";
 
 export interface JumpReluOptions {
   /** ε of the rectangle kernel, in (normalised) activation units */
@@ -19,13 +20,19 @@ export interface JumpReluOptions {
   applyBDecToInput: boolean;
   /** subtract this constant instead of b_dec (see SaeModel.fixedInputBias) */
   fixedInputBias?: Arr | null;
+  /** test hook: force one computation */
+  path?: "auto" | "dense" | "sparse";
 }
 
 export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
   const { D, H } = dims;
   const ws = new Workspace();
   const eps = opt.bandwidth;
-  let Xc: Arr, P: Arr, F: Arr, E: Arr, theta: Arr; // cache of the last forward
+  const sparsifier = new Sparsifier(H, opt.path);
+  // cache of the last forward; a sparse code keeps every entry with P > θ − ε/2 (the active ones
+  // and those in the kernel's band, which θ's gradient needs), with f = 0 for the band below θ
+  let Xc: Arr, P: Arr, F: Arr, E: Arr, theta: Arr;
+  let sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr } | null = null;
 
   return {
     variant: "jumprelu",
@@ -41,46 +48,82 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
       const logT = p.get("log_threshold");
       Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       P = ws.f("P", B * H, X);
-      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P);
-      e.addBias(P, bEnc, B, H, false);
+      e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P); // without b_enc
       theta = ws.f("theta", H, X);
       for (let i = 0; i < H; i++) theta[i] = Math.exp(logT[i]);
-      F = ws.f("F", B * H, X);
-      let l0 = 0;
-      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-        const v = P[b * H + i];
-        const on = v > theta[i];
-        F[b * H + i] = on ? v : 0;
-        l0 += on ? 1 : 0;
-      }
+      // candidates: P + b_enc − θ + ε/2 > 0, a superset (by a hair, for rounding) of P + b_enc > θ − ε/2
+      const shift = ws.f("shift", H, X);
+      for (let i = 0; i < H; i++) shift[i] = bEnc[i] - theta[i] + 0.5 * eps * (1 + 1e-6);
+      const sp = sparsifier.run(e, ws, P, shift, B);
       const Xhat = ws.f("Xhat", B * D, X);
-      denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
+      let l0 = 0;
+      if (sp) {
+        const { m, idx, val: cand } = sp;
+        const f = ws.f("spF", B * m, X);
+        for (let j = 0; j < B * m; j++) {
+          if (!(cand[j] > 0)) { f[j] = 0; continue; } // padding
+          const i = idx[j], v = P[Math.floor(j / m) * H + i] + bEnc[i];
+          const on = v > theta[i];
+          f[j] = on ? v : 0;
+          l0 += on ? 1 : 0;
+        }
+        sparse = { m, idx, cand, f };
+        e.gatherRows(idx, f, B, m, Wdec, H, D, bDec, Xhat);
+      } else {
+        sparse = null;
+        e.addBias(P, bEnc, B, H, false);
+        F = ws.f("F", B * H, X);
+        for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
+          const v = P[b * H + i];
+          const on = v > theta[i];
+          F[b * H + i] = on ? v : 0;
+          l0 += on ? 1 : 0;
+        }
+        denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
+      }
       E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
       const sparsity = (coeff * l0) / B;
-      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code: { kind: "dense", F }, Xhat };
+      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F };
+      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code, Xhat };
     },
 
     backward({ e, p, X, B, coeff }: StepInput, g: ParamSet): void {
-      const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
+      const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const dLogT = g.get("log_threshold");
       const G = scaled(E, 2 / B, ws.f("G", B * D, X));
       e.colSum(G, B, D, dbDec, true);
-      e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec);
-      const GF = ws.f("GF", B * H, X);
-      e.gemm(false, true, B, H, D, 1, G, Wdec, 0, GF);
       // θ's pseudo-gradient: only pre-activations within ε/2 of the threshold contribute
       const c = coeff / B;
       const dTheta = ws.f("dTheta", H, X);
       dTheta.fill(0);
-      for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
-        if (Math.abs(P[b * H + i] - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * GF[b * H + i] - c / eps;
+      const gpSum = ws.f("gpSum", H, X);
+      if (sparse) {
+        const { m, idx, cand, f } = sparse;
+        e.scatterRows(idx, f, B, m, G, H, D, dWdec); // dW_dec += Fᵀ G over the active entries
+        const gf = ws.f("spGF", B * m, X);
+        e.gatherDot(idx, cand, B, m, G, Wdec, H, D, gf); // dL/dF at every candidate (padding skipped)
+        gpSum.fill(0);
+        for (let j = 0; j < B * m; j++) {
+          if (!(cand[j] > 0)) { gf[j] = 0; continue; }
+          const i = idx[j], v = P[Math.floor(j / m) * H + i] + bEnc[i];
+          if (Math.abs(v - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * gf[j] - c / eps;
+          if (!(f[j] !== 0)) gf[j] = 0; // ∂F/∂P = H(P − θ)
+          gpSum[i] += gf[j];
+        }
+        e.scatterRows(idx, gf, B, m, Xc, H, D, dWenc); // dW_enc += dPᵀ Xc over the active entries
+      } else {
+        e.gemm(true, false, H, D, B, 1, F, G, 1, dWdec);
+        const GF = ws.f("GF", B * H, X);
+        e.gemm(false, true, B, H, D, 1, G, Wdec, 0, GF);
+        for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) {
+          if (Math.abs(P[b * H + i] - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * GF[b * H + i] - c / eps;
+        }
+        e.reluBackward(GF, F, null, B, H, gpSum); // ∂F/∂P = H(P − θ): F ≠ 0 exactly there (θ > 0)
+        e.gemm(true, false, H, D, B, 1, GF, Xc, 1, dWenc);
       }
       for (let i = 0; i < H; i++) dLogT[i] += theta[i] * dTheta[i];
-      const gpSum = ws.f("gpSum", H, X);
-      e.reluBackward(GF, F, null, B, H, gpSum); // ∂F/∂P = H(P − θ): F ≠ 0 exactly there (θ > 0)
-      e.gemm(true, false, H, D, B, 1, GF, Xc, 1, dWenc);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },
