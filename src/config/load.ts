@@ -14,7 +14,8 @@ export interface LoadedConfig {
   warnings: string[];
 }
 
-export function loadConfig(file: string | null, sets: string[] = []): LoadedConfig {
+/** checkData: open the data's files or model to read D and check them (off for listing saved runs) */
+export function loadConfig(file: string | null, sets: string[] = [], opts: { checkData?: boolean } = {}): LoadedConfig {
   let raw: unknown = {};
   let doc: Document | null = null;
   const lines = new LineCounter();
@@ -36,7 +37,7 @@ export function loadConfig(file: string | null, sets: string[] = []): LoadedConf
       throw new SaeError("config", `${file}: the top level must be a mapping of keys (data:, sae:, train:, ...), found ${Array.isArray(raw) ? "a list" : typeof raw}`, "see configs/quickstart.yaml");
     }
   }
-  return validateConfig(raw as Record<string, unknown>, sets, doc, lines, file);
+  return validateConfig(raw as Record<string, unknown>, sets, doc, lines, file, opts.checkData ?? true);
 }
 
 /** Validates a config object (from a file, or built by a command such as finetune) with --set overrides. */
@@ -44,7 +45,7 @@ export function configFromObject(raw: Record<string, unknown>, sets: string[] = 
   return validateConfig(structuredClone(raw), sets, null, new LineCounter(), null);
 }
 
-function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Document | null, lines: LineCounter, file: string | null): LoadedConfig {
+function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Document | null, lines: LineCounter, file: string | null, checkData = true): LoadedConfig {
   const setPaths = new Map<string, string>();
   for (const s of sets) applySet(raw, s, setPaths);
 
@@ -65,7 +66,7 @@ function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Docum
     });
   }
   resolvePaths(parsed.data, file, setPaths, where);
-  const config = resolveConfig(parsed.data, probeData(parsed.data.data, where));
+  const config = resolveConfig(parsed.data, checkData ? probeData(parsed.data.data, where) : null);
   crossCheck(config, where);
 
   const warnings: string[] = [];
