@@ -95,6 +95,7 @@ test("bad files: truncated, wrong dtype, wrong D, missing shard, not .npy: each 
   writeNpyRaw(path.join(dir, "half.npy"), "<f2", [100, D], new Uint16Array(100 * D));
   writeNpyRaw(path.join(dir, "wide.npy"), "<f4", [100, D + 1], new Float32Array(100 * (D + 1)));
   fs.writeFileSync(path.join(dir, "junk.npy"), "this is not numpy");
+  writeNpyRaw(path.join(dir, "flat.npy"), "<f4", [800], new Float32Array(800));
   fs.mkdirSync(path.join(dir, "sh"));
   fs.copyFileSync(path.join(dir, "ok.npy"), path.join(dir, "sh", "a.npy"));
   fs.copyFileSync(path.join(dir, "wide.npy"), path.join(dir, "sh", "w.npy"));
@@ -110,6 +111,7 @@ test("bad files: truncated, wrong dtype, wrong D, missing shard, not .npy: each 
     ["sh/wide.json", "", /w\.npy has rows of 9 values, expected D = 8/],
     ["junk.npy", "", /junk\.npy is not a valid \.npy file: it does not start with the \.npy magic bytes/],
     ["nothere.npy", "", /cannot open .*nothere\.npy: no such file/],
+    ["flat.npy", "", /flat\.npy has shape \(800\); expected 2-D \[rows, D\] or 3-D \[sequences, positions, D\]/],
   ];
   for (const [file, extra, re] of cases) {
     const cfg = path.join(dir, "c.yaml");

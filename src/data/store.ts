@@ -6,6 +6,7 @@
 //     "seq_len": 128,                 // positions per sequence, when rows are whole sequences
 //     "starts_with_bos": true,        // position 0 of every sequence is BOS
 //     "shards": [{ "file": "acts-00000.npy", "rows": 65536 }, ...],
+//     "rows": 131072,                 // optional: the total, checked against the shards
 //     "tokens": "tokens.npy",         // optional: int32 token ids [sequences, seq_len]
 //     "source": { ... }               // optional: how it was made (sae harvest writes model, layer, site)
 //   }
@@ -165,6 +166,7 @@ export interface Manifest {
   seq_len?: number;
   starts_with_bos?: boolean;
   shards: { file: string; rows: number }[];
+  rows?: number;
   tokens?: string;
   source?: Record<string, unknown>;
 }
@@ -186,6 +188,8 @@ export function readManifest(file: string): Manifest {
     if (typeof s?.file !== "string" || !Number.isInteger(s.rows) || s.rows < 1) throw bad(`shards[${i}] must be {"file": name, "rows": count}, found ${JSON.stringify(s)}`);
   });
   if (m.seq_len !== undefined && (!Number.isInteger(m.seq_len) || m.seq_len < 1)) throw bad(`"seq_len" must be a positive integer`);
+  const total = m.shards.reduce((n, s) => n + s.rows, 0);
+  if (m.rows !== undefined && m.rows !== total) throw bad(`"rows" is ${m.rows}, the shards add up to ${total}`);
   return m;
 }
 

@@ -221,7 +221,7 @@ export function harvestToDisk(spec: HarvestSpec, sequences: number, outDir: stri
   writeNpy(path.join(outDir, "tokens.npy"), allTokens, [sequences, P]);
   const manifest: Manifest = {
     format: "sae-activations", version: 1, d_in: D, dtype: "float32", seq_len: P,
-    starts_with_bos: spec.tokens ? allStartWithBos(spec.tokens) : true, shards, tokens: "tokens.npy", source,
+    starts_with_bos: spec.tokens ? allStartWithBos(spec.tokens) : true, shards, rows: sequences * P, tokens: "tokens.npy", source,
   };
   const mf = path.join(outDir, "manifest.json");
   fs.writeFileSync(`${mf}.tmp-${process.pid}`, JSON.stringify(manifest, null, 2) + "\n");
