@@ -197,7 +197,7 @@ Napi::Value GatherDot(const Napi::CallbackInfo& info) {
   const float* W = a.f32(5, "W", (int64_t)H * D);
   float* out = a.f32(8, "out", (int64_t)rows * k);
   a.indices(idx, (int64_t)rows * k, H, "idx");
-  sae::gather_dot(idx, val, rows, k, G, W, D, out);
+  sae::gather_dot(idx, val, rows, k, G, W, H, D, out);
   return info.Env().Undefined();
 }
 
@@ -210,7 +210,7 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   const float* X = a.f32(4, "X", (int64_t)rows * D);
   float* out = a.f32(7, "out", (int64_t)H * D);
   a.indices(idx, (int64_t)rows * k, H, "idx");
-  sae::scatter_rows(idx, val, rows, k, X, D, out);
+  sae::scatter_rows(idx, val, rows, k, X, H, D, out);
   return info.Env().Undefined();
 }
 

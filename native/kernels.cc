@@ -371,36 +371,76 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const fl
   });
 }
 
+// The entries (b, j) of a sparse code grouped by latent: a stable counting sort of the entries
+// with a non-zero value (all entries when val is null). Kernels that read or write one [H, D]
+// matrix row per entry then touch each row once, while it sits in L1, instead of once per entry
+// (the [H, D] matrix is larger than the caches; the [rows, D] inputs are not). Entries of a latent
+// stay in row order, and threads get disjoint latent ranges of about equal entry counts.
+struct ByLatent {
+  std::vector<int32_t> start;  // [H + 1]: latent i's entries are order[start[i] .. start[i+1])
+  std::vector<int32_t> order;  // entry numbers b·k + j
+  std::vector<int> bound;      // [threads + 1] latent ranges
+};
+
+static ByLatent group_by_latent(const int32_t* idx, const float* val, int64_t n, int H) {
+  ByLatent g;
+  g.start.assign(H + 1, 0);
+  for (int64_t e = 0; e < n; e++)
+    if (!val || val[e] != 0.f) g.start[idx[e] + 1]++;
+  for (int i = 0; i < H; i++) g.start[i + 1] += g.start[i];
+  const int64_t nnz = g.start[H];
+  g.order.resize(nnz);
+  std::vector<int32_t> fill(g.start.begin(), g.start.end() - 1);
+  for (int64_t e = 0; e < n; e++)
+    if (!val || val[e] != 0.f) g.order[fill[idx[e]]++] = (int32_t)e;
+  const int nt = (int)std::max<int64_t>(1, std::min<int64_t>(g_threads, nnz / 256));
+  g.bound.assign(nt + 1, H);
+  g.bound[0] = 0;
+  for (int t = 1, i = 0; t < nt; t++) {
+    while (i < H && g.start[i] < nnz * t / nt) i++;
+    g.bound[t] = i;
+  }
+  return g;
+}
+
+// fn(i, q0, q1): latent i with its entries order[q0 .. q1), on the thread that owns i
+template <typename Fn>
+static void for_each_latent(const ByLatent& g, Fn fn) {
+  const int nt = (int)g.bound.size() - 1;
+  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++)
+      for (int i = g.bound[t]; i < g.bound[t + 1]; i++)
+        if (g.start[i] < g.start[i + 1]) fn(i, g.start[i], g.start[i + 1]);
+  });
+}
+
 void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
-                int D, float* out) {
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t b = r0; b < r1; b++) {
-      const float* g = G + b * D;
-      for (int j = 0; j < k; j++) {
-        if (val && val[b * k + j] == 0.f) {
-          out[b * k + j] = 0.f;
-          continue;
-        }
-        const float* w = W + (int64_t)idx[b * k + j] * D;
-        out[b * k + j] = dot(g, w, D);
-      }
+                int H, int D, float* out) {
+  const int64_t n = (int64_t)rows * k;
+  if (val)
+    for (int64_t e = 0; e < n; e++)
+      if (val[e] == 0.f) out[e] = 0.f;
+  const ByLatent g = group_by_latent(idx, val, n, H);
+  for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
+    const float* w = W + (int64_t)i * D;
+    for (int32_t q = q0; q < q1; q++) {
+      const int32_t e = g.order[q];
+      out[e] = dot(G + (int64_t)(e / k) * D, w, D);
     }
   });
 }
 
-void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int D,
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
                   float* out) {
-  // Threads own disjoint column ranges of out, so two rows that pick the same latent never race,
-  // and every element is summed in row order whatever the thread count.
-  parallel_for(D, 64, [&](int64_t d0, int64_t d1) {
-    for (int b = 0; b < rows; b++) {
-      const float* x = X + (int64_t)b * D;
-      for (int j = 0; j < k; j++) {
-        float a = val[(int64_t)b * k + j];
-        if (a == 0.f) continue;
-        float* o = out + (int64_t)idx[(int64_t)b * k + j] * D;
-        for (int64_t d = d0; d < d1; d++) o[d] += a * x[d];
-      }
+  // every element is summed in row order, as a loop over the entries in order would
+  const ByLatent g = group_by_latent(idx, val, (int64_t)rows * k, H);
+  for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
+    float* __restrict o = out + (int64_t)i * D;
+    for (int32_t q = q0; q < q1; q++) {
+      const int32_t e = g.order[q];
+      const float a = val[e];
+      const float* __restrict x = X + (int64_t)(e / k) * D;
+      for (int d = 0; d < D; d++) o[d] += a * x[d];
     }
   });
 }

@@ -55,10 +55,10 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const fl
 // out[b,k] = G[b,:] · W[idx[b,k], :], or 0 where val[b,k] == 0 (val may be null: no skipping;
 // padded sparse codes have zero values that need no dot product)
 void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
-                int D, float* out);
+                int H, int D, float* out);
 
 // out[idx[b,k], :] += val[b,k] * X[b,:]     (sparse weight gradient)
-void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int D,
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
                   float* out);
 
 // Adam with bias correction over n contiguous parameters, on the gradient gscale·g (gscale carries
