@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
-import { harvestSpec } from "../data/index.ts";
+import { datasetSequences, harvestSpec } from "../data/index.ts";
 import { harvestToDisk, readTokens } from "../lm/harvest.ts";
 import { loadLlama } from "../lm/llama.ts";
 import { Tokenizer } from "../lm/tokenizer.ts";
@@ -52,7 +52,7 @@ Examples:
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const lm = loadLlama(m.checkpoint);
       const spec = harvestSpec(config, lm, engine.engine);
-      const sequences = m.sequences ?? (spec.tokens ? spec.tokens.count : 1024);
+      const sequences = datasetSequences(config, spec);
       const shardRows = Math.max(1, Math.floor((opts.shardMb * 2 ** 20) / (4 * lm.config.dim)));
       io.err(`harvesting ${path.basename(m.checkpoint)} layer ${m.layer} ${m.site}: ${sequences} sequences of ${spec.P} tokens (${sequences * spec.P} rows × ${lm.config.dim}) into ${opts.out}; ${engine.reason}`);
       const t0 = performance.now();

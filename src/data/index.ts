@@ -2,10 +2,10 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Config, RawConfig } from "../config/schema.ts";
 import type { Engine } from "../engine/types.ts";
-import type { DataSource } from "./source.ts";
+import type { DataSource, EvalSequences } from "./source.ts";
 import { SyntheticSource } from "./synthetic.ts";
 import { StreamSource } from "./stream.ts";
-import { SkipStore, openManifest, openNpy, openSafetensors, type RowStore } from "./store.ts";
+import { SkipStore, openManifest, openNpy, openSafetensors, readManifest, type RowStore } from "./store.ts";
 import { mnistStore, MNIST_D } from "./mnist.ts";
 import { loadLlama, type LlamaModel } from "../lm/llama.ts";
 import { HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
@@ -20,13 +20,17 @@ export function createSource(c: Config, e?: Engine): DataSource {
   if (d.source === "mnist") return new StreamSource(mnistStore(), opts);
   if (d.source === "file") {
     const store = withSkip(openFileStore(d.file!), d.skip_positions);
-    const tokens = d.file && manifestTokens(d.file.path);
-    return new StreamSource(store, { ...opts, evalSequences: tokens ? (first, count) => tokens(first, count, d.skip_positions) : undefined });
+    return new StreamSource(store, { ...opts, evalSequences: manifestTokens(d.file!.path) ?? undefined });
   }
   if (!e) throw new Error("createSource: the model source needs an engine");
   const spec = harvestSpec(c, loadLlama(d.model!.checkpoint), e);
-  const store = new HarvestStore(spec, d.model!.sequences ?? (spec.tokens ? spec.tokens.count : 1024));
+  const store = new HarvestStore(spec, datasetSequences(c, spec));
   return new StreamSource(withSkip(store, d.skip_positions), { ...opts, evalSequences: (first, count) => store.sequenceTokens(first, count) });
+}
+
+/** sequences in a model-harvested dataset: data.model.sequences, else all of a token file, else 1024 */
+export function datasetSequences(c: Config, spec: HarvestSpec): number {
+  return c.data.model!.sequences ?? (spec.tokens ? spec.tokens.count : 1024);
 }
 
 export function harvestSpec(c: Config, model: LlamaModel, e: Engine): HarvestSpec {
@@ -56,15 +60,16 @@ export function openFileStore(f: NonNullable<DataConfig["file"]>): RowStore {
   throw new SaeError("config", `data.file.path ${p}: expected a .npy or .safetensors file, or a folder with manifest.json`, "see the README (Activation files)");
 }
 
-/** For a harvested folder with tokens.npy: a reader of the held-out sequences' token ids. */
-function manifestTokens(p: string): ((first: number, count: number, skip?: number) => { ids: Int32Array; count: number; P: number }) | null {
-  const dir = fs.existsSync(p) && fs.statSync(p).isDirectory() ? p : p.endsWith(".json") ? path.dirname(p) : null;
-  if (!dir) return null;
-  const m = JSON.parse(fs.readFileSync(path.join(dir, "manifest.json"), "utf8"));
+/** For a sharded folder whose manifest names its token ids: a reader of sequences [first, first + count). */
+function manifestTokens(p: string): ((first: number, count: number) => EvalSequences) | null {
+  const file = fs.existsSync(p) && fs.statSync(p).isDirectory() ? path.join(p, "manifest.json") : p.endsWith(".json") ? p : null;
+  if (!file) return null;
+  const m = readManifest(file);
   if (!m.tokens || !m.seq_len) return null;
+  const P = m.seq_len, tokens = path.resolve(path.dirname(file), m.tokens);
   return (first, count) => {
-    const t = readTokens(path.join(dir, m.tokens), m.seq_len, Number.MAX_SAFE_INTEGER);
-    return { ids: t.ids.slice(first * m.seq_len, (first + count) * m.seq_len), count, P: m.seq_len };
+    const t = readTokens(tokens, P, Number.MAX_SAFE_INTEGER);
+    return { ids: t.ids.slice(first * P, (first + count) * P), count, P };
   };
 }
 

@@ -193,6 +193,16 @@ export function readManifest(file: string): Manifest {
   return m;
 }
 
+/** What a folder's manifest says it was harvested from (sae harvest records checkpoint, layer, site), or null. */
+export function recordedSource(p: string): { checkpoint?: string; layer?: number; site?: string } | null {
+  try {
+    const src = JSON.parse(fs.readFileSync(p.endsWith(".json") ? p : path.join(p, "manifest.json"), "utf8")).source;
+    return src && typeof src === "object" ? src : null;
+  } catch {
+    return null;
+  }
+}
+
 /** A folder of .npy shards read as one store, in manifest order. */
 class ShardedStore implements RowStore {
   readonly rows: number;

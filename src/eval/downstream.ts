@@ -10,17 +10,16 @@
 // Positions before `skip` (BOS, which the SAE did not train on) are neither patched nor scored,
 // as SAEBench and SAELens's exclude_special_tokens do: scored are the predictions made at
 // positions skip .. P−2 (of tokens skip+1 .. P−1).
-import fs from "node:fs";
-import path from "node:path";
 import type { Engine } from "../engine/types.ts";
 import type { Config } from "../config/schema.ts";
 import type { DataSource } from "../data/source.ts";
 import { harvestGroup } from "../lm/harvest.ts";
 import { BOS, loadLlama, type LlamaModel as Lm } from "../lm/llama.ts";
 import { SaeError } from "../errors.ts";
+import { recordedSource } from "../data/store.ts";
 import type { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
-import { LlamaBatch, type LlamaModel, type Site } from "../lm/llama.ts";
+import { LlamaBatch, SITES, type LlamaModel, type Site } from "../lm/llama.ts";
 
 export interface DownstreamOptions {
   /** a llama2.c checkpoint; default: the one the run's data came from */
@@ -37,10 +36,11 @@ export interface DownstreamOptions {
  * nothing names a model (plain activation files) and no checkpoint was given.
  */
 export function planDownstream(c: Config, data: DataSource, e: Engine, opt: DownstreamOptions): Omit<DownstreamInput, "sae" | "params"> | null {
-  const recorded = c.data.source === "model" ? c.data.model! : c.data.source === "file" ? manifestSource(c.data.file!.path) : null;
+  const recorded = c.data.source === "model" ? c.data.model! : c.data.source === "file" ? recordedSource(c.data.file!.path) : null;
   const checkpoint = opt.checkpoint ?? recorded?.checkpoint;
   if (!checkpoint) return null;
-  const layer = opt.layer ?? recorded?.layer, site = opt.site ?? recorded?.site;
+  const layer = opt.layer ?? recorded?.layer, site = (opt.site ?? recorded?.site) as Site | undefined;
+  if (site !== undefined && !(SITES as readonly string[]).includes(site)) throw new SaeError("data", `the run's data records site "${site}", which is not one of ${SITES.join(", ")}`, "pass --site");
   if (layer === undefined || site === undefined) {
     throw new SaeError("usage", `the run's data does not say which layer and site of ${checkpoint} it came from`, "pass --layer N and --site resid_pre|attn_out|mlp_out|resid_post");
   }
@@ -63,16 +63,6 @@ export function planDownstream(c: Config, data: DataSource, e: Engine, opt: Down
   for (let s = 0; s < seqs.count; s++) if (seqs.ids[s * seqs.P] !== BOS) bosFirst = false;
   const skip = c.data.skip_positions ?? (bosFirst ? 1 : 0);
   return { e, lm, layer, site, skip, seqs };
-}
-
-function manifestSource(p: string): { checkpoint?: string; layer?: number; site?: Site } | null {
-  const file = p.endsWith(".json") ? p : path.join(p, "manifest.json");
-  try {
-    const src = JSON.parse(fs.readFileSync(file, "utf8")).source;
-    return src && typeof src === "object" ? src : null;
-  } catch {
-    return null;
-  }
 }
 import type { EvalSequences } from "../data/source.ts";
 import { SEQ_GROUP } from "../data/stream.ts";

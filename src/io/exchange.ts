@@ -11,6 +11,7 @@ import { readSafetensors, writeSafetensors, type Tensor } from "./safetensors.ts
 import { writeFileAtomic } from "./run.ts";
 import type { Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
+import { recordedSource } from "../data/store.ts";
 
 export type ExportFormat = "saelens" | "sparsify";
 
@@ -22,7 +23,7 @@ function emptyOutDir(out: string): void {
 /** SAELens metadata from what the run knows about where its activations came from. */
 function saeLensMetadata(c: Config): Record<string, unknown> {
   const m = c.data.source === "model" ? c.data.model : null;
-  const manifest = c.data.source === "file" ? readSource(c.data.file!.path) : null;
+  const manifest = c.data.source === "file" ? recordedSource(c.data.file!.path) : null;
   const src = m ?? manifest;
   const meta: Record<string, unknown> = { sae_tool: "sae", variant: c.sae.variant };
   if (src?.checkpoint !== undefined && src.layer !== undefined) {
@@ -34,14 +35,6 @@ function saeLensMetadata(c: Config): Record<string, unknown> {
   if (m?.context_size) meta.context_size = m.context_size;
   if (c.data.source === "file") meta.dataset_path = c.data.file!.path;
   return meta;
-}
-
-function readSource(p: string): { checkpoint?: string; layer?: number; site?: string } | null {
-  try {
-    return JSON.parse(fs.readFileSync(p.endsWith(".json") ? p : path.join(p, "manifest.json"), "utf8")).source ?? null;
-  } catch {
-    return null;
-  }
 }
 
 export function exportRun(runDir: string, c: Config, format: ExportFormat, out: string): string[] {
