@@ -184,3 +184,34 @@ test("a 1 GiB activation file trains under a 64 MiB shuffle buffer with bounded 
   assert.ok(bigRss < 512, `peak RSS ${bigRss.toFixed(0)} MiB`);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test("an interrupted run on an activation file resumes exactly (mid-epoch, mid-group of the shuffle buffer)", async () => {
+  const { loadConfig } = await import("../src/config/load.ts");
+  const { createRunDir } = await import("../src/io/run.ts");
+  const { train } = await import("../src/train/loop.ts");
+  const { selectEngine } = await import("../src/engine/index.ts");
+  const dir = tmpDir(), D = 16, N = 6000;
+  const X = new Float32Array(N * D);
+  let seed = 7;
+  for (let i = 0; i < X.length; i++) {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    X[i] = ((seed >>> 8) / 2 ** 24 - 0.5) * (1 + (i % D));
+  }
+  writeNpyRaw(path.join(dir, "x.npy"), "<f4", [N, D], X);
+  // a 0.1 MiB buffer holds about 1600 rows: the 5600 training rows come in four groups
+  const cfg = path.join(dir, "c.yaml");
+  fs.writeFileSync(cfg, "data:\n  source: file\n  file: { path: x.npy }\n  eval_tokens: 400\n  shuffle_buffer_mb: 0.1\n  norm_estimate_tokens: 1000\nsae: { variant: topk, d_sae: 32, k: 4 }\ntrain: { steps: 60, batch_size: 256, warmup_steps: 5, log_every: 10 }\n");
+  const runs = path.join(dir, "runs");
+  assert.equal((await cli(["train", cfg, "--runs-dir", runs, "--run-id", "full"])).code, 0);
+  const { config } = loadConfig(cfg, [`runs_dir=${runs}`]);
+  const control = { stop: false };
+  const reporter = { log: () => {}, progress: (step: number) => { if (step >= 33) control.stop = true; } };
+  const first = await train({ config, runDir: createRunDir(runs, "cut"), runId: "cut", engine: selectEngine(), reporter, control });
+  assert.equal(first.status.status, "interrupted");
+  const r = await cli(["resume", "cut", "--runs-dir", runs]);
+  assert.equal(r.code, 0, r.err);
+  const read = (id: string, f: string) => fs.readFileSync(path.join(runs, id, f));
+  assert.deepEqual(read("cut", "final/sae_weights.safetensors"), read("full", "final/sae_weights.safetensors"));
+  const rows = (id: string) => read(id, "metrics.csv").toString().trim().split("\n").map((l) => l.split(",").slice(0, -1).join(","));
+  assert.deepEqual(rows("cut"), rows("full"));
+});

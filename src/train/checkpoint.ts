@@ -26,7 +26,11 @@ export interface TrainState {
   scale: number;
   /** index of this run's first training batch in the data stream (a fine-tune continues its parent's) */
   batchOffset: number;
+  /** sums over the logging interval in progress, so that a resumed run logs the same averages */
+  logWindow?: LogWindow;
 }
+
+export interface LogWindow { n: number; loss: number; mse: number; sparsity: number; aux: number; gnorm: number }
 
 export interface CheckpointMeta {
   version: number;
@@ -35,6 +39,7 @@ export interface CheckpointMeta {
   adam_t: number;
   scale: number;
   batch_offset: number;
+  log_window?: LogWindow;
   layout: { name: string; shape: number[] }[];
 }
 
@@ -46,7 +51,7 @@ export function saveCheckpoint(dir: string, s: TrainState, fixedInputBias: Arr |
   const tensors: Record<string, Tensor> = { params: t(s.p), adam_m: t(s.m), adam_v: t(s.v), since_fired: { dtype: "F64", shape: [s.sinceFired.length], data: s.sinceFired } };
   if (fixedInputBias) tensors.input_bias = { dtype: "F32", shape: [fixedInputBias.length], data: Float32Array.from(fixedInputBias) };
   writeSafetensors(file, tensors);
-  const meta: CheckpointMeta = { version: CHECKPOINT_VERSION, step: s.step, tokens: s.tokens, adam_t: s.adamT, scale: s.scale, batch_offset: s.batchOffset, layout: s.p.specs };
+  const meta: CheckpointMeta = { version: CHECKPOINT_VERSION, step: s.step, tokens: s.tokens, adam_t: s.adamT, scale: s.scale, batch_offset: s.batchOffset, ...(s.logWindow && s.logWindow.n > 0 ? { log_window: s.logWindow } : {}), layout: s.p.specs };
   writeFileAtomic(path.join(dir, "checkpoints", `${name}.json`), JSON.stringify(meta, null, 2) + "\n");
   return file;
 }
@@ -86,7 +91,7 @@ export function readTrainState(jsonFile: string, model: SaeModel): { state: Trai
     if (!t || t.data.length !== dst.length) throw new SaeError("data", `${jsonFile}: tensor ${name} is missing or has the wrong size`, "the checkpoint is damaged; resume from an earlier one");
     dst.set(t.data);
   }
-  return { state: { p, m, v, sinceFired, step: meta.step, tokens: meta.tokens, adamT: meta.adam_t, scale: meta.scale, batchOffset: meta.batch_offset }, fixedInputBias };
+  return { state: { p, m, v, sinceFired, step: meta.step, tokens: meta.tokens, adamT: meta.adam_t, scale: meta.scale, batchOffset: meta.batch_offset, logWindow: meta.log_window }, fixedInputBias };
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Code, SaeModel } from "../sae/variant.ts";
 import { createSource, estimateScale, scaleInPlace } from "../data/index.ts";
 import type { DataSource } from "../data/source.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
-import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type LogWindow, type TrainState } from "./checkpoint.ts";
 import { optimizerStep } from "./step.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
 import { MetricsLog, readStatus, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
@@ -105,7 +105,9 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
         s.v.buf.fill(0);
         s.adamT = 0;
       }
-      let acc = { n: 0, loss: 0, mse: 0, sparsity: 0, aux: 0, gnorm: 0 };
+      // the logging interval's sums: restored when resuming inside one
+      let acc: LogWindow = s.logWindow ?? { n: 0, loss: 0, mse: 0, sparsity: 0, aux: 0, gnorm: 0 };
+      s.logWindow = undefined;
       let windowStart = performance.now(), windowTokens = 0;
 
       for (let ps = s.step - phaseStart; ps < ph.steps; ps++) {
@@ -151,12 +153,12 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
           status.tokens = s.tokens;
           writeStatus(runDir, status);
         }
-        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) saveCheckpoint(runDir, s, model.fixedInputBias);
+        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
         // yield to the event loop so SIGINT handlers run
         if (o.control) {
           await new Promise((r) => setImmediate(r));
           if (o.control.stop && !(lastOfPhase && phaseIndex === t.phases.length - 1)) {
-            const file = saveCheckpoint(runDir, s, model.fixedInputBias);
+            const file = saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
             Object.assign(status, { status: "interrupted", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
             writeStatus(runDir, status);
             reporter.log(`interrupted at step ${s.step}; state saved to ${path.relative(process.cwd(), file)}`);
