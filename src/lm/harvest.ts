@@ -50,8 +50,7 @@ export function sequenceLength(contextSize: number | undefined, modelSeqLen: num
  * (cut into sequences of P), or a raw .bin of uint16 ids (llama2.c's pretokenized shards), cut into P.
  */
 export function readTokens(file: string, P: number, vocab: number): TokenSet {
-  const fd = openOrExplain(file);
-  fs.closeSync(fd);
+  fs.closeSync(openOrExplain(file)); // a missing file gets the same message as every data file
   let ids: Int32Array, rowLen = P;
   if (file.endsWith(".npy")) {
     const h = readNpyHeader(file);
