@@ -57,7 +57,7 @@ test("float16 and bfloat16 files are widened exactly; 3-D files know their seque
   assert.deepEqual(Array.from(out), [1, -2, 0.5, 65504, 2 ** -24, -0]);
   writeNpyRaw(path.join(dir, "b.npy"), "<u2", [2, 2], Uint16Array.of(0x3f80, 0xc000, 0x3f00, 0x4049));
   assert.throws(() => openNpy(path.join(dir, "b.npy")), /holds uint16 values/);
-  const b = openNpy(path.join(dir, "b.npy"), "bfloat16");
+  const b = openNpy(path.join(dir, "b.npy"), "bf16");
   b.read(0, 2, out);
   assert.deepEqual(Array.from(out.subarray(0, 4)), [1, -2, 0.5, 3.140625]);
   writeNpyRaw(path.join(dir, "s.npy"), "<f4", [5, 7, 3], indexed(35, 3));

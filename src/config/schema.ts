@@ -31,8 +31,8 @@ export const FileSchema = z
     path: z.string().min(1),
     /** the tensor to read from a .safetensors file with several */
     tensor: z.string().min(1).optional(),
-    /** auto = the file's own; bfloat16 reads a uint16 .npy as bfloat16 bits */
-    dtype: z.enum(["auto", "float32", "float16", "bfloat16"]).default("auto"),
+    /** auto = the file's own; bfloat16 (or bf16) reads a uint16 .npy as bfloat16 bits; f32, f16 are accepted too */
+    dtype: z.enum(["auto", "float32", "float16", "bfloat16", "f32", "f16", "bf16"]).default("auto"),
   })
   .strict();
 

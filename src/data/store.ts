@@ -33,6 +33,13 @@ export interface RowStore {
 
 export type FileDtype = "float32" | "float16" | "bfloat16";
 
+const DTYPE_ALIASES: Record<string, FileDtype> = { float32: "float32", f32: "float32", float16: "float16", f16: "float16", bfloat16: "bfloat16", bf16: "bfloat16" };
+
+/** float32/f32, float16/f16, bfloat16/bf16 → the long name; undefined for anything else */
+export function fileDtype(name: string): FileDtype | undefined {
+  return DTYPE_ALIASES[name];
+}
+
 const F16 = (() => {
   // float16 bit pattern → float32 value, all 65536 of them
   const t = new Float32Array(65536);
@@ -103,7 +110,8 @@ class RawFileStore implements RowStore {
 const NPY_KINDS: Record<string, FileDtype> = { f4: "float32", f2: "float16" };
 
 /** A .npy file of activations. dtype "auto" takes the file's; bfloat16 must be asked for (stored as '<u2'). */
-export function openNpy(file: string, dtype: FileDtype | "auto" = "auto", expectD?: number): RawFileStore {
+export function openNpy(file: string, dtypeName: string = "auto", expectD?: number): RawFileStore {
+  const dtype = dtypeName === "auto" ? "auto" : fileDtype(dtypeName)!;
   const h = readNpyHeader(file);
   let kind: FileDtype;
   if (h.kind === "u2") {
@@ -182,7 +190,9 @@ export function readManifest(file: string): Manifest {
   const bad = (what: string) => new SaeError("data", `manifest ${file}: ${what}`, "see the README (Activation files) for the manifest format");
   if (m.format !== "sae-activations") throw bad(`"format" is ${JSON.stringify(m.format)}, expected "sae-activations"`);
   if (!Number.isInteger(m.d_in) || m.d_in < 1) throw bad(`"d_in" must be a positive integer, found ${JSON.stringify(m.d_in)}`);
-  if (!["float32", "float16", "bfloat16"].includes(m.dtype)) throw bad(`"dtype" must be float32, float16 or bfloat16, found ${JSON.stringify(m.dtype)}`);
+  const dtype = fileDtype(String(m.dtype));
+  if (!dtype) throw bad(`"dtype" must be float32, float16 or bfloat16 (or f32, f16, bf16), found ${JSON.stringify(m.dtype)}`);
+  m.dtype = dtype;
   if (!Array.isArray(m.shards) || m.shards.length === 0) throw bad(`"shards" must be a non-empty list of {file, rows}`);
   m.shards.forEach((s, i) => {
     if (typeof s?.file !== "string" || !Number.isInteger(s.rows) || s.rows < 1) throw bad(`shards[${i}] must be {"file": name, "rows": count}, found ${JSON.stringify(s)}`);
