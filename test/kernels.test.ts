@@ -87,7 +87,8 @@ for (const { B, D, H, K } of SHAPES) {
   test(`topkRows with and without mask, bias (${tag})`, { skip }, () => {
     const P = f32(B * H, 10), bias = f32(H, 11, 0.1);
     const mask = new Uint8Array(H).map((_, i) => (i % 3 === 0 ? 1 : 0));
-    for (const [m, k] of [[null, K], [mask, Math.min(K, Math.ceil(H / 3))]] as const) {
+    // k = H/2 takes the partition path (k a large part of the row), the others the heap
+    for (const [m, k] of [[null, K], [mask, Math.min(K, Math.ceil(H / 3))], [null, Math.ceil(H / 2)]] as const) {
       const i1 = new Int32Array(B * k), i2 = new Int32Array(B * k);
       const v1 = new Float32Array(B * k), v2 = new Float32Array(B * k);
       nat.topkRows(P, bias, m, B, H, k, i1, v1);
@@ -183,11 +184,17 @@ test("topkRows: ties go to the lower column; rows with fewer than K positives ke
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, // all tied: the first four columns
     -1, 2, -3, -4, -5, -6, -7, -8, -9, -0.5, // one positive: L0 = 1, three zero values
   ]);
-  for (const e of [nat, jsEngine]) {
-    const idx = new Int32Array(3 * k), val = new Float32Array(3 * k);
-    e.topkRows(P, null, null, 3, H, k, idx, val);
-    assert.deepEqual([...idx], [1, 2, 4, 5, 0, 1, 2, 3, 0, 1, 2, 9], e.name);
-    assert.deepEqual([...val], [5, 5, 5, 5, 3, 3, 3, 3, 0, 2, 0, 0], e.name);
+  // as they are (k = 4 of 10: the partition path), and with 30 very negative columns appended
+  // (k = 4 of 40: the heap path)
+  const wide = new Float32Array(3 * 40).fill(-100);
+  for (let r = 0; r < 3; r++) wide.set(P.subarray(r * H, (r + 1) * H), r * 40);
+  for (const [X, cols] of [[P, H], [wide, 40]] as const) {
+    for (const e of [nat, jsEngine]) {
+      const idx = new Int32Array(3 * k), val = new Float32Array(3 * k);
+      e.topkRows(X, null, null, 3, cols, k, idx, val);
+      assert.deepEqual([...idx], [1, 2, 4, 5, 0, 1, 2, 3, 0, 1, 2, 9], `${e.name}, ${cols} columns`);
+      assert.deepEqual([...val], [5, 5, 5, 5, 3, 3, 3, 3, 0, 2, 0, 0], `${e.name}, ${cols} columns`);
+    }
   }
 });
 
