@@ -21,10 +21,11 @@ export function harvestCommand(io: CliIo): Command {
     .option("--site <site>", "resid_pre, attn_out, mlp_out or resid_post (sets data.model.site)")
     .option("--sequences <n>", "sequences to harvest (sets data.model.sequences)", positiveInt)
     .option("--tokens <file>", "token ids to run instead of sampling (sets data.model.tokens)")
+    .option("--tokenizer <file>", "llama2.c tokenizer, for --show (sets data.model.tokenizer)")
     .option("--seed <n>", "seed of the sampled sequences (sets seed)", nonNegativeInt)
     .option("--set <key=value>", "override a config key (repeatable)", collect, [])
     .option("--shard-mb <n>", "approximate shard size in MiB", positiveInt, 256)
-    .option("--show <n>", "print the first n sequences as text (needs data.model.tokenizer)", nonNegativeInt, 0)
+    .option("--show <n>", "print the first n sequences as text (needs a tokenizer)", nonNegativeInt, 0)
     .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
     .addHelpText("after", `
 Train on the result with data: {source: file, file: {path: DIR}}; with the same seed and sequences
@@ -33,7 +34,7 @@ it gives exactly the run that data.source: model gives.
 Examples:
   sae harvest configs/aidreams.yaml --out acts/aidreams-l2
   sae harvest --model ../shared/models/aidreams260K.bin --layer 2 --site resid_pre --sequences 4096 --out acts/l2`)
-    .action((file: string | undefined, opts: { out: string; model?: string; layer?: number; site?: string; sequences?: number; tokens?: string; seed?: number; set: string[]; shardMb: number; show: number; threads?: number }) => {
+    .action((file: string | undefined, opts: { out: string; model?: string; layer?: number; site?: string; sequences?: number; tokens?: string; tokenizer?: string; seed?: number; set: string[]; shardMb: number; show: number; threads?: number }) => {
       const sets = ["data.source=model"];
       const abs = (p: string) => path.resolve(p);
       if (opts.model) sets.push(`data.model.checkpoint=${abs(opts.model)}`);
@@ -41,6 +42,7 @@ Examples:
       if (opts.site) sets.push(`data.model.site=${opts.site}`);
       if (opts.sequences) sets.push(`data.model.sequences=${opts.sequences}`);
       if (opts.tokens) sets.push(`data.model.tokens=${abs(opts.tokens)}`);
+      if (opts.tokenizer) sets.push(`data.model.tokenizer=${abs(opts.tokenizer)}`);
       if (opts.seed !== undefined) sets.push(`seed=${opts.seed}`);
       sets.push(...opts.set);
       if (!file && !opts.model) throw new SaeError("usage", "say what to harvest: a config with a data.model section, or --model with --layer", "e.g. sae harvest --model aidreams260K.bin --layer 2 --out acts/l2");
@@ -49,8 +51,10 @@ Examples:
       if (fs.existsSync(opts.out) && fs.readdirSync(opts.out).length > 0) {
         throw new SaeError("usage", `${opts.out} already exists and is not empty`, "choose a new --out folder; harvesting never overwrites data");
       }
+      if (opts.show > 0 && !m.tokenizer) throw new SaeError("usage", "--show needs a tokenizer", "pass --tokenizer FILE (the model's llama2.c tokenizer) or set data.model.tokenizer");
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const lm = loadLlama(m.checkpoint);
+      const tok = opts.show > 0 ? new Tokenizer(m.tokenizer!, lm.config.vocab) : null; // checked before the work
       const spec = harvestSpec(config, lm, engine.engine);
       const sequences = datasetSequences(config, spec);
       const shardRows = Math.max(1, Math.floor((opts.shardMb * 2 ** 20) / (4 * lm.config.dim)));
@@ -66,9 +70,7 @@ Examples:
         io.err(`  ${done}/${sequences} sequences, ${Math.round(rate)} tok/s`);
       });
       io.out(`wrote ${manifest.shards.length} shard${manifest.shards.length === 1 ? "" : "s"}, ${sequences * spec.P} rows, tokens.npy and manifest.json to ${opts.out}`);
-      if (opts.show > 0) {
-        if (!m.tokenizer) throw new SaeError("usage", "--show needs a tokenizer", "set data.model.tokenizer to the model's llama2.c tokenizer file");
-        const tok = new Tokenizer(m.tokenizer, lm.config.vocab);
+      if (tok) {
         const all = readTokens(path.join(opts.out, "tokens.npy"), spec.P, lm.config.vocab).ids;
         for (let s = 0; s < Math.min(opts.show, sequences); s++) io.out(`[${s}] ${tok.decode(all.subarray(s * spec.P, (s + 1) * spec.P))}`);
       }
