@@ -104,9 +104,11 @@ function runCase(c: Case, shape: Shape, steps: number): Row {
   const needed = 4 * s.p.buf.byteLength + X.byteLength + model.workspaceBytes();
   const peak = peakRssBytes() - baseline - W.byteLength - P.byteLength; // the GEMM probe's arrays are not the step's
   const ratio = ms / gemmMs;
+  // the targets (issue 5) are set at the big shape; at the small one fixed per-call costs dominate
+  const target = shape === BIG ? c.target ?? null : null;
   return {
     shape: `B=${B} D=${D} H=${H} K=${shape.K}`, case: c.name, ms_per_step: ms, gemm_ms: gemmMs, gemm_gflops: (2 * B * D * H) / (gemmMs * 1e6), ratio,
-    target: c.target ?? null, ok: c.target ? ratio <= c.target : null, l0, peak_rss_mib: peak / 2 ** 20, needed_mib: needed / 2 ** 20, memory_ratio: peak / needed,
+    target, ok: target !== null ? ratio <= target : null, l0, peak_rss_mib: peak / 2 ** 20, needed_mib: needed / 2 ** 20, memory_ratio: peak / needed,
   };
 }
 
@@ -126,7 +128,7 @@ if (caseArg >= 0) {
   const rows: Row[] = [];
   const self = fileURLToPath(import.meta.url);
   for (const shape of shapes) {
-    if (!json) console.log(`\n${shape === "big" ? "B=4096 D=768 H=16384 K=32" : "B=1024 D=128 H=1024 K=16"}`);
+    if (!json) console.log(`\n${shape === "big" ? "B=4096 D=768 H=16384 K=32" : "B=1024 D=128 H=1024 K=16 (no targets: at this size fixed per-call costs dominate)"}`);
     for (let i = 0; i < CASES.length; i++) {
       const r = spawnSync(process.execPath, ["--import", "tsx", self, "--case", String(i), "--steps", String(steps), ...(shape === "big" ? ["--big"] : [])], { encoding: "utf8", maxBuffer: 1 << 20 });
       if (r.status !== 0) throw new Error(`bench case ${CASES[i].name} failed:\n${r.stderr}`);
