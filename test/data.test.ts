@@ -66,6 +66,28 @@ test("float16 and bfloat16 files are widened exactly; 3-D files know their seque
   assert.equal(s.seqLen, 7);
 });
 
+test("safetensors activations in F16 and BF16 are widened like .npy ones", () => {
+  const dir = tmpDir();
+  const write = (file: string, dtype: string, bits: Uint16Array, shape: number[]) => {
+    let json = JSON.stringify({ acts: { dtype, shape, data_offsets: [0, bits.byteLength] } });
+    json += " ".repeat((8 - (json.length % 8)) % 8);
+    const head = Buffer.alloc(8);
+    head.writeBigUInt64LE(BigInt(json.length));
+    fs.writeFileSync(file, Buffer.concat([head, Buffer.from(json), Buffer.from(bits.buffer)]));
+  };
+  const out = new Float32Array(4);
+  write(path.join(dir, "h.safetensors"), "F16", Uint16Array.of(0x3c00, 0xc000, 0x3800, 0x0001), [2, 2]);
+  openSafetensors(path.join(dir, "h.safetensors"), undefined).read(0, 2, out);
+  assert.deepEqual(Array.from(out), [1, -2, 0.5, 2 ** -24]);
+  write(path.join(dir, "b.safetensors"), "BF16", Uint16Array.of(0x3f80, 0xc000, 0x3f00, 0x4049), [1, 2, 2]);
+  const b = openSafetensors(path.join(dir, "b.safetensors"), "acts");
+  assert.equal(b.seqLen, 2);
+  b.read(0, 2, out);
+  assert.deepEqual(Array.from(out), [1, -2, 0.5, 3.140625]);
+  write(path.join(dir, "i.safetensors"), "I16", Uint16Array.of(1, 2), [1, 2]);
+  assert.throws(() => openSafetensors(path.join(dir, "i.safetensors"), undefined), /tensor acts has dtype I16; expected F32, F16 or BF16/);
+});
+
 test("a sharded folder serves the same batches as one file with the same rows; safetensors by tensor name", () => {
   const dir = tmpDir(), N = 3000, D = 8, all = indexed(N, D);
   writeNpyRaw(path.join(dir, "all.npy"), "<f4", [N, D], all);
