@@ -99,6 +99,7 @@ export function harvestGroup(spec: HarvestSpec, g: number): { tokens: Int32Array
   }]);
   const rngs = spec.tokens ? null : Array.from({ length: S }, (_, s) => new Rng(spec.seed, SAMPLE_STREAM, g * S + s));
   const cur = new Int32Array(S);
+  const weights = new Float64Array(V); // sampling scratch
   for (let s = 0; s < S; s++) {
     // a token file shorter than the group repeats its last sequence (only padding; never used)
     tokens[s * P] = spec.tokens ? spec.tokens.ids[Math.min(g * S + s, spec.tokens.count - 1) * P] : BOS;
@@ -108,24 +109,24 @@ export function harvestGroup(spec: HarvestSpec, g: number): { tokens: Int32Array
     const logits = lm.step(cur, pos);
     if (pos + 1 === P) break;
     for (let s = 0; s < S; s++) {
-      tokens[s * P + pos + 1] = spec.tokens ? spec.tokens.ids[Math.min(g * S + s, spec.tokens.count - 1) * P + pos + 1] : sample(logits, s, V, spec.temperature, rngs![s]);
+      tokens[s * P + pos + 1] = spec.tokens ? spec.tokens.ids[Math.min(g * S + s, spec.tokens.count - 1) * P + pos + 1] : sample(logits, s, V, spec.temperature, rngs![s], weights);
     }
   }
   return { tokens, acts };
 }
 
 /** a token from softmax(logits/temperature) (argmax at temperature 0) */
-function sample(logits: Float64Array, row: number, V: number, temperature: number, rng: Rng): number {
+function sample(logits: Float64Array, row: number, V: number, temperature: number, rng: Rng, weights: Float64Array): number {
   const o = row * V;
   let best = 0;
   for (let i = 1; i < V; i++) if (logits[o + i] > logits[o + best]) best = i;
   if (temperature === 0) return best;
   const max = logits[o + best];
   let sum = 0;
-  for (let i = 0; i < V; i++) sum += Math.exp((logits[o + i] - max) / temperature);
+  for (let i = 0; i < V; i++) sum += weights[i] = Math.exp((logits[o + i] - max) / temperature);
   let u = rng.next() * sum;
   for (let i = 0; i < V; i++) {
-    u -= Math.exp((logits[o + i] - max) / temperature);
+    u -= weights[i];
     if (u <= 0) return i;
   }
   return V - 1;
