@@ -155,6 +155,9 @@ test("sae harvest + a file config trains exactly the run that harvesting on the 
   assert.equal(ev("fly").downstream.sequences, 20); // ceil(1260 / 63) held-out sequences
   assert.match(fly.out, /ce_loss_recovered/);
 
+  const listed = await cli(["runs", "--runs-dir", runs, "--wide"]);
+  assert.match(listed.out, new RegExp(`^fly .* ${ev("fly").downstream.ce_loss_recovered.toFixed(4)}$`, "m"));
+
   // sae eval --model on the run: the same numbers
   const e = await cli(["eval", "fly", "--runs-dir", runs, "--model", model("aidreams260K.bin"), "--json"]);
   assert.equal(e.code, 0, e.err);
