@@ -327,14 +327,18 @@ float kth_largest(const float* a, int64_t n, int64_t k) {
       for (int64_t i = b; i < e; i++) h[order_bits(a[i]) >> 16]++;
     }
   });
+  // the bucket, from the top, that holds the need-th largest entry; need becomes its rank inside it
   int64_t need = k;
-  uint32_t hi = 0;
-  for (int64_t bucket = (1 << 16) - 1; bucket >= 0; bucket--) {
-    int64_t c = 0;
-    for (int t = 0; t < nt; t++) c += hist[t][bucket];
-    if (c >= need) { hi = (uint32_t)bucket; break; }
-    need -= c;
-  }
+  auto pick = [&]() -> uint32_t {
+    for (int64_t bucket = (1 << 16) - 1; bucket >= 0; bucket--) {
+      int64_t c = 0;
+      for (int t = 0; t < nt; t++) c += hist[t][bucket];
+      if (c >= need) return (uint32_t)bucket;
+      need -= c;
+    }
+    return 0;
+  };
+  const uint32_t hi = pick();
   // pass 2: the low 16 bits, among the entries of that bucket
   for (auto& h : hist) std::fill(h.begin(), h.end(), 0);
   parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
@@ -347,13 +351,7 @@ float kth_largest(const float* a, int64_t n, int64_t k) {
       }
     }
   });
-  uint32_t lo = 0;
-  for (int64_t bucket = (1 << 16) - 1; bucket >= 0; bucket--) {
-    int64_t c = 0;
-    for (int t = 0; t < nt; t++) c += hist[t][bucket];
-    if (c >= need) { lo = (uint32_t)bucket; break; }
-    need -= c;
-  }
+  const uint32_t lo = pick();
   return from_order_bits((hi << 16) | lo);
 }
 

@@ -12,6 +12,10 @@ import { openManifest, openNpy, openSafetensors } from "../src/data/store.ts";
 import { StreamSource } from "../src/data/stream.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import { mnistStore } from "../src/data/mnist.ts";
+import { loadConfig } from "../src/config/load.ts";
+import { createRunDir } from "../src/io/run.ts";
+import { train } from "../src/train/loop.ts";
+import { selectEngine } from "../src/engine/index.ts";
 
 function writeNpyRaw(file: string, descr: string, shape: number[], data: ArrayBufferView): void {
   fs.writeFileSync(file, Buffer.concat([npyHeader(descr, shape), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
@@ -208,10 +212,6 @@ test("a 1 GiB activation file trains under a 64 MiB shuffle buffer with bounded 
 });
 
 test("an interrupted run on an activation file resumes exactly (mid-epoch, mid-group of the shuffle buffer)", async () => {
-  const { loadConfig } = await import("../src/config/load.ts");
-  const { createRunDir } = await import("../src/io/run.ts");
-  const { train } = await import("../src/train/loop.ts");
-  const { selectEngine } = await import("../src/engine/index.ts");
   const dir = tmpDir(), D = 16, N = 6000;
   const X = new Float32Array(N * D);
   let seed = 7;

@@ -16,6 +16,7 @@ import { configFromObject } from "../src/config/load.ts";
 import { createModel } from "../src/sae/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { harvestGroup } from "../src/lm/harvest.ts";
+import { writeNpy } from "../src/data/npy.ts";
 
 const MODELS = process.env.SAE_SHARED_MODELS;
 if (!MODELS && process.env.CI) throw new Error("SAE_SHARED_MODELS must point at ../shared/models under CI");
@@ -187,7 +188,6 @@ test("harvesting from a token file: the ids are run as given; bad ids and short 
   // 70 sequences of 32 tokens cut from the reference's greedy and pseudo-random ids
   const rows = 70, P = 32, ids = new Int32Array(rows * P);
   for (let s = 0; s < rows; s++) for (let t = 0; t < P; t++) ids[s * P + t] = t === 0 ? 1 : (s % 2 ? ref.lcg_ids : ref.greedy_ids)[(s * 7 + t) % 128];
-  const { writeNpy } = await import("../src/data/npy.ts");
   writeNpy(path.join(dir, "ids.npy"), ids, [rows, P]);
   // context_size defaults to the file's 32 tokens per sequence
   const r = await cli(["harvest", "--model", model("aidreams260K.bin"), "--layer", "1", "--site", "mlp_out", "--tokens", path.join(dir, "ids.npy"), "--out", path.join(dir, "acts")]);

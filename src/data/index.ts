@@ -7,7 +7,7 @@ import { SyntheticSource } from "./synthetic.ts";
 import { StreamSource } from "./stream.ts";
 import { SkipStore, openManifest, openNpy, openSafetensors, readManifest, type RowStore } from "./store.ts";
 import { mnistStore, MNIST_D } from "./mnist.ts";
-import { loadLlama, type LlamaModel } from "../lm/llama.ts";
+import { llamaHeader, loadLlama, type LlamaModel } from "../lm/llama.ts";
 import { HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
 import { SaeError } from "../errors.ts";
 
@@ -102,8 +102,7 @@ export function probeData(d: DataConfig, where: (p: string[]) => string): number
   if (d.source === "model") {
     if (!d.model) fail(["data", "source"], "source is model, but data.model is missing", "add data.model.checkpoint and data.model.layer");
     const m = d.model!;
-    const lm = wrap(["data", "model", "checkpoint"], () => loadLlama(m.checkpoint));
-    const cfg = lm.config;
+    const cfg = wrap(["data", "model", "checkpoint"], () => llamaHeader(m.checkpoint)).config;
     if (m.layer >= cfg.layers) fail(["data", "model", "layer"], `layer ${m.layer} does not exist; ${path.basename(m.checkpoint)} has layers 0..${cfg.layers - 1}`, `use a layer in 0..${cfg.layers - 1}`);
     if (m.context_size !== undefined && m.context_size > cfg.seqLen) fail(["data", "model", "context_size"], `${m.context_size} exceeds the model's context length ${cfg.seqLen}`, `use at most ${cfg.seqLen}`);
     if (m.tokens) wrap(["data", "model", "tokens"], () => readTokens(m.tokens!, sequenceLength(m.context_size, cfg.seqLen, m.tokens), cfg.vocab));

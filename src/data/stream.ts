@@ -87,10 +87,6 @@ export class StreamSource implements DataSource {
     return out;
   }
 
-  evalSize(n: number): number {
-    return Math.min(n, this.evalRows);
-  }
-
   evalSequences(count: number): EvalSequences | null {
     if (!this.opts.evalSequences || !this.store.seqLen) return null;
     const first = this.trainRows / this.store.seqLen;

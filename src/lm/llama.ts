@@ -49,25 +49,44 @@ export interface LlamaModel {
 
 export const BOS = 1;
 
-export function loadLlama(file: string): LlamaModel {
-  let buf: Buffer;
+/**
+ * A checkpoint's header, checked against the file's size, without reading the weights (config
+ * validation needs only this). floats: the number of float32 values after the header.
+ */
+export function llamaHeader(file: string): { config: LlamaConfig; sharedClassifier: boolean; floats: number } {
+  let fd: number;
   try {
-    buf = fs.readFileSync(file);
+    fd = fs.openSync(file, "r");
   } catch (err) {
     throw new SaeError("data", `cannot read model checkpoint ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, "give the path of a llama2.c .bin checkpoint");
   }
+  const head = Buffer.alloc(28);
+  let got: number, size: number;
+  try {
+    got = fs.readSync(fd, head, 0, 28, 0);
+    size = fs.fstatSync(fd).size;
+  } finally {
+    fs.closeSync(fd);
+  }
   const bad = (what: string) => new SaeError("data", `${file} is not a llama2.c checkpoint: ${what}`, "the format is seven int32 (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len) then float32 weights");
-  if (buf.length < 28) throw bad(`${buf.length} bytes, shorter than the 28-byte header`);
-  const h = Array.from({ length: 7 }, (_, i) => buf.readInt32LE(4 * i));
+  if (got < 28) throw bad(`${size} bytes, shorter than the 28-byte header`);
+  const h = Array.from({ length: 7 }, (_, i) => head.readInt32LE(4 * i));
   const [dim, hidden, layers, heads, kvHeads, vocabSigned, seqLen] = h;
   const vocab = Math.abs(vocabSigned);
   if (h.some((v, i) => (i === 5 ? v === 0 : v <= 0)) || h.some((v) => Math.abs(v) > 1 << 20)) throw bad(`implausible header ${JSON.stringify(h)}`);
   if (dim % heads !== 0 || heads % kvHeads !== 0 || (dim / heads) % 2 !== 0) throw bad(`dim ${dim}, n_heads ${heads}, n_kv_heads ${kvHeads} do not divide (head size must be even)`);
   const kv = (dim / heads) * kvHeads;
-  const headSize = dim / heads;
-  const sizes = [vocab * dim, layers * dim, layers * dim * dim, layers * kv * dim, layers * kv * dim, layers * dim * dim, layers * dim, layers * hidden * dim, layers * dim * hidden, layers * hidden * dim, dim, seqLen * headSize];
+  const sizes = [vocab * dim, layers * dim, layers * dim * dim, layers * kv * dim, layers * kv * dim, layers * dim * dim, layers * dim, layers * hidden * dim, layers * dim * hidden, layers * hidden * dim, dim, seqLen * (dim / heads)];
   const floats = sizes.reduce((a, b) => a + b, 0) + (vocabSigned < 0 ? vocab * dim : 0);
-  if (buf.length !== 28 + 4 * floats) throw bad(`the header promises ${28 + 4 * floats} bytes, the file has ${buf.length} (truncated or a different format)`);
+  if (size !== 28 + 4 * floats) throw bad(`the header promises ${28 + 4 * floats} bytes, the file has ${size} (truncated or a different format)`);
+  return { config: { dim, hidden, layers, heads, kvHeads, vocab, seqLen }, sharedClassifier: vocabSigned > 0, floats };
+}
+
+export function loadLlama(file: string): LlamaModel {
+  const { config, sharedClassifier, floats } = llamaHeader(file);
+  const { dim, hidden, layers, heads, kvHeads, vocab, seqLen } = config;
+  const kv = (dim / heads) * kvHeads, headSize = dim / heads;
+  const buf = fs.readFileSync(file);
   const f32 = new Float32Array(floats);
   Buffer.from(f32.buffer).set(buf.subarray(28));
   const all = Float64Array.from(f32);
@@ -78,11 +97,11 @@ export function loadLlama(file: string): LlamaModel {
   const wo = take(layers * dim * dim), rmsFfn = take(layers * dim), w1 = take(layers * hidden * dim), w2 = take(layers * dim * hidden);
   const w3 = take(layers * hidden * dim), rmsFinal = take(dim);
   take(seqLen * headSize); // the two legacy RoPE tables
-  const classifier = vocabSigned < 0 ? take(vocab * dim) : embedding;
+  const classifier = sharedClassifier ? embedding : take(vocab * dim);
   const slice = (a: Float64Array, l: number, n: number) => a.subarray(l * n, (l + 1) * n);
   return {
     file,
-    config: { dim, hidden, layers, heads, kvHeads, vocab, seqLen },
+    config,
     embedding,
     layers: Array.from({ length: layers }, (_, l) => ({
       rmsAtt: slice(rmsAtt, l, dim), wq: slice(wq, l, dim * dim), wk: slice(wk, l, kv * dim), wv: slice(wv, l, kv * dim), wo: slice(wo, l, dim * dim),
@@ -98,13 +117,6 @@ export type Hook = (act: Float32Array, pos: number) => void;
 
 /** writes: the hook overwrites the activation, and the forward pass continues from its values */
 export interface HookPoint { layer: number; site: Site; fn: Hook; writes?: boolean }
-
-/** Checks a (layer, site) against the model; the message names the config keys. */
-export function checkHookPoint(m: LlamaModel, layer: number, where: string): void {
-  if (layer < 0 || layer >= m.config.layers) {
-    throw new SaeError("config", `${where}: layer ${layer} does not exist; ${m.file} has layers 0..${m.config.layers - 1}`, `use a layer in 0..${m.config.layers - 1}`);
-  }
-}
 
 /**
  * S sequences advanced together, one position per `step`. The key/value cache holds `maxLen`
