@@ -5,7 +5,7 @@ import path from "node:path";
 import { configToYaml, loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
 import { createRunDir, findRun, newRunId, writeFileAtomic, writeStatus } from "../io/run.ts";
-import { finalConfig, saveFinal } from "../io/weights.ts";
+import { finalConfig, fromSaeLens, saveFinal } from "../io/weights.ts";
 import { exportRun, importFolder, type ExportFormat } from "../io/exchange.ts";
 import { createModel } from "../sae/index.ts";
 import { ParamSet } from "../sae/params.ts";
@@ -58,13 +58,7 @@ Examples:
       if (config.data.d_in !== imp.D) throw new SaeError("usage", `${folder} is an SAE for D = ${imp.D}; the data of ${opts.config} has D = ${config.data.d_in}`, "give the config of the data this SAE was trained on");
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);
-      const raw = new ParamSet(model.specs);
-      for (const { name } of model.specs) {
-        const v = imp.params[name];
-        if (name === "s") raw.get(name).fill(1);
-        else if (!v) throw new SaeError("data", `${folder} has no ${name} for a ${config.sae.variant} SAE`);
-        else raw.get(name).set(v);
-      }
+      const raw = fromSaeLens(imp.tensors, imp.file, model, "the folder does not match its cfg.json; re-export it");
       const id = opts.runId ?? newRunId(`imported-${path.basename(path.resolve(folder))}`.replace(/[^A-Za-z0-9_.-]/g, "-"), config.sae.variant);
       const dir = createRunDir(config.runs_dir, id);
       writeFileAtomic(path.join(dir, "config.yaml"), configToYaml(config));

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { readSafetensors, writeSafetensors, type Tensor } from "./safetensors.ts";
 import { writeFileAtomic } from "./run.ts";
+import { transpose } from "./weights.ts";
 import type { Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
 import { recordedSource } from "../data/store.ts";
@@ -51,9 +52,7 @@ export function exportRun(runDir: string, c: Config, format: ExportFormat, out: 
   }
   if (c.sae.variant !== "topk") throw new SaeError("usage", `sparsify holds TopK SAEs only; this run is ${c.sae.variant}`, "use --format saelens");
   const D: number = cfg.d_in, H: number = cfg.d_sae;
-  const Wenc = tensors.W_enc.data as Float32Array; // [D, H]
-  const encW = new Float32Array(H * D);
-  for (let d = 0; d < D; d++) for (let i = 0; i < H; i++) encW[i * D + d] = Wenc[d * H + i];
+  const encW = transpose(tensors.W_enc.data, D, H); // [H, D]
   // sparsify encodes W(x − b_dec) + b: without a pre-encoder bias, fold W·b_dec into the bias
   const bias = Float32Array.from(tensors.b_enc.data);
   if (!cfg.apply_b_dec_to_input) {
@@ -82,8 +81,9 @@ export interface ImportedSae {
   sae: Record<string, unknown>;
   D: number;
   H: number;
-  /** our parameter names → raw-unit values in our layout (W_enc [H, D]) */
-  params: Record<string, Float32Array>;
+  /** the weights in the SAELens layout (read with fromSaeLens once the model exists) */
+  tensors: Record<string, Tensor>;
+  file: string;
 }
 
 const VARIANT_OF: Record<string, { variant: string; flavour?: string }> = {
@@ -103,29 +103,18 @@ export function importFolder(dir: string): ImportedSae {
     throw new SaeError("data", `cannot read ${cfgFile}: ${(err as NodeJS.ErrnoException).code ?? "not valid JSON"}`, "give a SAELens or sparsify SAE folder (cfg.json with sae_weights.safetensors or sae.safetensors)");
   }
   const bad = (what: string) => new SaeError("data", `${dir}: ${what}`, "the folder does not match its cfg.json; re-export it");
-  const need = (t: Record<string, Tensor>, file: string, name: string, shape: number[]): Float32Array => {
-    const x = t[name];
-    if (!x) throw bad(`${file} has no tensor ${name}`);
-    if (x.dtype !== "F32") throw bad(`${file}: tensor ${name} is ${x.dtype}; this reader takes float32`);
-    if (x.shape.join(",") !== shape.join(",")) throw bad(`${file}: tensor ${name} has shape [${x.shape}], expected [${shape}]`);
-    return x.data as Float32Array;
-  };
-  if (fs.existsSync(path.join(dir, "sae.safetensors"))) {
+  const sparsify = path.join(dir, "sae.safetensors");
+  if (fs.existsSync(sparsify)) {
     const D = cfg.d_in, H = cfg.num_latents || Math.round(cfg.expansion_factor * D);
     if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and num_latents");
     if (cfg.activation && cfg.activation !== "topk") throw bad(`sparsify activation ${cfg.activation} is not supported (TopK only)`);
     if (cfg.skip_connection || cfg.transcode) throw bad("skip connections and transcoders are not supported");
-    const { tensors } = readSafetensors(path.join(dir, "sae.safetensors"));
-    return {
-      format: "sparsify", D, H,
-      sae: { variant: "topk", d_sae: H, k: cfg.k, apply_b_dec_to_input: true },
-      params: {
-        W_enc: Float32Array.from(need(tensors, "sae.safetensors", "encoder.weight", [H, D])),
-        b_enc: Float32Array.from(need(tensors, "sae.safetensors", "encoder.bias", [H])),
-        W_dec: Float32Array.from(need(tensors, "sae.safetensors", "W_dec", [H, D])),
-        b_dec: Float32Array.from(need(tensors, "sae.safetensors", "b_dec", [D])),
-      },
-    };
+    const t = readSafetensors(sparsify).tensors;
+    const enc = t["encoder.weight"];
+    if (!enc || enc.shape.join(",") !== `${H},${D}`) throw bad(`sae.safetensors: encoder.weight should have shape [${H},${D}], found ${enc ? `[${enc.shape}]` : "nothing"}`);
+    // renamed into the SAELens layout (W_enc [D, H]); fromSaeLens checks the rest
+    const tensors: Record<string, Tensor> = { W_enc: { dtype: "F32", shape: [D, H], data: transpose(enc.data, H, D) }, W_dec: t.W_dec, b_dec: t.b_dec, b_enc: t["encoder.bias"] };
+    return { format: "sparsify", D, H, tensors, file: sparsify, sae: { variant: "topk", d_sae: H, k: cfg.k, apply_b_dec_to_input: true } };
   }
   const arch = VARIANT_OF[cfg.architecture];
   if (!arch) throw bad(`cfg.json architecture ${JSON.stringify(cfg.architecture)} is not one of ${Object.keys(VARIANT_OF).join(", ")}`);
@@ -133,17 +122,9 @@ export function importFolder(dir: string): ImportedSae {
   if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and d_sae");
   if (cfg.normalize_activations && cfg.normalize_activations !== "none") throw bad(`normalize_activations ${cfg.normalize_activations} is not supported (export with the normalisation folded in)`);
   if (cfg.rescale_acts_by_decoder_norm) throw bad("rescale_acts_by_decoder_norm is not supported");
-  const file = "sae_weights.safetensors";
-  const { tensors } = readSafetensors(path.join(dir, file));
-  const We = need(tensors, file, "W_enc", [D, H]);
-  const W_enc = new Float32Array(H * D);
-  for (let d = 0; d < D; d++) for (let i = 0; i < H; i++) W_enc[i * D + d] = We[d * H + i];
-  const params: Record<string, Float32Array> = { W_enc, W_dec: Float32Array.from(need(tensors, file, "W_dec", [H, D])), b_dec: Float32Array.from(need(tensors, file, "b_dec", [D])) };
-  if (arch.variant === "gated") for (const n of ["b_gate", "b_mag", "r_mag"]) params[n] = Float32Array.from(need(tensors, file, n, [H]));
-  else params.b_enc = Float32Array.from(need(tensors, file, "b_enc", [H]));
-  if (arch.variant === "jumprelu") params.log_threshold = Float32Array.from(need(tensors, file, "threshold", [H]), Math.log);
+  const file = path.join(dir, "sae_weights.safetensors");
   return {
-    format: "saelens", D, H, params,
+    format: "saelens", D, H, file, tensors: readSafetensors(file).tensors,
     sae: { variant: arch.variant, ...(arch.flavour ? { flavour: arch.flavour } : {}), d_sae: H, apply_b_dec_to_input: cfg.apply_b_dec_to_input ?? true, ...(arch.variant === "topk" ? { k: cfg.k } : {}) },
   };
 }

@@ -19,7 +19,8 @@ const ARCHITECTURE: Record<Config["sae"]["variant"], string> = {
   standard: "standard", tanh: "standard", scaled: "standard", gated: "gated", topk: "topk", batchtopk: "jumprelu", jumprelu: "jumprelu",
 };
 
-function transpose(a: ArrayLike<number>, rows: number, cols: number): Float32Array {
+/** [rows, cols] → [cols, rows] */
+export function transpose(a: ArrayLike<number>, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
   return out;
@@ -71,12 +72,17 @@ export function saveFinal(dir: string, model: SaeModel, p: ParamSet, c: Config, 
 export function loadFinal(dir: string, model: SaeModel, ctor = Float32Array): ParamSet {
   const file = path.join(dir, "final", "sae_weights.safetensors");
   if (!fs.existsSync(file)) throw new SaeError("usage", `${dir} has no final weights (final/sae_weights.safetensors)`, "the run has not finished; `sae runs` shows its status");
-  const { tensors } = readSafetensors(file);
+  return fromSaeLens(readSafetensors(file).tensors, file, model, "the weights do not match the run's config.yaml", ctor);
+}
+
+/** Our parameters from SAELens tensors (the inverse of toSaeLens; s = 1, being folded into W_dec). */
+export function fromSaeLens(tensors: Record<string, Tensor>, file: string, model: SaeModel, hint: string, ctor = Float32Array): ParamSet {
   const { D, H } = model.dims;
   const p = new ParamSet(model.specs, ctor);
   const need = (name: string, shape: number[]) => {
     const t = tensors[name];
-    if (!t || t.shape.join(",") !== shape.join(",")) throw new SaeError("data", `${file}: tensor ${name} should have shape [${shape}], found ${t ? `[${t.shape}]` : "nothing"}`, "the weights do not match the run's config.yaml");
+    if (!t || t.shape.join(",") !== shape.join(",")) throw new SaeError("data", `${file}: tensor ${name} should have shape [${shape}], found ${t ? `[${t.shape}]` : "nothing"}`, hint);
+    if (t.dtype !== "F32") throw new SaeError("data", `${file}: tensor ${name} is ${t.dtype}; this reader takes float32`, hint);
     return t.data;
   };
   p.get("W_enc").set(transpose(need("W_enc", [D, H]), D, H));
