@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { cli, tmpDir } from "./helpers.ts";
-import { loadLlama, LlamaBatch, logProb } from "../src/lm/llama.ts";
+import { loadLlama, LlamaBatch } from "../src/lm/llama.ts";
 import { Tokenizer } from "../src/lm/tokenizer.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { selectEngine } from "../src/engine/index.ts";
@@ -23,6 +23,16 @@ if (!MODELS && process.env.CI) throw new Error("SAE_SHARED_MODELS must point at 
 const skip = MODELS ? false : "SAE_SHARED_MODELS is not set (the folder with aidreams260K.bin and stories260K.bin)";
 const model = (name: string) => path.join(MODELS ?? "", name);
 const native = selectEngine().engine;
+
+/** log-softmax of one row of logits at index t, written independently of src/eval/downstream.ts */
+function logProb(logits: Float64Array, row: number, V: number, t: number): number {
+  const o = row * V;
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[o + i] > max) max = logits[o + i];
+  let sum = 0;
+  for (let i = 0; i < V; i++) sum += Math.exp(logits[o + i] - max);
+  return logits[o + t] - max - Math.log(sum);
+}
 
 for (const name of ["aidreams260K", "stories260K"]) {
   for (const engine of [native, jsEngine]) {

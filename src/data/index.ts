@@ -1,11 +1,10 @@
-import fs from "node:fs";
 import path from "node:path";
 import type { Config, RawConfig } from "../config/schema.ts";
 import type { Engine } from "../engine/types.ts";
 import type { DataSource, EvalSequences } from "./source.ts";
 import { SyntheticSource } from "./synthetic.ts";
 import { StreamSource } from "./stream.ts";
-import { SkipStore, openManifest, openNpy, openSafetensors, readManifest, type RowStore } from "./store.ts";
+import { SkipStore, manifestPath, openManifest, openNpy, openSafetensors, readManifest, type RowStore } from "./store.ts";
 import { mnistStore, MNIST_D } from "./mnist.ts";
 import { llamaHeader, loadLlama, type LlamaModel } from "../lm/llama.ts";
 import { HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
@@ -50,8 +49,8 @@ function withSkip(store: RowStore, skip: number | undefined): RowStore {
 
 export function openFileStore(f: NonNullable<DataConfig["file"]>): RowStore {
   const p = f.path;
-  const isDir = fs.existsSync(p) && fs.statSync(p).isDirectory();
-  if (isDir || p.endsWith(".json")) return openManifest(isDir ? path.join(p, "manifest.json") : p);
+  const manifest = manifestPath(p);
+  if (manifest) return openManifest(manifest);
   if (p.endsWith(".npy")) return openNpy(p, f.dtype);
   if (p.endsWith(".safetensors")) {
     if (f.dtype !== "auto") throw new SaeError("config", `data.file.dtype applies to .npy files; ${p} states its own dtype`, "remove data.file.dtype");
@@ -62,7 +61,7 @@ export function openFileStore(f: NonNullable<DataConfig["file"]>): RowStore {
 
 /** For a sharded folder whose manifest names its token ids: a reader of sequences [first, first + count). */
 function manifestTokens(p: string): ((first: number, count: number) => EvalSequences) | null {
-  const file = fs.existsSync(p) && fs.statSync(p).isDirectory() ? path.join(p, "manifest.json") : p.endsWith(".json") ? p : null;
+  const file = manifestPath(p);
   if (!file) return null;
   const m = readManifest(file);
   if (!m.tokens || !m.seq_len) return null;

@@ -203,10 +203,18 @@ export function readManifest(file: string): Manifest {
   return m;
 }
 
+/** The manifest a data path names: a folder's manifest.json, or a .json file; null for a plain file. */
+export function manifestPath(p: string): string | null {
+  if (p.endsWith(".json")) return p;
+  return fs.existsSync(p) && fs.statSync(p).isDirectory() ? path.join(p, "manifest.json") : null;
+}
+
 /** What a folder's manifest says it was harvested from (sae harvest records checkpoint, layer, site), or null. */
 export function recordedSource(p: string): { checkpoint?: string; layer?: number; site?: string } | null {
+  const file = manifestPath(p);
+  if (!file) return null;
   try {
-    const src = JSON.parse(fs.readFileSync(p.endsWith(".json") ? p : path.join(p, "manifest.json"), "utf8")).source;
+    const src = JSON.parse(fs.readFileSync(file, "utf8")).source;
     return src && typeof src === "object" ? src : null;
   } catch {
     return null;

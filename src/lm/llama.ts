@@ -231,13 +231,3 @@ function rope(a: Float64Array, S: number, width: number, hs: number, pos: number
     }
   }
 }
-
-/** log-softmax of one row of logits, at index t */
-export function logProb(logits: Float64Array, row: number, V: number, t: number): number {
-  const o = row * V;
-  let max = -Infinity;
-  for (let i = 0; i < V; i++) if (logits[o + i] > max) max = logits[o + i];
-  let sum = 0;
-  for (let i = 0; i < V; i++) sum += Math.exp(logits[o + i] - max);
-  return logits[o + t] - max - Math.log(sum);
-}
