@@ -1,8 +1,8 @@
 // Float64 finite-difference gradient checks of every variant over every parameter (tiny shapes).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createStandard } from "../src/sae/standard.ts";
-import { createTopK } from "../src/sae/topk.ts";
+import { createStandard } from "../src/sae/standard/index.ts";
+import { createTopK } from "../src/sae/topk/fast.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { Rng } from "../src/train/rng.ts";
 import { gradCheck, randn, randomParams } from "./helpers.ts";
@@ -111,11 +111,11 @@ test("topk: AuxK gradients reach only dead latents' encoder and decoder rows", (
 });
 
 // ---- the variants of the research after Standard and TopK ----
-import { createTanh } from "../src/sae/tanh.ts";
-import { createScaled } from "../src/sae/scaled.ts";
-import { createGated, gatedThreshold } from "../src/sae/gated.ts";
-import { createJumpRelu } from "../src/sae/jumprelu.ts";
-import { createBatchTopK } from "../src/sae/batchtopk.ts";
+import { createTanh } from "../src/sae/tanh/index.ts";
+import { createScaled } from "../src/sae/scaled/index.ts";
+import { createGated, gatedThreshold } from "../src/sae/gated/fast.ts";
+import { createJumpRelu } from "../src/sae/jumprelu/fast.ts";
+import { createBatchTopK } from "../src/sae/batchtopk/fast.ts";
 
 for (const flavour of ["constrained", "april"] as const) {
   test(`tanh (${flavour}): gradients match finite differences`, () => {
@@ -298,7 +298,7 @@ function gradCheckExcept(model: Parameters<typeof gradCheck>[0], p: Parameters<t
 }
 
 test("topk: the blocked encoder (GEMM + selection per block of rows) gives the same result as one block", async () => {
-  const { setEncoderBlockRows, ENCODER_BLOCK_ROWS } = await import("../src/sae/topk.ts");
+  const { setEncoderBlockRows, ENCODER_BLOCK_ROWS } = await import("../src/sae/topk/fast.ts");
   const keep = ENCODER_BLOCK_ROWS;
   const Bb = 11, Hh = 30;
   const dead = new Uint8Array(Hh).map((_, i) => (i % 4 === 0 ? 1 : 0));

@@ -2,8 +2,8 @@
 // data, and the scaling-factor fold.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createStandard } from "../src/sae/standard.ts";
-import { createTopK } from "../src/sae/topk.ts";
+import { createStandard } from "../src/sae/standard/index.ts";
+import { createTopK } from "../src/sae/topk/fast.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { selectEngine } from "../src/engine/index.ts";

@@ -2,13 +2,13 @@
 import type { Config } from "../config/schema.ts";
 import type { Arr } from "../engine/types.ts";
 import type { SaeModel } from "./variant.ts";
-import { createStandard } from "./standard.ts";
-import { createTanh } from "./tanh.ts";
-import { createScaled } from "./scaled.ts";
-import { createGated } from "./gated.ts";
-import { createTopK } from "./topk.ts";
-import { createBatchTopK } from "./batchtopk.ts";
-import { createJumpRelu } from "./jumprelu.ts";
+import { createStandard } from "./standard/index.ts";
+import { createTanh } from "./tanh/index.ts";
+import { createScaled } from "./scaled/index.ts";
+import { createGated } from "./gated/fast.ts";
+import { createTopK } from "./topk/fast.ts";
+import { createBatchTopK } from "./batchtopk/fast.ts";
+import { createJumpRelu } from "./jumprelu/fast.ts";
 
 export interface VariantInfo {
   /** the sparsity coefficient this variant reads from the config, if it has a penalty */

@@ -5,9 +5,9 @@
 //   april       — Anthropic's April-2024 update, dictionary_learning StandardTrainerAprilUpdate,
 //                 SAELens `standard`: free decoder, penalty λ·Σ_i f_i·‖d_i‖.
 // The pipeline (five GEMMs) is in relu.ts; this file picks the penalty and the decoder handling.
-import type { Arr } from "../engine/types.ts";
-import type { Dims, SaeModel } from "./variant.ts";
-import { createReluSae, l1Penalty } from "./relu.ts";
+import type { Arr } from "../../engine/types.ts";
+import type { Dims, SaeModel } from "../variant.ts";
+import { createReluSae, l1Penalty } from "../relu.ts";
 
 export interface StandardOptions {
   flavour: "constrained" | "april";

@@ -4,11 +4,11 @@
 //   loss = Σ_d (x − x̂)² (mean over tokens) + α·AuxK
 // The code is sparse: decode gathers K decoder rows, and weight gradients touch only the selected
 // latents (sparse outer products), so after the encoder GEMM a step costs O(B·K·D).
-import type { Arr } from "../engine/types.ts";
-import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "./variant.ts";
-import { AuxK, sparseBackward } from "./sparse.ts";
-import type { ParamSet } from "./params.ts";
+import type { Arr } from "../../engine/types.ts";
+import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
+import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "../variant.ts";
+import { AuxK, sparseBackward } from "../sparse.ts";
+import type { ParamSet } from "../params.ts";
 
 export interface TopKOptions {
   k: number;

@@ -11,11 +11,11 @@
 // W_gate is stored as W_enc (SAELens's name); there is no b_enc.
 // As in relu.ts, once no row opens more than H/16 gates (sparse.ts), both decodes and all
 // gradients after the encoder GEMM run over the open (row, latent) pairs only.
-import type { Arr } from "../engine/types.ts";
-import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "./variant.ts";
-import { Sparsifier } from "./sparse.ts";
-import type { ParamSet } from "./params.ts";
+import type { Arr } from "../../engine/types.ts";
+import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "../variant.ts";
+import { Sparsifier } from "../sparse.ts";
+import type { ParamSet } from "../params.ts";
 
 export interface GatedOptions {
   flavour: "paper" | "saelens";

@@ -3,9 +3,9 @@
 // coefficient A: same pressure on marginal features), and the penalty saturates at A/B, so
 // strongly active features are not shrunk. A = sae.l1_coefficient, B = sae.tanh_scale.
 //   ∂/∂f_i = A‖d_i‖·sech²(B f_i‖d_i‖),  ∂/∂‖d_i‖ = A f_i·sech²(B f_i‖d_i‖)
-import type { Arr } from "../engine/types.ts";
-import type { Dims, SaeModel } from "./variant.ts";
-import { createReluSae, type Penalty } from "./relu.ts";
+import type { Arr } from "../../engine/types.ts";
+import type { Dims, SaeModel } from "../variant.ts";
+import { createReluSae, type Penalty } from "../relu.ts";
 
 export interface TanhOptions {
   /** B: inverse saturation scale, in (normalised) activation units */

@@ -12,12 +12,12 @@
 // when no row had all kc of its candidates at or above the cut (second way); otherwise the blocks
 // are computed again with more candidates. The cut is the (k·B)-th largest candidate (an exact
 // radix select); ties at the cut go to the earlier row-major position.
-import type { Arr, Engine } from "../engine/types.ts";
-import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
-import { AuxK, sparseBackward } from "./sparse.ts";
-import { ENCODER_BLOCK_ROWS, type TopKOptions } from "./topk.ts";
-import type { ParamSet } from "./params.ts";
+import type { Arr, Engine } from "../../engine/types.ts";
+import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "../variant.ts";
+import { AuxK, sparseBackward } from "../sparse.ts";
+import { ENCODER_BLOCK_ROWS, type TopKOptions } from "../topk/fast.ts";
+import type { ParamSet } from "../params.ts";
 
 /** the same options as TopK; k is the mean number of active latents per token */
 export type BatchTopKOptions = TopKOptions;

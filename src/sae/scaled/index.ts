@@ -5,9 +5,9 @@
 // s grow, zeroing the penalty at unchanged reconstruction. The trainer enforces this. Phase 2
 // fine-tunes without the penalty and with parts frozen (`sae finetune --mode scale|
 // unrotated_decoder|decoder|encoder`).
-import type { Arr } from "../engine/types.ts";
-import type { Dims, SaeModel } from "./variant.ts";
-import { createReluSae, l1Penalty } from "./relu.ts";
+import type { Arr } from "../../engine/types.ts";
+import type { Dims, SaeModel } from "../variant.ts";
+import { createReluSae, l1Penalty } from "../relu.ts";
 
 export interface ScaledOptions {
   applyBDecToInput: boolean;

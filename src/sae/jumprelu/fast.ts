@@ -7,11 +7,11 @@
 //   ∂F/∂θ := −(θ/ε)·K((P − θ)/ε),  ∂H(P − θ)/∂θ := −(1/ε)·K((P − θ)/ε),  ∂H/∂P := 0
 // and ∂L/∂log θ = θ·∂L/∂θ (the chain rule the BatchTopK repository forgets). So the L0 term trains
 // only θ; W_enc and b_enc learn from the reconstruction alone (∂F/∂P = H(P − θ)).
-import type { Arr } from "../engine/types.ts";
-import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
-import type { ParamSet } from "./params.ts";
-import { Sparsifier } from "./sparse.ts";
+import type { Arr } from "../../engine/types.ts";
+import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
+import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "../variant.ts";
+import type { ParamSet } from "../params.ts";
+import { Sparsifier } from "../sparse.ts";
 
 export interface JumpReluOptions {
   /** ε of the rectangle kernel, in (normalised) activation units */
