@@ -1,12 +1,11 @@
 import { Command } from "commander";
-import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
-import { findRun, writeFileAtomic } from "../io/run.ts";
-import { finalConfig, loadFinal } from "../io/weights.ts";
+import { findRun, readEvalFile, writeEval } from "../io/run.ts";
+import { finalConfig, loadFinal } from "../sae/weights.ts";
 import { createModel } from "../sae/index.ts";
-import { createSource } from "../data/index.ts";
+import { createSource, probeData } from "../data/index.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
 import type { CliIo } from "./io.ts";
 import { fmtNum, nonNegativeInt, positiveInt } from "./common.ts";
@@ -37,7 +36,7 @@ Examples:
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
       const dir = findRun(opts.runsDir, arg);
-      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
+      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);
       const p = loadFinal(dir, model);
@@ -49,7 +48,7 @@ Examples:
       if (plan) result.downstream = downstreamEval({ ...plan, sae: model, params: p });
       // keep the per-phase evaluations training wrote; the rest is this evaluation
       const phases = (readEval(dir) as { phases?: unknown } | null)?.phases;
-      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result, ...(phases ? { phases } : {}) }, null, 2) + "\n");
+      writeEval(dir, { ...result, ...(phases ? { phases } : {}) });
       if (opts.json) io.out(JSON.stringify(result, null, 2));
       else {
         io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
@@ -100,9 +99,5 @@ function pct(x: number): string {
 }
 
 export function readEval(dir: string): EvalResult | null {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8")) as EvalResult;
-  } catch {
-    return null;
-  }
+  return readEvalFile(dir) as EvalResult | null;
 }

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import path from "node:path";
+import { probeData } from "../data/index.ts";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
 import { findRun, readStatus } from "../io/run.ts";
@@ -24,7 +25,7 @@ Examples:
       const dir = findRun(opts.runsDir, arg);
       const status = readStatus(dir);
       if (status?.status === "done") throw new SaeError("usage", `run ${path.basename(dir)} is done; there is nothing to resume`, "`sae finetune` starts a new run from it");
-      const { config } = loadConfig(path.join(dir, "config.yaml"));
+      const { config } = loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData });
       const engine = selectEngine(opts.threads ?? config.train.threads);
       await execute(io, config, dir, path.basename(dir), engine, true);
     });

@@ -2,7 +2,7 @@ import { Command } from "commander";
 import path from "node:path";
 import { listRunIds, readStatus } from "../io/run.ts";
 import { loadConfig } from "../config/load.ts";
-import { K_VARIANTS } from "../config/schema.ts";
+import { variantDef } from "../sae/index.ts";
 import type { CliIo } from "./io.ts";
 import { readEval } from "./eval.ts";
 
@@ -45,9 +45,8 @@ Examples:
 /** the run's sparsity setting: k for TopK-style variants, else the penalty coefficient */
 function knob(dir: string): string {
   try {
-    const c = loadConfig(path.join(dir, "config.yaml"), [], { checkData: false }).config;
-    if (K_VARIANTS.has(c.sae.variant)) return `k=${c.sae.k}`;
-    return c.sae.variant === "jumprelu" ? `λ0=${c.sae.l0_coefficient}` : `λ=${c.sae.l1_coefficient}`;
+    const c = loadConfig(path.join(dir, "config.yaml")).config;
+    return variantDef(c.sae.variant).knob(c.sae);
   } catch {
     return "?";
   }

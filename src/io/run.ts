@@ -59,6 +59,25 @@ export function writeFileAtomic(file: string, text: string): void {
   fs.renameSync(tmp, file);
 }
 
+/**
+ * The one writer of a run's eval.json: the evaluation of final/ (raw input units), with `extra`
+ * (the run id, the phases' evaluations, an import's source) in front. docs/formats.md#evaljson
+ */
+export function writeEval(dir: string, result: object, extra: Record<string, unknown> = {}): void {
+  const doc = { run: path.basename(path.resolve(dir)), units: "raw input (scale folded into the weights)", ...extra, ...result };
+  writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify(doc, null, 2) + "\n");
+}
+
+/** a run's eval.json, or null when it has none or it cannot be read */
+export function readEvalFile(dir: string): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8"));
+    return v && typeof v === "object" && !Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
+}
+
 export function writeStatus(dir: string, s: RunStatus): void {
   writeFileAtomic(path.join(dir, "status.json"), JSON.stringify(s, null, 2) + "\n");
 }
