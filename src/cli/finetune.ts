@@ -1,18 +1,18 @@
 import { Command, Option } from "commander";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
-import { FINETUNE_MODES, FREEZE_GROUPS } from "../config/schema.ts";
+import { FINETUNE_MODES, FREEZE_GROUPS, VARIANT_KEYS } from "../config/schema.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
-import { findRun, readStatus } from "../io/run.ts";
+import { readStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
-import { collect, nonNegativeFloat, positiveFloat, positiveInt } from "./common.ts";
+import { collect, nonNegativeFloat, pickRun, positiveFloat, positiveInt, runArgHelp } from "./common.ts";
 import { runTraining } from "./train.ts";
 
 export function finetuneCommand(io: CliIo): Command {
   return new Command("finetune")
     .description("start a new run from a finished run's weights, with the penalty off and parts frozen")
-    .argument("<run>", "the parent run (id, unique prefix, or folder)")
+    .argument("[run]", `the parent run: ${runArgHelp("finished")}`)
     .option("--freeze <groups>", `comma-separated groups that do not change: ${FREEZE_GROUPS.join(", ")}`)
     .addOption(new Option("--mode <mode>", "train only what this mode trains (feature-suppression study): scale (s), unrotated_decoder (s, b_dec), decoder (s, W_dec, b_dec), encoder (W_enc, b_enc, s: the negative control)").choices(FINETUNE_MODES))
     .option("--steps <n>", "fine-tuning steps (default: 10% of the parent's)", positiveInt)
@@ -27,11 +27,12 @@ The penalty is off (sparsity coefficient 0) unless --penalty turns it on. A mode
 decoder rows: the same SAE). A frozen group is bit-for-bit unchanged at the end.
 
 Examples:
-  sae finetune 20261125-1815 --mode decoder --steps 500      # encoder frozen: the suppression fix
-  sae finetune 20261125-1815 --freeze encoder                 # the same for a model without s
+  sae finetune --freeze encoder                               # the latest finished run, encoder frozen
+  sae finetune --mode decoder --steps 500                     # encoder frozen: the suppression fix (s trains)
+  sae finetune latest~1 --freeze encoder                      # the finished run before the latest
   sae finetune 20261125-1815 --mode encoder                   # negative control: decoder frozen`)
-    .action(async (arg: string, opts: { freeze?: string; mode?: (typeof FINETUNE_MODES)[number]; steps?: number; lr?: number; penalty?: number; set: string[]; runId?: string; runsDir: string; threads?: number }) => {
-      const dir = findRun(opts.runsDir, arg);
+    .action(async (arg: string | undefined, opts: { freeze?: string; mode?: (typeof FINETUNE_MODES)[number]; steps?: number; lr?: number; penalty?: number; set: string[]; runId?: string; runsDir: string; threads?: number }) => {
+      const dir = pickRun(io, opts.runsDir, arg, "finished");
       if (!latestCheckpoint(dir)) throw new SaeError("usage", `run ${path.basename(dir)} has no checkpoint (status: ${readStatus(dir)?.status ?? "unknown"})`, "fine-tune a run that has trained; `sae runs` lists them");
       const parent = loadConfig(path.join(dir, "config.yaml")).config;
       const freeze = opts.freeze ? opts.freeze.split(",").map((g) => g.trim()).filter(Boolean) : [];
@@ -52,7 +53,7 @@ Examples:
         name: `${parent.name}-ft`,
         runs_dir: opts.runsDir,
         init_from: path.resolve(dir),
-        sae: { ...parent.sae, variant },
+        sae: keysReadBy(variant, { ...parent.sae, variant }),
         train: { ...withoutSteps(parent.train), phases: [phase] },
       };
       await runTraining(io, base, opts.set, { runId: opts.runId, threads: opts.threads });
@@ -62,4 +63,9 @@ Examples:
 function withoutSteps<T extends { steps?: number }>(t: T): Omit<T, "steps"> {
   const { steps: _s, ...rest } = t;
   return rest;
+}
+
+/** The parent's config.yaml spells out every sae key; the ones this variant ignores would each warn "is ignored" as if the user had set them. */
+function keysReadBy(variant: string, sae: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(sae).filter(([k]) => !(k in VARIANT_KEYS) || VARIANT_KEYS[k].includes(variant)));
 }

@@ -18,7 +18,7 @@ import { lrAt, sparsityAt } from "./schedule.ts";
 import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type LogWindow, type TrainState } from "./checkpoint.ts";
 import { optimizerStep } from "./step.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
-import { MetricsLog, readStatus, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
+import { MetricsLog, nextRunSeq, readStatus, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import { saveFinal } from "../io/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -58,7 +58,8 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   let model = createModel(c);
   const { D, H } = model.dims;
   const B = t.batch_size;
-  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: o.engine.reason };
+  // seq: a resume moves the run to the end of the training order, like a new run
+  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: o.engine.reason, seq: nextRunSeq(path.dirname(runDir)) };
   if (o.resume) {
     const before = readStatus(runDir);
     if (before) status.started = before.started;
