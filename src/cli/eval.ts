@@ -2,13 +2,13 @@ import { Command } from "commander";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
-import { findRun, readEvalFile, writeEval } from "../io/run.ts";
+import { readEvalFile, writeEval } from "../io/run.ts";
 import { finalConfig, loadFinal } from "../sae/weights.ts";
 import { createModel } from "../sae/index.ts";
 import { createSource, probeData } from "../data/index.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
 import type { CliIo } from "./io.ts";
-import { fmtNum, nonNegativeInt, positiveInt } from "./common.ts";
+import { fmtNum, nonNegativeInt, pickRun, positiveInt, runArgHelp } from "./common.ts";
 import { downstreamEval, planDownstream } from "../eval/downstream.ts";
 import { SITES } from "../config/schema.ts";
 import type { Site } from "../lm/llama.ts";
@@ -17,7 +17,7 @@ import { SaeError } from "../errors.ts";
 export function evalCommand(io: CliIo): Command {
   return new Command("eval")
     .description("evaluate a finished run on its held-out split; prints a table and writes runs/<run-id>/eval.json")
-    .argument("<run>", "run id (or a unique prefix of one, or the run's folder)")
+    .argument("[run]", runArgHelp("finished"))
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
     .option("--tokens <n>", "evaluation tokens (default: the run's data.eval_tokens)", positiveInt)
     .option("--json", "print the result as JSON")
@@ -28,14 +28,16 @@ export function evalCommand(io: CliIo): Command {
     .option("--sequences <n>", "held-out sequences for the downstream loss", positiveInt, 64)
     .addHelpText("after", `
 Examples:
+  sae eval                                        # the latest finished run
+  sae eval latest~1 --json                        # the one before it
   sae eval 20261125-181500-quickstart-topk-3fa2
   sae eval 20261125 --json
   sae eval 20261125-aidreams --model ../shared/models/aidreams260K.bin --sequences 128`)
-    .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number }) => {
+    .action((arg: string | undefined, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number }) => {
       if (opts.site !== undefined && !(SITES as readonly string[]).includes(opts.site)) {
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
-      const dir = findRun(opts.runsDir, arg);
+      const dir = pickRun(io, opts.runsDir, arg, "finished");
       const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);

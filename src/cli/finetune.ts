@@ -2,20 +2,20 @@ import { Command, Option } from "commander";
 import path from "node:path";
 import { probeData } from "../data/index.ts";
 import { loadConfig } from "../config/load.ts";
-import { VARIANTS, variantDef } from "../sae/index.ts";
+import { VARIANTS, keyReaders, variantDef } from "../sae/index.ts";
 import { freezeNames, modeNames, modeTrains } from "../sae/freeze.ts";
 import type { Config } from "../config/schema.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
-import { findRun, readStatus } from "../io/run.ts";
+import { readStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
-import { collect, nonNegativeFloat, positiveFloat, positiveInt } from "./common.ts";
+import { collect, nonNegativeFloat, pickRun, positiveFloat, positiveInt, runArgHelp } from "./common.ts";
 import { runTraining } from "./train.ts";
 
 export function finetuneCommand(io: CliIo): Command {
   return new Command("finetune")
     .description("start a new run from a finished run's weights, with the penalty off and parts frozen")
-    .argument("<run>", "the parent run (id, unique prefix, or folder)")
+    .argument("[run]", `the parent run: ${runArgHelp("finished")}`)
     .option("--freeze <groups>", "comma-separated groups or parameters that do not change: encoder, decoder, scale, threshold, or parameter names (W_enc, b_dec, ...)")
     .addOption(new Option("--mode <mode>", "train only what this mode trains (feature-suppression study): scale (s), unrotated_decoder (s, b_dec), decoder (s, W_dec, b_dec), encoder (the encoder and s: the negative control)").choices(ALL_MODES))
     .option("--steps <n>", "fine-tuning steps (default: 10% of the parent's)", positiveInt)
@@ -30,11 +30,12 @@ The penalty is off (sparsity coefficient 0) unless --penalty turns it on. A mode
 decoder rows: the same SAE). A frozen group is bit-for-bit unchanged at the end.
 
 Examples:
-  sae finetune 20261125-1815 --mode decoder --steps 500      # encoder frozen: the suppression fix
-  sae finetune 20261125-1815 --freeze encoder                 # the same for a model without s
+  sae finetune --freeze encoder                               # the latest finished run, encoder frozen
+  sae finetune --mode decoder --steps 500                     # encoder frozen: the suppression fix (s trains)
+  sae finetune latest~1 --freeze encoder                      # the finished run before the latest
   sae finetune 20261125-1815 --mode encoder                   # negative control: decoder frozen`)
-    .action(async (arg: string, opts: { freeze?: string; mode?: string; steps?: number; lr?: number; penalty?: number; set: string[]; runId?: string; runsDir: string; threads?: number }) => {
-      const dir = findRun(opts.runsDir, arg);
+    .action(async (arg: string | undefined, opts: { freeze?: string; mode?: string; steps?: number; lr?: number; penalty?: number; set: string[]; runId?: string; runsDir: string; threads?: number }) => {
+      const dir = pickRun(io, opts.runsDir, arg, "finished");
       if (!latestCheckpoint(dir)) throw new SaeError("usage", `run ${path.basename(dir)} has no checkpoint (status: ${readStatus(dir)?.status ?? "unknown"})`, "fine-tune a run that has trained; `sae runs` lists them");
       const parent = loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config;
       const freeze = opts.freeze ? opts.freeze.split(",").map((g) => g.trim()).filter(Boolean) : [];
@@ -52,7 +53,7 @@ Examples:
         name: `${parent.name}-ft`,
         runs_dir: opts.runsDir,
         init_from: path.resolve(dir),
-        sae: { ...parent.sae, variant },
+        sae: keysReadBy(variant, { ...parent.sae, variant }),
         train: { ...withoutSteps(parent.train), phases: [phase] },
       };
       await runTraining(io, base, opts.set, { runId: opts.runId, threads: opts.threads });
@@ -81,4 +82,10 @@ function variantFor(parent: Config, mode: string): string {
 function withoutSteps<T extends { steps?: number }>(t: T): Omit<T, "steps"> {
   const { steps: _s, ...rest } = t;
   return rest;
+}
+
+/** The parent's config.yaml spells out every sae key; the ones this variant ignores would each warn "is ignored" as if the user had set them. */
+function keysReadBy(variant: string, sae: Record<string, unknown>): Record<string, unknown> {
+  const readers = keyReaders();
+  return Object.fromEntries(Object.entries(sae).filter(([k]) => !(k in readers) || readers[k].includes(variant)));
 }

@@ -20,7 +20,7 @@ import { lrAt, sparsityAt } from "./schedule.ts";
 import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
 import { NativeStepper, type PhaseSetup, type Stepper } from "./stepper.ts";
-import { MetricsLog, readStatus, writeEval, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
+import { MetricsLog, nextRunSeq, readStatus, writeEval, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import { saveFinal } from "../sae/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -125,7 +125,8 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
 /** status.json as the run starts (a resume keeps the first start time); the config for a new run */
 function openStatus(o: TrainOptions): RunStatus {
   const c = o.config;
-  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: c.train.steps, tokens: 0, engine: o.engine.reason };
+  // seq: a resume moves the run to the end of the training order, like a new run
+  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: c.train.steps, tokens: 0, engine: o.engine.reason, seq: nextRunSeq(path.dirname(o.runDir)) };
   if (o.resume) {
     const before = readStatus(o.runDir);
     if (before) status.started = before.started;
