@@ -6,17 +6,18 @@ import { configToYaml, loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
 import { createRunDir, findRun, newRunId, writeFileAtomic, writeStatus } from "../io/run.ts";
 import { finalConfig, fromSaeLens, saveFinal } from "../io/weights.ts";
-import { exportRun, importFolder, type ExportFormat } from "../io/exchange.ts";
+import { exportRun, importFolder, type ExportFormat, type RunFacts } from "../io/exchange.ts";
 import { createModel } from "../sae/index.ts";
 import { ParamSet } from "../sae/params.ts";
 import { foldScale } from "../sae/init.ts";
-import { createSource, estimateScale } from "../data/index.ts";
+import { createSource, estimateScale, sequenceStart } from "../data/index.ts";
 import { saveCheckpoint } from "../train/checkpoint.ts";
 import { evaluate } from "../eval/metrics.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
+import type { Config } from "../config/schema.ts";
 import { collect, positiveInt } from "./common.ts";
-import { printEval } from "./eval.ts";
+import { printEval, readEval } from "./eval.ts";
 
 export function exportCommand(io: CliIo): Command {
   return new Command("export")
@@ -32,9 +33,17 @@ Examples:
     .action((arg: string, opts: { format: ExportFormat; out: string; runsDir: string }) => {
       const dir = findRun(opts.runsDir, arg);
       const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
-      const files = exportRun(dir, config, opts.format, opts.out);
+      const files = exportRun(dir, config, opts.format, opts.out, runFacts(dir, config));
       io.out(`wrote ${files.join(" and ")} (${opts.format}) to ${opts.out}`);
     });
+}
+
+/** what training and evaluation did, as the export states it (docs/downstream.md) */
+function runFacts(dir: string, config: Config): RunFacts {
+  const ds = readEval(dir)?.downstream;
+  // eval.json written before conventions existed used the sae one
+  const downstream = ds ? { convention: ds.convention ?? "sae", special_token_ids: ds.special_token_ids ?? [] } : null;
+  return { sequences: sequenceStart(config), downstream };
 }
 
 export function importCommand(io: CliIo): Command {
