@@ -24,7 +24,7 @@ function emptyOutDir(out: string): void {
 /** What the run did, for the exported metadata; the CLI finds it (src/data, the run's eval.json). */
 export interface RunFacts {
   /** the training sequences: whether they start with BOS and how many leading positions training
-   *  dropped; null when that cannot be told (no sequences, or the data is gone) */
+   *  dropped; null for data that is not made of sequences */
   sequences: { startsWithBos: boolean; skip: number } | null;
   /** the convention of the downstream loss in the run's eval.json, if it has one */
   downstream: { convention: string; special_token_ids: number[] } | null;
