@@ -268,8 +268,10 @@ function redoPhaseEvals(run: Run, model: SaeModel): void {
     end += ph.steps;
     if (end > s.step || i === c.train.phases.length - 1 || run.phaseEvals.some((x) => x.phase === ph.name)) return;
     const at = end === s.step ? { state: s, fixedInputBias: model.fixedInputBias ? Float32Array.from(model.fixedInputBias) : null } : readTrainState(path.join(o.runDir, "checkpoints", `${checkpointName(end)}.json`), createModel(c));
-    o.reporter.log(`evaluating phase ${ph.name} again (its evaluation is missing from phases.json)`);
-    endPhase({ ...run, s: at.state }, createModel(c, at.fixedInputBias), i);
+    o.reporter.log(`phase ${ph.name}: its evaluation is missing from phases.json; evaluating its last checkpoint`);
+    const r = { ...run, s: at.state };
+    endPhase(r, createModel(c, at.fixedInputBias), i);
+    run.phaseEvals = r.phaseEvals;
   });
 }
 
