@@ -134,23 +134,30 @@ export function fsError(err: unknown, action: string, file: string): unknown {
 }
 
 /**
- * Fault injection for the crash tests (test/crash.test.ts), off unless SAE_FAULT is set:
- * `kill@N` sends SIGKILL to this process at its N-th write point (just before an atomic write's
- * rename, or before an append), `ENOSPC@N` (any errno code) fails that write with the error
- * instead, and `CODE@suffix` fails every write of a path ending with suffix. SAE_FAULT_TRACE=1
- * prints each point to stderr, so a test can count them.
+ * Fault injection for the crash tests (test/crash.test.ts, test/recovery.test.ts), off unless
+ * SAE_FAULT is set: `kill@N` sends SIGKILL to this process at its N-th write point (just before
+ * an atomic write's rename, or before an append), `stop@N` SIGSTOP (a test then signals the
+ * stopped process, or finds it holding its lock), `ENOSPC@N` (any errno code) fails that write
+ * with the error instead; `ACTION@suffix` acts at the first write of a path ending with suffix.
+ * SAE_FAULT_TRACE=1 prints each point to stderr, so a test can count them.
  */
-let points = 0;
+let points = 0, fired = false, lastSpec: string | undefined;
 function faultPoint(file: string): void {
   const spec = process.env.SAE_FAULT, trace = process.env.SAE_FAULT_TRACE;
   if (spec === undefined && trace === undefined) return;
+  if (spec !== lastSpec) [points, fired, lastSpec] = [0, false, spec]; // a test in this process set a new fault
   points++;
   if (trace) fs.writeSync(2, `fault point ${points}: ${file}\n`);
-  if (!spec) return;
+  if (!spec || fired) return;
   const at = spec.indexOf("@");
   const action = spec.slice(0, at), where = spec.slice(at + 1);
   const hit = /^\d+$/.test(where) ? Number(where) === points : file.endsWith(where);
   if (!hit) return;
+  fired = true; // once: the write a resume retries goes through
   if (action === "kill") process.kill(process.pid, "SIGKILL");
+  if (action === "stop") {
+    process.kill(process.pid, "SIGSTOP");
+    return;
+  }
   throw Object.assign(new Error(`${action}: injected fault writing ${file}`), { code: action, path: file });
 }
