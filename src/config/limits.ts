@@ -10,22 +10,23 @@ import { SaeError } from "../errors.ts";
 /** the most elements one typed array may have (V8 on 64-bit) */
 export const MAX_ARRAY = 2 ** 32;
 
-interface Need { key: string[]; what: string; held: string; elements: number; copies: number; bytesPerElement: number; per: number }
+/** keys: the config keys the array's size grows with (the blamed one is the one most out of range) */
+interface Need { keys: string[][]; what: string; held: string; elements: number; copies: number; bytesPerElement: number; per: number }
 
 /** the big arrays of a run: elements, copies alive at once (`held` says which); `per` is the elements per unit of the key, for "what fits" */
 function needs(c: Config): Need[] {
   const D = c.data.d_in, H = c.sae.d_sae, B = c.train.batch_size;
   const params = variantDef(c.sae.variant).specs({ D, H }, c.sae).reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
   const out: Need[] = [
-    { key: ["sae", "d_sae"], what: `the parameters (${params} values for d_in ${D} × d_sae ${H})`, held: "with their gradients and Adam's two moments", elements: params, copies: 4, bytesPerElement: 4, per: params / H },
-    { key: ["train", "batch_size"], what: `the pre-activations [batch_size ${B}, d_sae ${H}]`, held: "and their gradient", elements: B * H, copies: 2, bytesPerElement: 4, per: H },
-    { key: ["train", "batch_size"], what: `a batch [batch_size ${B}, d_in ${D}]`, held: "with its reconstruction and gradient", elements: B * D, copies: 3, bytesPerElement: 4, per: D },
-    { key: ["data", "eval_tokens"], what: `the held-out set [eval_tokens ${c.data.eval_tokens}, d_in ${D}]`, held: "", elements: c.data.eval_tokens * D, copies: 1, bytesPerElement: 4, per: D },
-    { key: ["data", "norm_estimate_tokens"], what: `the estimation sample [norm_estimate_tokens ${c.data.norm_estimate_tokens}, d_in ${D}]`, held: "", elements: c.data.norm_estimate_tokens * D, copies: 1, bytesPerElement: 4, per: D },
+    { keys: [["sae", "d_sae"]], what: `the parameters (${params} values for d_in ${D} × d_sae ${H})`, held: "with their gradients and Adam's two moments", elements: params, copies: 4, bytesPerElement: 4, per: params / H },
+    { keys: [["train", "batch_size"], ["sae", "d_sae"]], what: `the pre-activations [batch_size ${B}, d_sae ${H}]`, held: "and their gradient", elements: B * H, copies: 2, bytesPerElement: 4, per: H },
+    { keys: [["train", "batch_size"]], what: `a batch [batch_size ${B}, d_in ${D}]`, held: "with its reconstruction and gradient", elements: B * D, copies: 3, bytesPerElement: 4, per: D },
+    { keys: [["data", "eval_tokens"]], what: `the held-out set [eval_tokens ${c.data.eval_tokens}, d_in ${D}]`, held: "", elements: c.data.eval_tokens * D, copies: 1, bytesPerElement: 4, per: D },
+    { keys: [["data", "norm_estimate_tokens"]], what: `the estimation sample [norm_estimate_tokens ${c.data.norm_estimate_tokens}, d_in ${D}]`, held: "", elements: c.data.norm_estimate_tokens * D, copies: 1, bytesPerElement: 4, per: D },
   ];
   if (c.data.source === "synthetic") {
     const n = c.data.synthetic.n_features;
-    out.push({ key: ["data", "synthetic", "n_features"], what: `the ground-truth features [n_features ${n}, d_in ${D}]`, held: "and a copy", elements: n * D, copies: 2, bytesPerElement: 4, per: D });
+    out.push({ keys: [["data", "synthetic", "n_features"]], what: `the ground-truth features [n_features ${n}, d_in ${D}]`, held: "and a copy", elements: n * D, copies: 2, bytesPerElement: 4, per: D });
   }
   return out;
 }
@@ -35,8 +36,11 @@ export function checkMemory(c: Config, where: (p: string[]) => string, total = o
   const problem = tooBig(c, total);
   if (!problem) return;
   const { need: n, msg } = problem;
-  const fits = largestFitting(c, n.key, total);
-  throw new SaeError("config", `${where(n.key)}${n.key.join(".")}: ${msg}`, fits >= 1 ? `${n.key.at(-1)} up to ${fmtCount(fits)} fits (the other keys as they are)` : "make the SAE or the data smaller");
+  // blame the key furthest from a value that fits (batch_size 1e12 rather than its d_sae 512)
+  const options = n.keys.map((key) => ({ key, fits: largestFitting(c, key, total), now: valueAt(c, key) })).filter((o) => o.fits >= 1);
+  const best = options.sort((a, b) => b.now / b.fits - a.now / a.fits)[0];
+  const key = best?.key ?? n.keys[0];
+  throw new SaeError("config", `${where(key)}${key.join(".")}: ${msg}`, best ? `${key.at(-1)} up to ${fmtCount(best.fits)} fits (the other keys as they are)` : "make the SAE or the data smaller");
 }
 
 function tooBig(c: Config, total: number): { need: Need; msg: string } | null {
@@ -60,7 +64,7 @@ function largestFitting(c: Config, key: string[], total: number): number {
     o[key.at(-1)!] = v;
     return tooBig(x as unknown as Config, total) === null;
   };
-  let lo = 0, hi = (key.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c) as number) - 1;
+  let lo = 0, hi = valueAt(c, key) - 1;
   if (hi >= 1 && at(hi)) return hi;
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
@@ -68,6 +72,10 @@ function largestFitting(c: Config, key: string[], total: number): number {
     else hi = mid - 1;
   }
   return lo;
+}
+
+function valueAt(c: Config, key: string[]): number {
+  return key.reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], c) as number;
 }
 
 function fmtBytes(b: number): string {

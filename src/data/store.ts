@@ -251,7 +251,13 @@ class ShardedStore implements RowStore {
       const f = path.resolve(this.dir, s.file);
       if (!fs.existsSync(f)) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] is ${s.file}, which does not exist`, "restore the shard, or remove it from the manifest");
       if (!fs.statSync(f).isFile()) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] is ${s.file}, which is not a file`, "name the shard's .npy file");
-      const st = openNpy(f, m.dtype === "bfloat16" ? "bfloat16" : "auto", m.d_in);
+      let st: RawFileStore;
+      try {
+        st = openNpy(f, m.dtype === "bfloat16" ? "bfloat16" : "auto", m.d_in);
+      } catch (err) {
+        if (err instanceof SaeError) throw new SaeError(err.kind, `manifest ${manifestFile}: shards[${i}]: ${err.message}`, err.hint);
+        throw err;
+      }
       if (st.rows !== s.rows) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] (${s.file}) should have ${s.rows} rows, the file has ${st.rows}`, "the shard or the manifest is out of date; re-harvest");
       if (st.dtype !== m.dtype) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] (${s.file}) holds ${st.dtype}, the manifest says ${m.dtype}`, "fix the manifest's dtype");
       return st;
