@@ -195,7 +195,7 @@ function divergenceHint(dir: string, id: string, c: Config, step: number): strin
 /**
  * status.json as the run (re)starts: a resume keeps the first start time and adds an entry to
  * the history of (step, engine, threads), refusing an engine or thread-count change nobody asked
- * for (docs/training.md#resuming); a new run writes its config.yaml first.
+ * for (docs/training.md#resume); a new run writes its config.yaml first.
  */
 function openStatus(o: TrainOptions, step: number, changes: string[]): RunStatus {
   const c = o.config;

@@ -1,9 +1,9 @@
-// What a resume may change (docs/training.md#resuming). A resume continues the same run, so the
-// config must be the one its checkpoint was trained with, except for what may change between two
-// steps without making the state meaningless: the learning rate and its schedule, the logging
-// and checkpoint intervals, the thread count, and the paths of data files that moved. Changes
-// come from `sae resume --set` or an edit of config.yaml; anything else is refused with the key,
-// both values and the reason.
+// What a resume may change (docs/training.md#what-a-resume-may-change). A resume continues the
+// same run, so the config must be the one its checkpoint was trained with, except for what may
+// change between two steps without making the state meaningless: the learning rate and its
+// schedule, the logging and checkpoint intervals, the thread count, and the paths of data files
+// that moved. Changes come from `sae resume --set` or an edit of config.yaml; anything else is
+// refused with the key, both values and the reason.
 import type { Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
 
