@@ -32,7 +32,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       return 2; // commander already printed the message
     }
     // an fs error that no caller put into words still names its path (io/atomic.ts fsError)
-    if (!(e instanceof SaeError) && typeof (e as NodeJS.ErrnoException)?.path === "string") e = fsError(e, "use", (e as NodeJS.ErrnoException).path!);
+    if (!(e instanceof SaeError) && typeof (e as NodeJS.ErrnoException)?.path === "string") e = fsError(e, "access", (e as NodeJS.ErrnoException).path!);
     if (e instanceof SaeError && e.kind === "interrupted") return e.exitCode; // the loop said where it stopped
     if (e instanceof SaeError) {
       io.err(`error: ${e.message}`);

@@ -163,7 +163,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
       removeRunDir(runDir); // nothing was trained: the id stays free for another try
       throw err;
     }
-    const message = err instanceof DivergenceError ? diverged(run0(o, c), err) : (err as Error).message;
+    const message = err instanceof DivergenceError ? diverged(runDir, err) : (err as Error).message;
     Object.assign(status, { status: "failed", finished: new Date().toISOString(), error: message });
     try {
       writeStatus(runDir, status);
@@ -175,16 +175,13 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
   }
 }
 
-/** the run's id and folder, for messages */
-function run0(o: TrainOptions, c: Config): { dir: string; id: string; c: Config } {
-  return { dir: o.runDir, id: o.runId, c };
-}
-
-function diverged(r: { dir: string }, err: DivergenceError): string {
-  const ck = listCheckpoints(r.dir).filter((x) => x.step < err.step).at(-1);
+/** what the divergence guard found, and which checkpoint holds the weights from before it */
+function diverged(dir: string, err: DivergenceError): string {
+  const ck = listCheckpoints(dir).filter((x) => x.step < err.step).at(-1);
   return `training diverged: ${err.message}; ${ck ? `the last good checkpoint is ${path.basename(ck.file, ".json")}, written before it` : "no checkpoint was written before it"}`;
 }
 
+/** the command that goes on from that checkpoint with a learning rate ten times smaller than the diverged phase's */
 function divergenceHint(dir: string, id: string, c: Config, step: number): string {
   let end = 0;
   const ph = c.train.phases.find((p) => (end += p.steps) >= step) ?? c.train.phases.at(-1)!;
@@ -391,7 +388,8 @@ function finish(run: Run, model: SaeModel): TrainResult {
   const { c, s, o, e, status } = run;
   const last = c.train.phases[c.train.phases.length - 1];
   if (!run.phaseEvals.some((x) => x.phase === last.name)) {
-    if (o.resume && s.step === c.train.steps && run.phaseEvals.length === c.train.phases.length - 1) o.reporter.log("the run had trained every step: evaluating its last checkpoint again, then writing final/ and eval.json");
+    // only a resume gets here: the loop evaluates the last phase when it trains it
+    o.reporter.log(`the run had trained every step; its end was cut short: evaluating the last checkpoint, then writing final/ and eval.json`);
     endPhase(run, model, c.train.phases.length - 1);
   }
   const { phase: _phase, step: _step, ...result } = run.phaseEvals.find((x) => x.phase === last.name)!;
