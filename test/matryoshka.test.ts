@@ -148,8 +148,8 @@ test("sae train: a bad sae.matryoshka_prefixes exits 2 naming the file, line and
 function prefixErrors(runDir: string, prefixes: number[], n = 2048): number[] {
   const c = finalConfig(runDir, loadConfig(path.join(runDir, "config.yaml")).config);
   const model = createModel(c);
-  const p = loadFinal(runDir, model, Float64Array);
-  const X = Float64Array.from(createSource(c).evalSet(n));
+  const p = loadFinal(runDir, model);
+  const X = createSource(c).evalSet(n);
   const { code } = model.forward({ e: jsEngine, p, X, B: n, coeff: 0, dead: null });
   const D = c.data.d_in, H = c.sae.d_sae, Wd = p.get("W_dec"), bd = p.get("b_dec");
   return prefixes.map((m) => {

@@ -35,7 +35,7 @@ export const matryoshka = defineVariant(keys, {
   defaults: { init_norm: 1 },
   defaultLr: kSparseLr,
   coefficient: () => 0,
-  knob: (s) => `k=${s.k}`,
+  knob: { key: "k", label: "k" },
   resolve: (s, D) => ({ k_aux: resolvedKAux(s, D), matryoshka_prefixes: s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae) }),
   check: (s, fail) => {
     checkK(s, fail);

@@ -48,7 +48,7 @@ export const topk = defineVariant(topkKeys, {
   defaults: { init_norm: 1 },
   defaultLr: kSparseLr,
   coefficient: () => 0,
-  knob: (s) => `k=${s.k}`,
+  knob: { key: "k", label: "k" },
   resolve: (s, D) => ({ k_aux: resolvedKAux(s, D) }),
   check: checkK,
   specs: (dims, s) => create(dims, s, null).specs,
