@@ -2,6 +2,7 @@
 // `sae eval` does (config, final weights, held-out data), makes one inference pass, and writes
 // features.html + features.json to --out, or prints one latent's contexts (--latent N).
 import { Command } from "commander";
+import YAML from "yaml";
 import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
@@ -60,13 +61,12 @@ Examples:
       if (!(SORT_STATS as readonly string[]).includes(opts.sort)) throw new SaeError("usage", `--sort ${opts.sort}: expected one of ${SORT_STATS.join(", ")}`);
       if (opts.latent === undefined && !opts.out) throw new SaeError("usage", "say where the pages go (--out DIR) or which latent to print (--latent N)", "e.g. sae features RUN --out features/RUN");
       const dir = arg ? findRun(opts.runsDir, arg) : newestRun(opts.runsDir);
-      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
+      const config = runConfig(dir, opts.model);
       const H = config.sae.d_sae;
       for (const i of opts.latent !== undefined ? [opts.latent] : selection.kind === "latents" ? selection.ids : []) {
         if (i >= H) throw new SaeError("usage", `latent ${i} does not exist: run ${path.basename(dir)} has d_sae = ${H} latents (0..${H - 1})`, `pick ids in 0..${H - 1}`);
       }
       const lmInfo = languageModel(config, opts);
-      if (lmInfo.lm && config.data.source === "model") config.data.model!.checkpoint = lmInfo.lm.file; // harvest from where the model is now
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);
       const p = loadFinal(dir, model);
@@ -111,6 +111,24 @@ Examples:
       printSummary(io, doc.summary);
       io.out(`wrote ${path.join(out, "features.html")} and features.json: ${doc.latents.length} latent pages (${doc.options.selection}), index of ${H} sorted by ${doc.options.sort}`);
     });
+}
+
+/**
+ * The run's config; --model replaces data.model.checkpoint (a model that has moved), and a
+ * checkpoint that cannot be read says that --model is the way out.
+ */
+function runConfig(dir: string, model: string | undefined): Config {
+  const file = path.join(dir, "config.yaml");
+  const source = (YAML.parse(fs.readFileSync(file, "utf8")) as { data?: { source?: string } } | null)?.data?.source;
+  const sets = model && source === "model" ? [`data.model.checkpoint=${path.resolve(model)}`] : [];
+  try {
+    return finalConfig(dir, loadConfig(file, sets).config);
+  } catch (err) {
+    if (err instanceof SaeError && !model && /data\.model\.checkpoint: cannot read/.test(err.message)) {
+      throw new SaeError("usage", err.message, "pass --model CKPT with the llama2.c checkpoint the run's activations came from");
+    }
+    throw err;
+  }
 }
 
 function parseSelection(o: Opts): Selection {
