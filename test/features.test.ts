@@ -142,6 +142,9 @@ test("synthetic run: top examples, quantile buckets, statistics and ground truth
   assert.deepEqual(evalAfter.features, doc.summary);
   assert.equal(evalAfter.fvu, evalBefore.fvu, "the rest of eval.json stays");
   assert.match(r.out, /firing on > 10% tokens/);
+  const reEval = await cli(["eval", "s", "--runs-dir", runs]);
+  assert.equal(reEval.code, 0, reEval.err);
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(run, "eval.json"), "utf8")).features, doc.summary, "sae eval keeps the features summary");
 
   // the text view, and latent ids past d_sae
   const t = await cli(["features", "s", "--runs-dir", runs, "--latent", String(doc.order[0])]);

@@ -47,9 +47,9 @@ Examples:
       const result = evaluate(engine.engine, model, p, Xe, N, data.groundTruth());
       const plan = planDownstream(config, data, engine.engine, { checkpoint: opts.model && path.resolve(opts.model), layer: opts.layer, site: opts.site as Site | undefined, sequences: opts.sequences });
       if (plan) result.downstream = downstreamEval({ ...plan, sae: model, params: p });
-      // keep the per-phase evaluations training wrote; the rest is this evaluation
-      const phases = (readEval(dir) as { phases?: unknown } | null)?.phases;
-      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result, ...(phases ? { phases } : {}) }, null, 2) + "\n");
+      // keep the per-phase evaluations training wrote and the summary `sae features` wrote; the rest is this evaluation
+      const { phases, features } = (readEval(dir) as { phases?: unknown; features?: unknown } | null) ?? {};
+      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) }, null, 2) + "\n");
       if (opts.json) io.out(JSON.stringify(result, null, 2));
       else {
         io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
