@@ -41,7 +41,7 @@ table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right;border-bot
 th{cursor:pointer;background:#fafafa;position:sticky;top:0}td:first-child,th:first-child{text-align:left}
 .summary td{text-align:left}.muted{color:#777}
 #q{font-size:14px;padding:3px 6px;width:10em}#msg{margin-left:10px;color:#a40}
-.latent{display:none}.latent:target{display:block}body:has(.latent:target) #index{display:none}
+.latent{display:none;scroll-margin-top:120px}.latent:target{display:block}body:has(.latent:target) #index{display:none}
 .ex{font:13px/1.6 ui-monospace,monospace;white-space:pre;overflow:hidden;text-overflow:ellipsis}
 .ex .v{display:inline-block;width:5.5em;text-align:right;margin-right:8px;color:#555}
 .ex span{border-radius:2px}.ex .hit{outline:1.5px solid #b00;font-weight:bold}
