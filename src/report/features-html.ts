@@ -85,7 +85,7 @@ function histogramSvg(h: LatentPage["histogram"]): string {
   return `<svg width="${W}" height="${Hh}" viewBox="0 0 ${W} ${Hh}" role="img" aria-label="activation histogram">`
     + `<line x1="${pad}" y1="${Hh - pad}" x2="${W - pad}" y2="${Hh - pad}" stroke="#999"/>${bars}`
     + `<text x="${pad}" y="${Hh - 4}">0</text><text x="${W - pad}" y="${Hh - 4}" text-anchor="end">${num(h.max)}</text>`
-    + `<text x="${pad}" y="12">${top} tokens</text></svg>`;
+    + `<text x="${pad}" y="12">tallest bar: ${top} token${top === 1 ? "" : "s"}</text></svg>`;
 }
 
 function exampleLine(x: ExampleOut, max: number, images: FeatureImages | null): string {
@@ -120,7 +120,7 @@ function section(doc: FeatureDocument, p: LatentPage, images: FeatureImages | nu
   const parts = [`<section class="latent" id="latent-${p.id}" data-latent="${p.id}">`, `<p><a href="#">← index</a></p>`,
     `<h2>Latent ${p.id}</h2>`,
     `<p>fires on ${pct(p.firing_rate)} of ${doc.summary.tokens} tokens (${p.fires}); mean activation where it fires ${num(p.mean_activation)}, max ${num(p.max_activation)}; decoder norm ${num(p.decoder_norm)}</p>`];
-  const top: string[] = [histogramSvg(p.histogram)];
+  const top: string[] = p.fires > 0 ? [histogramSvg(p.histogram)] : [`<p class="muted">It fires on none of these tokens (dead here); more <code>--tokens</code> may find some.</p>`];
   if (images) {
     const { png, scale } = divergingPng(images.decoderRow(p.id), images.side, images.side);
     top.unshift(`<div><h3>Decoder row</h3><img class="dec" data-kind="decoder" data-scale="${scale}" src="${pngDataUri(png)}" alt="decoder row ${p.id}"><div class="muted">red +, blue −, ±${num(scale)}</div></div>`);
@@ -131,7 +131,7 @@ function section(doc: FeatureDocument, p: LatentPage, images: FeatureImages | nu
     top.push(`<div><h3>Ground truth</h3><p>best match: feature ${g.feature}, cosine ${num(g.cosine)}<br>second: feature ${g.second}, cosine ${num(g.second_cosine)}<br>the two together: cosine ${num(g.span_cosine)}<br><b>${g.kind}</b></p></div>`);
   }
   parts.push(`<div class="cols">${top.join("")}</div>`);
-  parts.push(`<h3>Top ${p.top.length} activations</h3>`, `<div class="examples top">${examples(p.top, p.max_activation, images)}</div>`);
+  if (p.fires > 0) parts.push(`<h3>Top ${p.top.length} activations</h3>`, `<div class="examples top">${examples(p.top, p.max_activation, images)}</div>`);
   for (const q of p.quantiles) {
     parts.push(`<h3>Quantile ${num(100 * q.q_lo)}–${num(100 * q.q_hi)}% <span class="muted">(${q.count} tokens, activations ${num(q.lo)}–${num(q.hi)})</span></h3>`,
       `<div class="examples quantile">${examples(q.examples, p.max_activation, images)}</div>`);
