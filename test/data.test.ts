@@ -13,6 +13,7 @@ import { StreamSource } from "../src/data/stream.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
 import { mnistStore } from "../src/data/mnist.ts";
 import { loadConfig } from "../src/config/load.ts";
+import { probeData } from "../src/data/index.ts";
 import { createRunDir } from "../src/io/run.ts";
 import { train } from "../src/train/loop.ts";
 import { selectEngine } from "../src/engine/index.ts";
@@ -225,7 +226,7 @@ test("an interrupted run on an activation file resumes exactly (mid-epoch, mid-g
   fs.writeFileSync(cfg, "data:\n  source: file\n  file: { path: x.npy }\n  eval_tokens: 400\n  shuffle_buffer_mb: 0.1\n  norm_estimate_tokens: 1000\nsae: { variant: topk, d_sae: 32, k: 4 }\ntrain: { steps: 60, batch_size: 256, warmup_steps: 5, log_every: 10 }\n");
   const runs = path.join(dir, "runs");
   assert.equal((await cli(["train", cfg, "--runs-dir", runs, "--run-id", "full"])).code, 0);
-  const { config } = loadConfig(cfg, [`runs_dir=${runs}`]);
+  const { config } = loadConfig(cfg, [`runs_dir=${runs}`], { probe: probeData });
   const control = { stop: false };
   const reporter = { log: () => {}, progress: (step: number) => { if (step >= 33) control.stop = true; } };
   const first = await train({ config, runDir: createRunDir(runs, "cut"), runId: "cut", engine: selectEngine(), reporter, control });

@@ -16,7 +16,7 @@ import { selectEngine } from "../src/engine/index.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { createModel } from "../src/sae/index.ts";
 import { codeValue } from "../src/sae/variant.ts";
-import { loadFinal } from "../src/io/weights.ts";
+import { loadFinal } from "../src/sae/weights.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import { createSource } from "../src/data/index.ts";
 import { loadLlama } from "../src/lm/llama.ts";

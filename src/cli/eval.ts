@@ -1,15 +1,14 @@
 import { Command } from "commander";
-import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
-import { findRun, writeFileAtomic } from "../io/run.ts";
-import { finalConfig, loadFinal } from "../io/weights.ts";
+import { readEvalFile, writeEval } from "../io/run.ts";
+import { finalConfig, loadFinal } from "../sae/weights.ts";
 import { createModel } from "../sae/index.ts";
-import { createSource } from "../data/index.ts";
+import { createSource, probeData } from "../data/index.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
 import type { CliIo } from "./io.ts";
-import { fmtNum, nonNegativeInt, positiveInt } from "./common.ts";
+import { fmtNum, nonNegativeInt, pickRun, positiveInt, runArgHelp } from "./common.ts";
 import { downstreamEval, planDownstream } from "../eval/downstream.ts";
 import { SITES } from "../config/schema.ts";
 import type { Site } from "../lm/llama.ts";
@@ -18,7 +17,7 @@ import { SaeError } from "../errors.ts";
 export function evalCommand(io: CliIo): Command {
   return new Command("eval")
     .description("evaluate a finished run on its held-out split; prints a table and writes runs/<run-id>/eval.json")
-    .argument("<run>", "run id (or a unique prefix of one, or the run's folder)")
+    .argument("[run]", runArgHelp("finished"))
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
     .option("--tokens <n>", "evaluation tokens (default: the run's data.eval_tokens)", positiveInt)
     .option("--json", "print the result as JSON")
@@ -29,15 +28,17 @@ export function evalCommand(io: CliIo): Command {
     .option("--sequences <n>", "held-out sequences for the downstream loss", positiveInt, 64)
     .addHelpText("after", `
 Examples:
+  sae eval                                        # the latest finished run
+  sae eval latest~1 --json                        # the one before it
   sae eval 20261125-181500-quickstart-topk-3fa2
   sae eval 20261125 --json
   sae eval 20261125-aidreams --model ../shared/models/aidreams260K.bin --sequences 128`)
-    .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number }) => {
+    .action((arg: string | undefined, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number }) => {
       if (opts.site !== undefined && !(SITES as readonly string[]).includes(opts.site)) {
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
-      const dir = findRun(opts.runsDir, arg);
-      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
+      const dir = pickRun(io, opts.runsDir, arg, "finished");
+      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
       const model = createModel(config);
       const p = loadFinal(dir, model);
@@ -49,7 +50,7 @@ Examples:
       if (plan) result.downstream = downstreamEval({ ...plan, sae: model, params: p });
       // keep the per-phase evaluations training wrote and the summary `sae features` wrote; the rest is this evaluation
       const { phases, features } = (readEval(dir) as { phases?: unknown; features?: unknown } | null) ?? {};
-      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ run: path.basename(dir), units: "raw input (scale folded into the weights)", ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) }, null, 2) + "\n");
+      writeEval(dir, { ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) });
       if (opts.json) io.out(JSON.stringify(result, null, 2));
       else {
         io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
@@ -100,9 +101,5 @@ function pct(x: number): string {
 }
 
 export function readEval(dir: string): EvalResult | null {
-  try {
-    return JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8")) as EvalResult;
-  } catch {
-    return null;
-  }
+  return readEvalFile(dir) as EvalResult | null;
 }

@@ -8,11 +8,11 @@ import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { selectEngine } from "../engine/index.ts";
-import { findRun, listRunIds, writeFileAtomic } from "../io/run.ts";
-import { finalConfig, loadFinal } from "../io/weights.ts";
+import { readEvalFile, writeEval, writeFileAtomic } from "../io/run.ts";
+import { finalConfig, loadFinal } from "../sae/weights.ts";
 import { readSafetensors } from "../io/safetensors.ts";
 import { createModel } from "../sae/index.ts";
-import { createSource } from "../data/index.ts";
+import { createSource, probeData } from "../data/index.ts";
 import { recordedSource } from "../data/store.ts";
 import { StreamSource } from "../data/stream.ts";
 import { mnistLabel } from "../data/mnist.ts";
@@ -23,8 +23,7 @@ import { buildFeatures, DEFAULT_DETAIL, SORT_STATS, type DataKind, type ExampleO
 import { renderFeaturesHtml, num } from "../report/features-html.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
-import { nonNegativeInt, positiveInt } from "./common.ts";
-import { readEval } from "./eval.ts";
+import { nonNegativeInt, pickRun, positiveInt, runArgHelp } from "./common.ts";
 
 interface Opts {
   runsDir: string; out?: string; latent?: number; latents?: string; top?: number; random?: number; sort: string;
@@ -34,7 +33,7 @@ interface Opts {
 export function featuresCommand(io: CliIo): Command {
   return new Command("features")
     .description("what a finished run's latents respond to: features.html + features.json (top-activating examples, quantile examples, histograms, promoted tokens / decoder images / ground truth), summary statistics into eval.json")
-    .argument("[run]", "run id (or a unique prefix of one, or the run's folder); default: the newest finished run")
+    .argument("[run]", runArgHelp("finished"))
     .option("--out <dir>", "write features.html and features.json here")
     .option("--latent <id>", "print one latent in the terminal: its statistics and top contexts, the active token marked", nonNegativeInt)
     .option("--latents <ids>", "pages for these latents, e.g. 3,17,42")
@@ -53,6 +52,7 @@ Open DIR/features.html in a browser (it needs no network); DIR/features.json has
 (docs/features.md). The summary also goes into the run's eval.json under "features".
 
 Examples:
+  sae features --out features/latest              # the latest finished run
   sae features 20261125-aidreams --out features/aidreams
   sae features 20261125-mnist --out features/mnist --top 40 --sort max_activation
   sae features 20261125-aidreams --latent 17`)
@@ -60,7 +60,7 @@ Examples:
       const selection = parseSelection(opts);
       if (!(SORT_STATS as readonly string[]).includes(opts.sort)) throw new SaeError("usage", `--sort ${opts.sort}: expected one of ${SORT_STATS.join(", ")}`);
       if (opts.latent === undefined && !opts.out) throw new SaeError("usage", "say where the pages go (--out DIR) or which latent to print (--latent N)", "e.g. sae features RUN --out features/RUN");
-      const dir = arg ? findRun(opts.runsDir, arg) : newestRun(opts.runsDir);
+      const dir = pickRun(io, opts.runsDir, arg, "finished");
       const config = runConfig(dir, opts.model);
       const H = config.sae.d_sae;
       for (const i of opts.latent !== undefined ? [opts.latent] : selection.kind === "latents" ? selection.ids : []) {
@@ -106,8 +106,7 @@ Examples:
       writeFileAtomic(path.join(out, "features.json"), JSON.stringify(doc) + "\n");
       writeFileAtomic(path.join(out, "features.html"), renderFeaturesHtml(doc, images));
       // the summary joins the run's evaluation; everything else in eval.json stays as it was
-      const prev = (readEval(dir) as Record<string, unknown> | null) ?? { run: path.basename(dir) };
-      writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify({ ...prev, features: doc.summary }, null, 2) + "\n");
+      writeEval(dir, { ...(readEvalFile(dir) ?? {}), features: doc.summary });
       printSummary(io, doc.summary);
       io.out(`wrote ${path.join(out, "features.html")} and features.json: ${doc.latents.length} latent pages (${doc.options.selection}), index of ${H} sorted by ${doc.options.sort}`);
     });
@@ -122,7 +121,7 @@ function runConfig(dir: string, model: string | undefined): Config {
   const source = (YAML.parse(fs.readFileSync(file, "utf8")) as { data?: { source?: string } } | null)?.data?.source;
   const sets = model && source === "model" ? [`data.model.checkpoint=${path.resolve(model)}`] : [];
   try {
-    return finalConfig(dir, loadConfig(file, sets).config);
+    return finalConfig(dir, loadConfig(file, sets, { probe: probeData }).config);
   } catch (err) {
     if (err instanceof SaeError && !model && /data\.model\.checkpoint: cannot read/.test(err.message)) {
       throw new SaeError("usage", err.message, "pass --model CKPT with the llama2.c checkpoint the run's activations came from");
@@ -143,13 +142,6 @@ function parseSelection(o: Opts): Selection {
   }
   if (o.top !== undefined) return { kind: "top", n: o.top };
   return { kind: "random", n: o.random ?? 50 };
-}
-
-/** the newest run (ids sort by time) that has final weights */
-function newestRun(runsDir: string): string {
-  const done = listRunIds(runsDir).filter((id) => fs.existsSync(path.join(runsDir, id, "final", "sae_weights.safetensors")));
-  if (done.length === 0) throw new SaeError("usage", `no finished run in ${runsDir}/`, "name a run (sae runs lists them), or pass --runs-dir");
-  return path.join(runsDir, done[done.length - 1]);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { Command } from "commander";
 import cliProgress from "cli-progress";
+import { probeData } from "../data/index.ts";
 import { configFromObject, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { selectEngine, type EngineChoice } from "../engine/index.ts";
 import type { Config } from "../config/schema.ts";
@@ -25,13 +26,13 @@ Examples:
     .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
       const sets = [...opts.set];
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
-      await runTraining(io, loadConfig(file, sets), [], { runId: opts.runId, threads: opts.threads });
+      await runTraining(io, loadConfig(file, sets, { probe: probeData }), [], { runId: opts.runId, threads: opts.threads });
     });
 }
 
 /** Validates the config (a loaded one, or an object with --set overrides), creates the run folder, trains, prints the evaluation. */
 export async function runTraining(io: CliIo, source: LoadedConfig | Record<string, unknown>, sets: string[], opts: { runId?: string; threads?: number }): Promise<void> {
-  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets);
+  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets, probeData);
   for (const w of warnings) io.err(`warning: ${w}`);
   const engine = selectEngine(opts.threads ?? config.train.threads);
   const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
