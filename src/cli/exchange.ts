@@ -6,18 +6,19 @@ import { configToYaml, loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
 import { createRunDir, newRunId, nextRunSeq, writeEval, writeFileAtomic, writeStatus } from "../io/run.ts";
 import { finalConfig, fromSaeLens, saveFinal } from "../sae/weights.ts";
-import { exportRun, importFolder, type ExportFormat } from "../sae/exchange.ts";
+import { exportRun, importFolder, type ExportFormat, type RunFacts } from "../sae/exchange.ts";
 import { createModel } from "../sae/index.ts";
 import { ParamSet } from "../sae/params.ts";
 import { foldScale } from "../sae/init.ts";
-import { createSource, estimateScale, probeData } from "../data/index.ts";
+import { createSource, estimateScale, probeData, sequenceStart } from "../data/index.ts";
 import { recordedSource } from "../data/store.ts";
 import { saveCheckpoint } from "../train/checkpoint.ts";
 import { evaluate } from "../eval/metrics.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
+import type { Config } from "../config/schema.ts";
 import { collect, pickRun, positiveInt, runArgHelp } from "./common.ts";
-import { printEval } from "./eval.ts";
+import { printEval, readEval } from "./eval.ts";
 
 export function exportCommand(io: CliIo): Command {
   return new Command("export")
@@ -34,10 +35,18 @@ Examples:
     .action((arg: string | undefined, opts: { format: ExportFormat; out: string; runsDir: string }) => {
       const dir = pickRun(io, opts.runsDir, arg, "finished");
       const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
-      const source = config.data.source === "file" ? recordedSource(config.data.file!.path) : null;
-      const files = exportRun(dir, config, opts.format, opts.out, source);
+      const files = exportRun(dir, config, opts.format, opts.out, runFacts(dir, config));
       io.out(`wrote ${files.join(" and ")} (${opts.format}) to ${opts.out}`);
     });
+}
+
+/** what training and evaluation did, as the export states it (docs/downstream.md) */
+function runFacts(dir: string, config: Config): RunFacts {
+  const ds = readEval(dir)?.downstream;
+  // eval.json written before conventions existed used the sae one
+  const downstream = ds ? { convention: ds.convention ?? "sae", special_token_ids: ds.special_token_ids ?? [] } : null;
+  const source = config.data.source === "file" ? recordedSource(config.data.file!.path) : null;
+  return { source, sequences: sequenceStart(config), downstream };
 }
 
 export function importCommand(io: CliIo): Command {

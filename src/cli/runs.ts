@@ -10,7 +10,7 @@ export function runsCommand(io: CliIo): Command {
   return new Command("runs")
     .description("list runs, oldest first in the order they trained (the last line is latest): id, variant, status, steps, MSE, FVU, L0, dead %")
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
-    .option("--wide", "add the sparsity knob, dense %, gamma, recovered ground-truth features and the CE loss recovered (language-model data)")
+    .option("--wide", "add the sparsity knob, dense %, gamma, recovered ground-truth features and the CE loss recovered (language-model data) with the convention it was computed by")
     .addHelpText("after", `
 Examples:
   sae runs
@@ -22,7 +22,7 @@ Examples:
         return;
       }
       const head = ["id", "variant", "status", "steps", "mse", "fvu", "l0", "dead%"];
-      if (opts.wide) head.push("knob", "dense%", "gamma", "recovered%", "ce_rec");
+      if (opts.wide) head.push("knob", "dense%", "gamma", "recovered%", "ce_conv", "ce_rec");
       const rows = [head];
       for (const { id, dir, status: s } of runs) {
         const e = readEval(dir);
@@ -31,7 +31,9 @@ Examples:
           e ? e.mse.toPrecision(4) : "-", e ? e.fvu.toFixed(4) : "-", e ? e.l0.toFixed(1) : "-", e ? (100 * e.dead_frac).toFixed(1) : "-",
         ];
         if (opts.wide) {
-          row.push(knob(dir), e ? (100 * e.dense_frac).toFixed(1) : "-", e ? e.gamma.toFixed(3) : "-", e?.ground_truth ? (100 * e.ground_truth.recovered_0_9).toFixed(1) : "-", e?.downstream ? e.downstream.ce_loss_recovered.toFixed(4) : "-");
+          row.push(knob(dir), e ? (100 * e.dense_frac).toFixed(1) : "-", e ? e.gamma.toFixed(3) : "-", e?.ground_truth ? (100 * e.ground_truth.recovered_0_9).toFixed(1) : "-");
+          // eval.json written before conventions existed used the sae one (docs/downstream.md)
+          row.push(e?.downstream ? e.downstream.convention ?? "sae" : "-", e?.downstream ? e.downstream.ce_loss_recovered.toFixed(4) : "-");
         }
         rows.push(row);
       }

@@ -160,6 +160,18 @@ export const TrainSchema = z
   })
   .strict();
 
+/** How the downstream loss treats BOS and other special tokens (docs/downstream.md). */
+export const DOWNSTREAM_CONVENTIONS = ["sae", "saelens", "saebench"] as const;
+
+export const EvalSchema = z
+  .object({
+    /** sae: the first data.skip_positions positions (BOS) are left clean and unscored; saelens: as
+     *  SAELens's evals (special tokens by id: neither spliced nor scored; zero ablation everywhere);
+     *  saebench: as SAEBench's core eval (spliced everywhere, special tokens not scored) */
+    downstream_convention: z.enum(DOWNSTREAM_CONVENTIONS).default("sae"),
+  })
+  .strict();
+
 export const ConfigSchema = z
   .object({
     /** a label that goes into the run id */
@@ -169,6 +181,7 @@ export const ConfigSchema = z
     data: DataSchema.default(DataSchema.parse({})),
     sae: SaeSchema.default(SaeSchema.parse({})),
     train: TrainSchema.default(TrainSchema.parse({})),
+    eval: EvalSchema.default(EvalSchema.parse({})),
     /** start from another run's final training state (its last checkpoint) instead of a fresh init */
     init_from: z.string().min(1).optional(),
   })

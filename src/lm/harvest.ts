@@ -181,7 +181,7 @@ export class HarvestStore implements RowStore {
   }
 }
 
-function allStartWithBos(t: TokenSet): boolean {
+export function allStartWithBos(t: TokenSet): boolean {
   for (let s = 0; s < t.count; s++) if (t.ids[s * t.P] !== BOS) return false;
   return true;
 }

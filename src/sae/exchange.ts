@@ -25,23 +25,44 @@ function emptyOutDir(out: string): void {
 /** Where a run's activations came from: a model's checkpoint, layer and site (from the config, or the dataset's manifest). */
 export interface ActivationSource { checkpoint?: unknown; layer?: unknown; site?: unknown }
 
-/** SAELens metadata from what the run knows about where its activations came from. */
-function saeLensMetadata(c: Config, src: ActivationSource | null): Record<string, unknown> {
+/** What the run did, for the exported metadata; the CLI finds it (src/data, the run's eval.json). */
+export interface RunFacts {
+  /** where the activations came from, when a file dataset's manifest records it (a model config names its own) */
+  source: ActivationSource | null;
+  /** the training sequences: whether they start with BOS and how many leading positions training
+   *  dropped; null for data that is not made of sequences */
+  sequences: { startsWithBos: boolean; skip: number } | null;
+  /** the convention of the downstream loss in the run's eval.json, if it has one */
+  downstream: { convention: string; special_token_ids: number[] } | null;
+}
+
+/** SAELens metadata from what the run knows about where its activations came from and how it was evaluated. */
+function saeLensMetadata(c: Config, facts: RunFacts): Record<string, unknown> {
+  const src = (c.data.source === "model" ? c.data.model : null) ?? facts.source;
   const m = c.data.source === "model" ? c.data.model : null;
   const meta: Record<string, unknown> = { sae_tool: "sae", variant: c.sae.variant };
   if (src?.checkpoint !== undefined && src.layer !== undefined) {
     meta.model_name = path.basename(String(src.checkpoint), ".bin");
     meta.hook_name = `blocks.${src.layer}.hook_${src.site ?? "resid_pre"}`;
-    meta.prepend_bos = true;
-    meta.exclude_special_tokens = true;
+  }
+  const seq = facts.sequences;
+  if (seq) {
+    // SAELens's names for what training did: BOS leads each sequence or not; the leading positions
+    // training dropped are its seqpos_slice; no token was excluded by id
+    meta.prepend_bos = seq.startsWithBos;
+    meta.seqpos_slice = seq.skip > 0 ? [seq.skip, null] : [null];
+    meta.exclude_special_tokens = false;
+  }
+  if (facts.downstream) {
+    meta.downstream_convention = facts.downstream.convention;
+    meta.downstream_ignore_tokens = facts.downstream.special_token_ids;
   }
   if (m?.context_size) meta.context_size = m.context_size;
   if (c.data.source === "file") meta.dataset_path = c.data.file!.path;
   return meta;
 }
 
-/** source: the activations' model, when the run's data came from one (the command reads it; see ActivationSource) */
-export function exportRun(runDir: string, c: Config, format: ExportFormat, out: string, source: ActivationSource | null = null): string[] {
+export function exportRun(runDir: string, c: Config, format: ExportFormat, out: string, facts: RunFacts): string[] {
   const final = path.join(runDir, "final");
   if (!fs.existsSync(path.join(final, "sae_weights.safetensors"))) throw new SaeError("usage", `${runDir} has no final weights`, "export a finished run (`sae runs` shows its status)");
   const { tensors } = readSafetensors(path.join(final, "sae_weights.safetensors"));
@@ -49,7 +70,7 @@ export function exportRun(runDir: string, c: Config, format: ExportFormat, out: 
   if (format === "saelens") {
     emptyOutDir(out);
     writeSafetensors(path.join(out, "sae_weights.safetensors"), tensors);
-    const full = { ...cfg, reshape_activations: "none", metadata: { sae_lens_version: SAE_LENS_VERSION, ...cfg.metadata, ...saeLensMetadata(c, source) } };
+    const full = { ...cfg, reshape_activations: "none", metadata: { sae_lens_version: SAE_LENS_VERSION, ...cfg.metadata, ...saeLensMetadata(c, facts) } };
     writeFileAtomic(path.join(out, "cfg.json"), JSON.stringify(full, null, 2) + "\n");
     return ["sae_weights.safetensors", "cfg.json"];
   }

@@ -246,8 +246,8 @@ function downstream(e: Engine, c: Config, data: DataSource, model: SaeModel, par
   try {
     const plan = planDownstream(c, data, e, { sequences: DOWNSTREAM_SEQUENCES });
     if (!plan) return null;
-    reporter.log(`downstream: splicing the SAE into ${path.basename(plan.lm.file)} layer ${plan.layer} ${plan.site} on ${plan.seqs.count} held-out sequences`);
-    return downstreamEval({ ...plan, sae: model, params });
+    reporter.log(`downstream: splicing the SAE into ${path.basename(plan.lm.file)} layer ${plan.layer} ${plan.site} on ${plan.seqs.count} held-out sequences (${c.eval.downstream_convention} convention)`);
+    return downstreamEval({ ...plan, sae: model, params, convention: c.eval.downstream_convention });
   } catch (err) {
     if (!(err instanceof SaeError)) throw err;
     reporter.log(`downstream metrics skipped: ${err.message}`);
