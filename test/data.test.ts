@@ -7,7 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
 import { cli, tmpDir } from "./helpers.ts";
-import { npyHeader } from "../src/data/npy.ts";
+import { npyHeader } from "../src/io/npy.ts";
 import { openManifest, openNpy, openSafetensors } from "../src/data/store.ts";
 import { StreamSource } from "../src/data/stream.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createStandard } from "../src/sae/standard/index.ts";
 import { createTopK } from "../src/sae/topk/fast.ts";
 import { jsEngine } from "../src/engine/js.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { gradCheck, randn, randomParams } from "./helpers.ts";
 import { codeValue, type SaeModel } from "../src/sae/variant.ts";
 import type { ParamSet } from "../src/sae/params.ts";

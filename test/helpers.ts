@@ -6,7 +6,7 @@ import path from "node:path";
 import { jsEngine } from "../src/engine/js.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import type { SaeModel, StepInput } from "../src/sae/variant.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { main } from "../src/cli/main.ts";
 
 export function randn(n: number, rng: Rng, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {

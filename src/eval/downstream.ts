@@ -18,7 +18,7 @@
 import type { Engine } from "../engine/types.ts";
 import { DOWNSTREAM_CONVENTIONS, type Config } from "../config/schema.ts";
 import type { DataSource, EvalSequences } from "../data/source.ts";
-import { SEQ_GROUP } from "../data/stream.ts";
+import { SEQ_GROUP } from "../lm/harvest.ts";
 import { harvestGroup } from "../lm/harvest.ts";
 import { BOS, loadLlama, type LlamaModel as Lm } from "../lm/llama.ts";
 import { specialTokens, Tokenizer, type SpecialTokens } from "../lm/tokenizer.ts";

@@ -12,6 +12,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { stringify } from "csv-stringify/sync";
 import { SaeError } from "../errors.ts";
+import { writeFileAtomic } from "./atomic.ts";
 
 export type RunState = "running" | "done" | "failed" | "interrupted";
 
@@ -59,12 +60,7 @@ export function createRunDir(runsDir: string, id: string): string {
   return dir;
 }
 
-/** Writes via a temporary file and rename, so readers never see half a file. */
-export function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
-}
+export { writeFileAtomic } from "./atomic.ts";
 
 /**
  * The one writer of a run's eval.json: the evaluation of final/ (raw input units), with `extra`

@@ -6,7 +6,7 @@ import type { Arr } from "../engine/types.ts";
 import type { Config } from "../config/schema.ts";
 import type { ParamSet } from "./params.ts";
 import type { SaeModel } from "./variant.ts";
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
 import { variantDef } from "./index.ts";
 
 export function initParams(model: SaeModel, p: ParamSet, c: Config, sample: Arr, nSample: number): void {

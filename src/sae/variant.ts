@@ -96,6 +96,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   /** how sparsify holds this variant, if it does: its cfg.json `activation`, the cfg.json export writes, the sae: section an import gets */
   readonly sparsify?: {
     activation: string;
+    /** a sparsify cfg.json without `activation` means this variant */
+    isDefault?: boolean;
     cfg(s: S, D: number, H: number): Record<string, unknown>;
     settings(cfg: Record<string, any>): Record<string, unknown>;
   };

@@ -7,6 +7,7 @@ import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, type Dims } 
 import type { ParamSet } from "../params.ts";
 import type { Arr } from "../../engine/types.ts";
 import { checkK, topkKeys } from "../topk/index.ts";
+import { SAELENS_JUMPRELU } from "../jumprelu/index.ts";
 import { createBatchTopK } from "./fast.ts";
 
 export const batchtopk = defineVariant(topkKeys, {
@@ -31,7 +32,7 @@ export const batchtopk = defineVariant(topkKeys, {
 
 /** the inference SAE as SAELens holds it: a JumpReLU with the global θ in every entry */
 export function globalThresholdToSaeLens(p: ParamSet, { H }: Dims) {
-  return { architecture: "jumprelu", tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(new Float32Array(H).fill(p.get("threshold")[0]), [H]) } };
+  return { architecture: SAELENS_JUMPRELU, tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(new Float32Array(H).fill(p.get("threshold")[0]), [H]) } };
 }
 export function globalThresholdFromSaeLens(p: ParamSet, need: (name: string, shape: number[]) => Arr, dims: Dims): void {
   plainFromSaeLens(p, need, dims);

@@ -59,6 +59,7 @@ export const topk = defineVariant(topkKeys, {
   saeLensImports: [saeLensTopK],
   sparsify: {
     activation: "topk",
+    isDefault: true,
     cfg: (s, D, H) => ({ activation: "topk", expansion_factor: H / D, normalize_decoder: false, num_latents: H, k: s.k, multi_topk: false, skip_connection: false, transcode: false, d_in: D }),
     settings: (cfg) => ({ k: cfg.k }),
   },
