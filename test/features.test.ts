@@ -23,7 +23,7 @@ import { loadLlama } from "../src/lm/llama.ts";
 import { Tokenizer } from "../src/lm/tokenizer.ts";
 import { matchTruth } from "../src/eval/features.ts";
 import type { FeatureDocument } from "../src/eval/features.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 
 const MODELS = process.env.SAE_SHARED_MODELS;
 if (!MODELS && process.env.CI) throw new Error("SAE_SHARED_MODELS must point at ../shared/models under CI");

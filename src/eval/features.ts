@@ -11,7 +11,7 @@ import type { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import type { GroundTruth } from "../data/source.ts";
 import type { LlamaModel } from "../lm/llama.ts";
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
 import { SaeError } from "../errors.ts";
 
 /** Non-zero activations grouped by latent (CSR): latent i's are rows/vals[offsets[i] .. offsets[i+1]), rows ascending. */
