@@ -1,4 +1,4 @@
-// Exchange with the peers' folder formats (peer-tools.md §2):
+// Exchange with the peers' folder formats (docs/formats.md#saelens-and-sparsify-folders):
 //   SAELens v6  sae_weights.safetensors (W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec, and per
 //               architecture b_enc / threshold / b_gate, b_mag, r_mag) + cfg.json
 //   sparsify    sae.safetensors (encoder.weight [H, D], encoder.bias [H], W_dec [H, D], b_dec [D]) +

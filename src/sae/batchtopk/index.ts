@@ -2,26 +2,20 @@
 // the k·B largest pre-activations of the batch in training, one global threshold θ (a running
 // statistic, non-trainable) at inference. The fast CPU path is fast.ts. SAELens holds the
 // inference SAE as a JumpReLU with θ in every entry.
-import { kSparseLr, resolvedKAux } from "../keys.ts";
-import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, type Dims } from "../variant.ts";
+import { resolvedKAux } from "../keys.ts";
+import { defineVariant, f32, plainFromSaeLens, type Dims } from "../variant.ts";
 import type { ParamSet } from "../params.ts";
 import type { Arr } from "../../engine/types.ts";
-import { checkK, topkKeys } from "../topk/index.ts";
+import { kSparse, topkKeys } from "../topk/index.ts";
 import { SAELENS_JUMPRELU } from "../jumprelu/index.ts";
 import { createBatchTopK } from "./fast.ts";
 
 export const batchtopk = defineVariant(topkKeys, {
+  ...kSparse,
   name: "batchtopk",
   title: "BatchTopK (Bussmann et al. 2024)",
-  defaults: { init_norm: 1 },
-  defaultLr: kSparseLr,
-  coefficient: () => 0,
-  knob: (s) => `k=${s.k}`,
-  resolve: (s, D) => ({ k_aux: resolvedKAux(s, D) }),
-  check: checkK,
   specs: (dims, s) => create(dims, s, null).specs,
   create,
-  foldInputBias: foldIntoEncoderBias,
   toSaeLens: globalThresholdToSaeLens,
   fromSaeLens: globalThresholdFromSaeLens,
   saeLensImports: [
