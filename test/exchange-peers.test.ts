@@ -246,7 +246,7 @@ test("SAELens matryoshka_batchtopk training checkpoint (save_model): import keep
     for (let j = 0; j < B * D; j++) loss += (xh[j] - x[j]) ** 2 / B;
   }
   const tr = ours(run, x, B, true);
-  assert.equal(tr.c.sae.variant, "matryoshka_batchtopk");
+  assert.equal(tr.c.sae.variant, "matryoshka");
   assert.equal(tr.c.sae.k, k);
   assert.deepEqual(tr.c.sae.matryoshka_prefixes, widths);
   assert.ok(ulps(tr.Xhat, out, B) <= ULPS, `training forward: ${ulps(tr.Xhat, out, B)} ulps`);
@@ -423,7 +423,7 @@ test("SAELens reads our export's metadata (sae_lens_version, hook_name, model_na
   fs.writeFileSync(path.join(acts, "manifest.json"), JSON.stringify({ format: "sae-activations", version: 1, d_in: D, dtype: "float32", shards: [{ file: "s0.npy", rows: N }], source: { checkpoint: "/models/stories260K.bin", layer: 3, site: "resid_post" } }));
   const runs = path.join(dir, "runs");
   const exported = VARIANTS.filter((v) => !v.flavours).map((v) => v.name);
-  assert.ok(["jumprelu", "batchtopk", "matryoshka_batchtopk"].every((n) => exported.includes(n)));
+  assert.ok(["jumprelu", "batchtopk", "matryoshka"].every((n) => exported.includes(n)));
   for (const variant of [...exported, "standard"]) {
     const cfg = path.join(dir, `${variant}.yaml`);
     fs.writeFileSync(cfg, `name: e\ndata:\n  source: file\n  file: { path: ${acts} }\n  eval_tokens: 256\n  norm_estimate_tokens: 512\nsae:\n  variant: ${variant}\n  d_sae: 16\n  k: 2\ntrain: { steps: 3, batch_size: 64 }\n`);
@@ -449,7 +449,7 @@ test("SAELens reads our export's metadata (sae_lens_version, hook_name, model_na
     }
     assert.ok(!("flavour" in written.metadata), `${variant}: the exported metadata names no flavour`);
     if (variant !== "jumprelu") assert.ok(!("flavour" in JSON.parse(fs.readFileSync(path.join(runs, variant, "final", "cfg.json"), "utf8")).metadata), `${variant}: nor do its final weights`);
-    if (["jumprelu", "batchtopk", "matryoshka_batchtopk"].includes(variant)) assert.equal(written.architecture, "jumprelu");
+    if (["jumprelu", "batchtopk", "matryoshka"].includes(variant)) assert.equal(written.architecture, "jumprelu");
   }
   // without sae_lens_version SAELens would keep none of it: what the check above guards
   assert.deepEqual(saeLensMetadata({ metadata: { hook_name: "blocks.3.hook_resid_post" } }), {});

@@ -25,7 +25,7 @@ const D = 5, H = 9, B = 4;
 const TOL = 1e-6;
 
 for (const applyBDecToInput of [true, false]) {
-  test(`matryoshka_batchtopk (apply_b_dec_to_input=${applyBDecToInput}): gradients of every parameter match finite differences, with AuxK`, () => {
+  test(`matryoshka (apply_b_dec_to_input=${applyBDecToInput}): gradients of every parameter match finite differences, with AuxK`, () => {
     const model = createMatryoshka({ D, H }, { k: 3, kAux: 2, auxCoefficient: 0.5, applyBDecToInput, prefixes: [2, 5, 9] });
     const p = randomParams(model, applyBDecToInput ? 31 : 33);
     p.get("threshold")[0] = 0;
@@ -48,7 +48,7 @@ for (const applyBDecToInput of [true, false]) {
   });
 }
 
-test("matryoshka_batchtopk: the loss is Σ_g ‖x − x̂_g‖² (mean over the batch) over the prefixes, from the code written out directly; mse is the full prefix's", () => {
+test("matryoshka: the loss is Σ_g ‖x − x̂_g‖² (mean over the batch) over the prefixes, from the code written out directly; mse is the full prefix's", () => {
   const Dd = 6, Hh = 20, Bb = 7, prefixes = [3, 8, 20];
   const model = createMatryoshka({ D: Dd, H: Hh }, { k: 4, kAux: 3, auxCoefficient: 0, applyBDecToInput: true, prefixes });
   const p = randomParams(model, 41);
@@ -77,7 +77,7 @@ function engines(): [string, Engine][] {
   return addon ? [["typescript", jsEngine], ["native", nativeEngine(addon)]] : [["typescript", jsEngine]];
 }
 
-test("matryoshka_batchtopk with one prefix (= d_sae) is BatchTopK bit for bit: loss, code, θ and every gradient, over several steps", () => {
+test("matryoshka with one prefix (= d_sae) is BatchTopK bit for bit: loss, code, θ and every gradient, over several steps", () => {
   const Dd = 16, Hh = 96, Bb = 40, k = 5;
   for (const [name, e] of engines()) {
     for (const dead of [null, Uint8Array.from({ length: Hh }, (_, i) => (i % 7 === 0 ? 1 : 0))]) {
@@ -118,7 +118,7 @@ test("sae.matryoshka_prefixes: the default ladder; it must rise strictly and end
   assert.deepEqual(defaultPrefixes(20), [1, 2, 5, 10, 20]);
   assert.deepEqual(defaultPrefixes(3), [1, 3]);
   assert.deepEqual(defaultPrefixes(1), [1]);
-  const cfg = (sae: Record<string, unknown>) => configFromObject({ data: { d_in: 8 }, sae: { variant: "matryoshka_batchtopk", d_sae: 64, k: 4, ...sae } }).config;
+  const cfg = (sae: Record<string, unknown>) => configFromObject({ data: { d_in: 8 }, sae: { variant: "matryoshka", d_sae: 64, k: 4, ...sae } }).config;
   assert.deepEqual(cfg({}).sae.matryoshka_prefixes, [4, 8, 16, 32, 64]);
   assert.deepEqual(cfg({ matryoshka_prefixes: [10, 64] }).sae.matryoshka_prefixes, [10, 64]);
   assert.throws(() => cfg({ matryoshka_prefixes: [8, 8, 64] }), /sae\.matryoshka_prefixes: \[8, 8, 64\] must rise strictly: entry 2 \(8\) is not above 8/);
@@ -133,7 +133,7 @@ test("sae.matryoshka_prefixes: the default ladder; it must rise strictly and end
 test("sae train: a bad sae.matryoshka_prefixes exits 2 naming the file, line and key, with a fix; --set takes a list", async () => {
   const dir = tmpDir();
   const file = path.join(dir, "m.yaml");
-  fs.writeFileSync(file, "data:\n  d_in: 8\nsae:\n  variant: matryoshka_batchtopk\n  d_sae: 32\n  k: 2\n  matryoshka_prefixes: [4, 16]\ntrain: { steps: 2, batch_size: 16 }\n");
+  fs.writeFileSync(file, "data:\n  d_in: 8\nsae:\n  variant: matryoshka\n  d_sae: 32\n  k: 2\n  matryoshka_prefixes: [4, 16]\ntrain: { steps: 2, batch_size: 16 }\n");
   const r = await cli(["train", file, "--runs-dir", path.join(dir, "runs")]);
   assert.equal(r.code, 2, r.err);
   assert.match(r.err, /m\.yaml:7:3: sae\.matryoshka_prefixes: the last prefix is 16; it must be the whole dictionary, d_sae = 32/);
@@ -184,18 +184,18 @@ sae:
 train: { steps: 400, batch_size: 256, log_every: 50 }
 `;
   const runs = path.join(dir, "runs");
-  for (const variant of ["matryoshka_batchtopk", "batchtopk"]) {
+  for (const variant of ["matryoshka", "batchtopk"]) {
     fs.writeFileSync(path.join(dir, `${variant}.yaml`), yaml(variant));
     const r = await cli(["train", path.join(dir, `${variant}.yaml`), "--runs-dir", runs, "--run-id", variant]);
     assert.equal(r.code, 0, r.err);
   }
-  const rows = fs.readFileSync(path.join(runs, "matryoshka_batchtopk", "metrics.csv"), "utf8").trim().split("\n").slice(1).map((l) => l.split(","));
+  const rows = fs.readFileSync(path.join(runs, "matryoshka", "metrics.csv"), "utf8").trim().split("\n").slice(1).map((l) => l.split(","));
   const loss = rows.map((r) => Number(r[5])), mse = rows.map((r) => Number(r[6]));
   assert.ok(loss[loss.length - 1] < 0.5 * loss[0], `the loss falls: ${loss[0]} → ${loss[loss.length - 1]}`);
   assert.ok(loss.every((l, i) => l > mse[i]), "the loss holds the inner prefixes' errors besides the full one");
-  const m = prefixErrors(path.join(runs, "matryoshka_batchtopk"), prefixes);
+  const m = prefixErrors(path.join(runs, "matryoshka"), prefixes);
   const b = prefixErrors(path.join(runs, "batchtopk"), prefixes);
-  const total = prefixErrors(path.join(runs, "matryoshka_batchtopk"), [0])[0]; // b_dec alone
+  const total = prefixErrors(path.join(runs, "matryoshka"), [0])[0]; // b_dec alone
   assert.ok(m[0] < 0.9 * total, `the smallest prefix reconstructs: ${m[0]} vs ${total} with no latent`);
   for (let g = 1; g < m.length; g++) assert.ok(m[g] < m[g - 1], `prefix errors fall with the size: ${m}`);
   // (measured: 1.33 vs 1.89 and 0.58 vs 1.51; the whole dictionary 0.515 vs 0.518)

@@ -1,6 +1,6 @@
 // Pieces shared by the variants whose code is K (index, value) pairs per row (TopK, BatchTopK,
 // Matryoshka BatchTopK): the gradient through the selected latents, and AuxK (Gao et al. 2024,
-// sae-variants.md §2.5).
+// docs/variants.md#auxk).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims } from "./variant.ts";
 import { Workspace, scaled } from "./variant.ts";

@@ -2,26 +2,21 @@
 // the k·B largest pre-activations of the batch in training, one global threshold θ (a running
 // statistic, non-trainable) at inference. The fast CPU path is fast.ts. SAELens holds the
 // inference SAE as a JumpReLU with θ in every entry.
-import { kSparseLr, resolvedKAux } from "../keys.ts";
-import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, type Dims, type SaeLensImport } from "../variant.ts";
+import { resolvedKAux } from "../keys.ts";
+import { defineVariant, f32, plainFromSaeLens, type Dims, type SaeLensImport } from "../variant.ts";
 import type { ParamSet } from "../params.ts";
 import type { Arr } from "../../engine/types.ts";
-import { checkK, foldDecoderNorms, topkKeys } from "../topk/index.ts";
+import { foldDecoderNorms, kSparse, topkKeys } from "../topk/index.ts";
+import { SAELENS_JUMPRELU } from "../jumprelu/index.ts";
 import { SaeError } from "../../errors.ts";
 import { createBatchTopK } from "./fast.ts";
 
 export const batchtopk = defineVariant(topkKeys, {
+  ...kSparse,
   name: "batchtopk",
   title: "BatchTopK (Bussmann et al. 2024)",
-  defaults: { init_norm: 1 },
-  defaultLr: kSparseLr,
-  coefficient: () => 0,
-  knob: { key: "k", label: "k" },
-  resolve: (s, D) => ({ k_aux: resolvedKAux(s, D) }),
-  check: checkK,
   specs: (dims, s) => create(dims, s, null).specs,
   create,
-  foldInputBias: foldIntoEncoderBias,
   toSaeLens: globalThresholdToSaeLens,
   fromSaeLens: globalThresholdFromSaeLens,
   saeLensImports: [saeLensBatchTopKTraining("batchtopk", () => ({}))],
@@ -53,7 +48,7 @@ export function saeLensBatchTopKTraining(architecture: string, more: (cfg: Recor
 
 /** the inference SAE as SAELens holds it: a JumpReLU with the global θ in every entry */
 export function globalThresholdToSaeLens(p: ParamSet, { H }: Dims) {
-  return { architecture: "jumprelu", tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(new Float32Array(H).fill(p.get("threshold")[0]), [H]) } };
+  return { architecture: SAELENS_JUMPRELU, tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(new Float32Array(H).fill(p.get("threshold")[0]), [H]) } };
 }
 export function globalThresholdFromSaeLens(p: ParamSet, need: (name: string, shape: number[]) => Arr, dims: Dims): void {
   plainFromSaeLens(p, need, dims);

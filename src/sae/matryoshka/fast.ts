@@ -51,7 +51,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
   };
 
   return {
-    variant: "matryoshka_batchtopk",
+    variant: "matryoshka",
     dims,
     workspaceBytes: () => ws.bytes(),
     specs: batchTopKSpecs(dims),
@@ -111,7 +111,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
     },
 
     backward({ e, p, X, B }: StepInput, { training, Xc, E, idx, val, k, block, aux }: MatryoshkaState, g: ParamSet): void {
-      if (!training) throw new Error("matryoshka_batchtopk: backward needs a training forward (training: true)");
+      if (!training) throw new Error("matryoshka: backward needs a training forward (training: true)");
       const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const gpSum = ws.f("gpSum", H, X);

@@ -4,10 +4,10 @@
 // their squared errors summed. The fast CPU path is fast.ts. Inference and export are BatchTopK's:
 // a JumpReLU with the global threshold, as SAELens saves its matryoshka_batchtopk training SAE.
 import { z } from "zod";
-import { kSparseLr, resolvedKAux } from "../keys.ts";
-import { defineVariant, foldIntoEncoderBias, type Dims } from "../variant.ts";
+import { resolvedKAux } from "../keys.ts";
+import { defineVariant, type Dims } from "../variant.ts";
 import type { Arr } from "../../engine/types.ts";
-import { checkK, topkKeys } from "../topk/index.ts";
+import { checkK, kSparse, topkKeys } from "../topk/index.ts";
 import { globalThresholdFromSaeLens, globalThresholdToSaeLens, saeLensBatchTopKTraining } from "../batchtopk/index.ts";
 import { createMatryoshka } from "./fast.ts";
 
@@ -30,13 +30,10 @@ export function defaultPrefixes(H: number): number[] {
 interface Settings { k: number; k_aux?: number; d_sae: number; aux_coefficient: number; apply_b_dec_to_input: boolean; matryoshka_prefixes?: number[] }
 
 export const matryoshka = defineVariant(keys, {
-  name: "matryoshka_batchtopk",
+  ...kSparse,
+  name: "matryoshka",
   title: "Matryoshka BatchTopK (Bussmann et al. 2025)",
-  defaults: { init_norm: 1 },
-  defaultLr: kSparseLr,
-  coefficient: () => 0,
-  knob: { key: "k", label: "k" },
-  resolve: (s, D) => ({ k_aux: resolvedKAux(s, D), matryoshka_prefixes: s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae) }),
+  resolve: (s, D) => ({ ...kSparse.resolve(s, D), matryoshka_prefixes: s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae) }),
   check: (s, fail) => {
     checkK(s, fail);
     const m = s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae);
@@ -47,7 +44,6 @@ export const matryoshka = defineVariant(keys, {
   },
   specs: (dims, s) => create(dims, s, null).specs,
   create,
-  foldInputBias: foldIntoEncoderBias,
   toSaeLens: globalThresholdToSaeLens,
   fromSaeLens: globalThresholdFromSaeLens,
   saeLensImports: [

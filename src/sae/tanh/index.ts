@@ -9,6 +9,7 @@ import type { Dims, SaeModel } from "../variant.ts";
 import { defineVariant, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens } from "../variant.ts";
 import { createReluSae, type Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
+import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface TanhOptions {
   /** B: inverse saturation scale, in (normalised) activation units */
@@ -54,7 +55,7 @@ export const tanh = defineVariant(keys, {
   specs: (dims, s) => options(dims, s, null).specs,
   create: options,
   foldInputBias: foldIntoEncoderBias,
-  toSaeLens: plainToSaeLens("standard"),
+  toSaeLens: plainToSaeLens(SAELENS_STANDARD),
   fromSaeLens: plainFromSaeLens,
 });
 
