@@ -14,6 +14,9 @@ import { downstreamEval, planDownstream } from "../eval/downstream.ts";
 import { SITES } from "../config/schema.ts";
 import type { Site } from "../lm/llama.ts";
 import { SaeError } from "../errors.ts";
+import { engineOption } from "./train.ts";
+import { resolveTfjs, type EngineName } from "../engine/tfjs.ts";
+import { tfjsInferenceModel } from "../train/tfjs-stepper.ts";
 
 export function evalCommand(io: CliIo): Command {
   return new Command("eval")
@@ -27,19 +30,22 @@ export function evalCommand(io: CliIo): Command {
     .option("--layer <n>", "the model layer the SAE reads (default: from the run's data)", nonNegativeInt)
     .option("--site <site>", `the site at that layer: ${SITES.join(", ")} (default: from the run's data)`)
     .option("--sequences <n>", "held-out sequences for the downstream loss", positiveInt, 64)
+    .addOption(engineOption())
     .addHelpText("after", `
 Examples:
   sae eval 20261125-181500-quickstart-topk-3fa2
   sae eval 20261125 --json
   sae eval 20261125-aidreams --model ../shared/models/aidreams260K.bin --sequences 128`)
-    .action((arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number }) => {
+    .action(async (arg: string, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; engine?: EngineName }) => {
       if (opts.site !== undefined && !(SITES as readonly string[]).includes(opts.site)) {
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
       const dir = findRun(opts.runsDir, arg);
       const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml")).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
-      const model = createModel(config);
+      const tfjs = await resolveTfjs(opts.engine ?? config.train.engine);
+      const model = tfjs ? tfjsInferenceModel(tfjs.tf, config, createModel(config)) : createModel(config);
+      if (tfjs) io.err(`forward passes: ${tfjs.reason}`);
       const p = loadFinal(dir, model);
       const data = createSource(config, engine.engine);
       const Xe = data.evalSet(opts.tokens ?? config.data.eval_tokens);

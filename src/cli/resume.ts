@@ -6,7 +6,8 @@ import { findRun, readStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
 import { positiveInt } from "./common.ts";
-import { execute } from "./train.ts";
+import { engineOption, execute } from "./train.ts";
+import { resolveTfjs, type EngineName } from "../engine/tfjs.ts";
 
 export function resumeCommand(io: CliIo): Command {
   return new Command("resume")
@@ -14,18 +15,20 @@ export function resumeCommand(io: CliIo): Command {
     .argument("<run>", "run id (or a unique prefix of one, or the run's folder)")
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
     .option("--threads <n>", "CPU threads (default: all cores; the same count as before reproduces the uninterrupted run bit for bit)", positiveInt)
+    .addOption(engineOption())
     .addHelpText("after", `
 The run continues with the same data batches, optimizer state, dead-latent counters and schedule
 position; metrics.csv rows after the checkpoint are dropped and logged again.
 
 Examples:
   sae resume 20261125-181500-quickstart-topk-3fa2`)
-    .action(async (arg: string, opts: { runsDir: string; threads?: number }) => {
+    .action(async (arg: string, opts: { runsDir: string; threads?: number; engine?: EngineName }) => {
       const dir = findRun(opts.runsDir, arg);
       const status = readStatus(dir);
       if (status?.status === "done") throw new SaeError("usage", `run ${path.basename(dir)} is done; there is nothing to resume`, "`sae finetune` starts a new run from it");
       const { config } = loadConfig(path.join(dir, "config.yaml"));
       const engine = selectEngine(opts.threads ?? config.train.threads);
-      await execute(io, config, dir, path.basename(dir), engine, true);
+      // checkpoints are the same on both engines: a run may continue on the other one
+      await execute(io, config, dir, path.basename(dir), engine, true, await resolveTfjs(opts.engine ?? config.train.engine));
     });
 }

@@ -44,6 +44,18 @@ export function installed(pkg: string): boolean {
   }
 }
 
+export const ENGINES = ["auto", "native", "tfjs"] as const;
+export type EngineName = (typeof ENGINES)[number];
+
+/** The tfjs backend to train on, or null for the native engine: tfjs when asked; for auto, when tfjs-node-gpu is installed and finds a GPU. */
+export async function resolveTfjs(want: EngineName): Promise<TfjsChoice | null> {
+  if (want === "native") return null;
+  if (want === "tfjs") return loadTfjs();
+  if (!installed(TFJS_NATIVE[0].pkg)) return null;
+  const t = await loadTfjs();
+  return t.gpu ? t : null;
+}
+
 let loaded: Promise<TfjsChoice> | null = null;
 
 /** Loads the best tfjs backend once (later calls return the same). */
@@ -137,15 +149,21 @@ export function tfOps(tf: Tf) {
     };
   }) as unknown as CustomGradientFunc) as (cond: T, a: T, b: T) => T;
 
-  /** per row: 1 at the k largest of a among allowed columns, ties to the lower column */
+  /**
+   * 1 at the positions tf.topk picks: tfjs's CPU kernel and TensorFlow's TopKV2 both put the lower
+   * index first among equal values, which is the tie rule of the fast path. a [B, n] → a mask [B, n].
+   */
+  const topkPositions = (a: T, k: number): T => {
+    const [B, n] = a.shape;
+    const rows = tf.mul(tf.reshape(tf.range(0, B, 1, "int32"), [B, 1]), tf.scalar(n, "int32"));
+    const flat = tf.reshape(tf.add(tf.topk(a, k).indices, rows), [B * k, 1]);
+    return tf.reshape(tf.scatterND(flat, tf.ones([B * k]), [B * n]), [B, n]);
+  };
+  /** per row: 1 at the k largest of a among allowed columns */
   const topkMaskFn = (a: T, k: number, allowed: T | null): T => {
-    const ok = allowed ? tf.notEqual(allowed, 0) : null;
-    const m = ok ? tf.where(ok, a, tf.fill(a.shape, -Infinity)) : a;
-    const kth = tf.slice(tf.topk(m, k).values, [0, k - 1], [-1, 1]); // [B, 1]
-    const above = tf.greater(m, kth), at = tf.equal(m, kth);
-    const room = tf.sub(k, tf.sum(f32(above), 1, true)); // how many ties at the k-th value still fit
-    const sel = tf.logicalOr(above, tf.logicalAnd(at, tf.lessEqual(tf.cumsum(f32(at), 1), room)));
-    return f32(ok ? tf.logicalAnd(sel, ok) : sel);
+    if (!allowed) return topkPositions(a, k);
+    const ok = tf.notEqual(allowed, 0);
+    return tf.mul(topkPositions(tf.where(ok, a, tf.fill(a.shape, -Infinity)), k), f32(ok)); // fewer allowed than k: all of them
   };
   const noGradCache = new Map<string, (...xs: T[]) => T>();
   const cachedNoGrad = (key: string, fn: (...xs: T[]) => T) => {
@@ -176,13 +194,9 @@ export function tfOps(tf: Tf) {
     topkMask: (a: T, k: number, allowed?: T | null): T => (allowed ? cachedNoGrad(`topkA:${k}`, (x, m) => topkMaskFn(x, k, m))(a, allowed) : cachedNoGrad(`topk:${k}`, (x) => topkMaskFn(x, k, null))(a)),
     batchTopkMask: (a: T, total: number): T =>
       cachedNoGrad(`btopk:${total}`, (x) => {
-        // the same tie rule as topkMask, over the flattened batch (row-major order)
-        const flat = tf.reshape(x, [-1]);
-        const cut = tf.slice(tf.topk(flat, total).values, [total - 1], [1]);
-        const above = tf.greater(flat, cut), at = tf.logicalAnd(tf.equal(flat, cut), tf.greater(flat, 0));
-        const room = tf.sub(total, tf.sum(f32(above)));
-        const sel = tf.logicalAnd(tf.logicalOr(above, tf.logicalAnd(at, tf.lessEqual(tf.cumsum(f32(at)), room))), tf.greater(flat, 0));
-        return tf.reshape(f32(sel), x.shape);
+        // the top `total` of the flattened batch (ties to the earlier row-major position), positives only
+        const flat = tf.reshape(x, [1, -1]);
+        return tf.reshape(tf.mul(topkPositions(flat, total), f32(tf.greater(flat, 0))), x.shape);
       })(a),
     heavisideSte: (z: T, theta: T, eps: number): T => ste("step", eps)(z, theta),
     jumpReluSte: (z: T, theta: T, eps: number): T => ste("jump", eps)(z, theta),

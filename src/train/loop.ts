@@ -17,6 +17,8 @@ import type { DataSource } from "../data/source.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
 import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type LogWindow, type TrainState } from "./checkpoint.ts";
 import { optimizerStep } from "./step.ts";
+import { TfjsStepper, type Stepper } from "./tfjs-stepper.ts";
+import type { TfjsChoice } from "../engine/tfjs.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
 import { MetricsLog, readStatus, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
@@ -45,6 +47,8 @@ export interface TrainOptions {
   control?: { stop: boolean };
   /** continue runDir from its latest checkpoint (exactly: same batches, optimizer state, counters) */
   resume?: boolean;
+  /** train on this tfjs backend (the equations under autodiff); evaluation stays on `engine` */
+  tfjs?: TfjsChoice | null;
 }
 
 export const METRIC_COLUMNS = ["step", "phase", "tokens", "lr", "sparsity_coeff", "loss", "mse", "sparsity_loss", "aux_loss", "fvu", "l0", "dead_frac", "grad_norm", "tokens_per_s"];
@@ -58,7 +62,8 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   let model = createModel(c);
   const { D, H } = model.dims;
   const B = t.batch_size;
-  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: o.engine.reason };
+  const engineReason = o.tfjs ? `${o.tfjs.reason}; evaluation: ${o.engine.reason}` : o.engine.reason;
+  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: engineReason };
   if (o.resume) {
     const before = readStatus(runDir);
     if (before) status.started = before.started;
@@ -67,7 +72,7 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   }
   writeStatus(runDir, status);
   const phaseNames = t.phases.map((p) => `${p.name} (${p.steps})`).join(", ");
-  reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${B} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
+  reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${B} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${engineReason}`);
   reporter.log(`data: ${data.describe()}`);
 
   try {
@@ -107,6 +112,13 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       }
       // the logging interval's sums: restored when resuming inside one
       let acc: LogWindow = s.logWindow ?? { n: 0, loss: 0, mse: 0, sparsity: 0, aux: 0, gnorm: 0 };
+      // tfjs: the state lives on the device from here to the end of the phase; sync() brings it back
+      const stepper: Stepper | null = o.tfjs ? new TfjsStepper(o.tfjs.tf, c, model, s) : null;
+      const sync = () => {
+        if (!stepper) return;
+        stepper.save(s);
+        acc = s.logWindow!;
+      };
       s.logWindow = undefined;
       let windowStart = performance.now(), windowTokens = 0;
 
@@ -115,31 +127,41 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
         scaleInPlace(X, s.scale);
         const lr = lrAt(ps, ph);
         const coeff = coefficient * sparsityAt(ps, ph);
-        let nDead = 0;
-        for (let i = 0; i < H; i++) nDead += dead[i] = s.sinceFired[i] >= t.dead_tokens_threshold ? 1 : 0;
-
-        const { fwd, gradNorm } = optimizerStep(e, model, s, grads, X, B, {
-          lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, gradClip: t.grad_clip, coeff, dead: nDead > 0 ? dead : null, frozen,
-        });
-        if (!Number.isFinite(fwd.terms.loss)) throw new Error(`loss became ${fwd.terms.loss} at step ${s.step + 1}; lower train.lr or check the data`);
-
-        // dead-latent counters, in tokens (sae-variants.md §1.5): fired = value > 0 anywhere in the batch
-        firedLatents(e, fwd.code, B, H, fired);
-        for (let i = 0; i < H; i++) s.sinceFired[i] = fired[i] > 0 ? 0 : s.sinceFired[i] + B;
+        const lastOfPhase = ps === ph.steps - 1;
+        const logging = (s.step + 1) % t.log_every === 0 || lastOfPhase;
+        let logged: [fvu: number, l0: number, deadFrac: number] | null = null;
+        if (stepper) {
+          stepper.step(X, B, { lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, gradClip: t.grad_clip, coeff, dead: null, frozen });
+          if (logging) {
+            const w = stepper.flush();
+            if (!w.finite) throw new Error(`loss became non-finite in steps ${s.step - w.n + 2}..${s.step + 1}; lower train.lr or check the data`);
+            acc = { n: w.n, loss: w.loss * w.n, mse: w.mse * w.n, sparsity: w.sparsity * w.n, aux: w.aux * w.n, gnorm: w.gradNorm * w.n };
+            logged = [w.fvu, w.l0, w.deadFrac];
+          }
+        } else {
+          let nDead = 0;
+          for (let i = 0; i < H; i++) nDead += dead[i] = s.sinceFired[i] >= t.dead_tokens_threshold ? 1 : 0;
+          const { fwd, gradNorm } = optimizerStep(e, model, s, grads, X, B, {
+            lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, gradClip: t.grad_clip, coeff, dead: nDead > 0 ? dead : null, frozen,
+          });
+          if (!Number.isFinite(fwd.terms.loss)) throw new Error(`loss became ${fwd.terms.loss} at step ${s.step + 1}; lower train.lr or check the data`);
+          // dead-latent counters, in tokens (sae-variants.md §1.5): fired = value > 0 anywhere in the batch
+          firedLatents(e, fwd.code, B, H, fired);
+          for (let i = 0; i < H; i++) s.sinceFired[i] = fired[i] > 0 ? 0 : s.sinceFired[i] + B;
+          acc = { n: acc.n + 1, loss: acc.loss + fwd.terms.loss, mse: acc.mse + fwd.terms.mse, sparsity: acc.sparsity + fwd.terms.sparsity, aux: acc.aux + fwd.terms.aux, gnorm: acc.gnorm + gradNorm };
+          if (logging) logged = [batchFvu(X, fwd.Xhat, B, D), meanL0(fwd.code, B, H), s.sinceFired.reduce((n, v) => n + (v >= t.dead_tokens_threshold ? 1 : 0), 0) / H];
+        }
         s.step++;
         s.tokens += B;
         windowTokens += B;
-        acc = { n: acc.n + 1, loss: acc.loss + fwd.terms.loss, mse: acc.mse + fwd.terms.mse, sparsity: acc.sparsity + fwd.terms.sparsity, aux: acc.aux + fwd.terms.aux, gnorm: acc.gnorm + gradNorm };
 
-        const lastOfPhase = ps === ph.steps - 1;
-        const logging = s.step % t.log_every === 0 || lastOfPhase;
-        if (!logging) reporter.progress?.(s.step, t.steps, null);
-        if (logging) {
+        if (!logged) reporter.progress?.(s.step, t.steps, null);
+        else {
+          const [fvu, l0, deadFrac] = logged;
           const tps = windowTokens / ((performance.now() - windowStart) / 1000);
           const row = {
             step: s.step, phase: ph.name, tokens: s.tokens, lr, sparsity_coeff: coeff, loss: acc.loss / acc.n, mse: acc.mse / acc.n,
-            sparsity_loss: acc.sparsity / acc.n, aux_loss: acc.aux / acc.n, fvu: batchFvu(X, fwd.Xhat, B, D), l0: meanL0(fwd.code, B, H),
-            dead_frac: s.sinceFired.reduce((n, v) => n + (v >= t.dead_tokens_threshold ? 1 : 0), 0) / H, grad_norm: acc.gnorm / acc.n, tokens_per_s: tps,
+            sparsity_loss: acc.sparsity / acc.n, aux_loss: acc.aux / acc.n, fvu, l0, dead_frac: deadFrac, grad_norm: acc.gnorm / acc.n, tokens_per_s: tps,
           };
           log.append(row);
           if (!reporter.progress) {
@@ -153,11 +175,16 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
           status.tokens = s.tokens;
           writeStatus(runDir, status);
         }
-        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
+        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) {
+          sync();
+          saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
+        }
         // yield to the event loop so SIGINT handlers run
         if (o.control) {
           await new Promise((r) => setImmediate(r));
           if (o.control.stop && !(lastOfPhase && phaseIndex === t.phases.length - 1)) {
+            sync();
+            stepper?.dispose();
             const file = saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
             Object.assign(status, { status: "interrupted", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
             writeStatus(runDir, status);
@@ -168,6 +195,9 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
       }
 
       // end of phase: checkpoint, then evaluate the weights as they are exported (raw input units)
+      sync();
+      stepper?.dispose();
+      s.logWindow = undefined;
       saveCheckpoint(runDir, s, model.fixedInputBias);
       const out = exportable(e, c, model, s.p, s.scale);
       const Xe = data.evalSet(c.data.eval_tokens);
