@@ -6,6 +6,9 @@
 // @tensorflow/tfjs-node (libtensorflow on the CPU), else the pure-JavaScript CPU backend of
 // @tensorflow/tfjs. Everything here is imported dynamically: the native engine never loads tfjs.
 import { createRequire } from "node:module";
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
 import type * as TfModule from "@tensorflow/tfjs";
 import { SaeError } from "../errors.ts";
 
@@ -54,6 +57,37 @@ export async function resolveTfjs(want: EngineName): Promise<TfjsChoice | null> 
   if (!installed(TFJS_NATIVE[0].pkg)) return null;
   const t = await loadTfjs();
   return t.gpu ? t : null;
+}
+
+/** The CUDA 11.2 / cuDNN 8.1 libraries libtensorflow 2.9.1 (tfjs-node-gpu 4.22) opens, and where the loader finds them. */
+export const CUDA_LIBS = ["libcudart.so.11.0", "libcublas.so.11", "libcublasLt.so.11", "libcufft.so.10", "libcurand.so.10", "libcusolver.so.11", "libcusparse.so.11", "libcudnn.so.8"];
+
+/** For `sae doctor`: the tfjs packages present, the GPU found or why none, and what train.engine: auto picks. */
+export async function tfjsReport(): Promise<{ backends: string; gpu: string; auto: string }> {
+  const version = (pkg: string) => (require(`${pkg}/package.json`) as { version: string }).version;
+  const present = [...TFJS_NATIVE.map((t) => t.pkg), "@tensorflow/tfjs"].map((pkg) => (installed(pkg) ? `${pkg} ${version(pkg)}` : `${pkg} not installed`));
+  const gpuPkg = TFJS_NATIVE[0].pkg;
+  const driver = fs.existsSync("/proc/driver/nvidia/version") ? fs.readFileSync("/proc/driver/nvidia/version", "utf8").split("\n")[0].replace(/\s+/g, " ").trim() : null;
+  const missing = CUDA_LIBS.filter((lib) => !findLibrary(lib));
+  const libs = missing.length ? `missing ${missing.join(", ")} (CUDA 11.2 and cuDNN 8.1, on LD_LIBRARY_PATH or in ldconfig)` : "the CUDA 11.2 and cuDNN 8.1 libraries are found";
+  let gpu: string;
+  if (!installed(gpuPkg)) gpu = `none: ${gpuPkg} is not installed (npm drops it when its install cannot download libtensorflow); NVIDIA driver: ${driver ?? "none found"}; ${libs}`;
+  else {
+    const t = await loadTfjs();
+    gpu = t.gpu ? `found: TensorFlow runs on a CUDA device through ${t.pkg}` : t.pkg === gpuPkg ? `none: ${gpuPkg} loaded but TensorFlow found no usable CUDA device; NVIDIA driver: ${driver ?? "none found"}; ${libs}` : `none: ${gpuPkg} did not load (${t.reason})`;
+  }
+  const auto = (await resolveTfjs("auto")) ? "tfjs (a GPU is usable)" : "native (tfjs only when tfjs-node-gpu finds a GPU; --engine tfjs forces it)";
+  return { backends: present.join("; "), gpu, auto };
+}
+
+/** whether the dynamic loader can find a shared library: LD_LIBRARY_PATH, then the ldconfig cache */
+function findLibrary(name: string): boolean {
+  for (const dir of (process.env.LD_LIBRARY_PATH ?? "").split(":").filter(Boolean)) if (fs.existsSync(path.join(dir, name))) return true;
+  try {
+    return execFileSync("ldconfig", ["-p"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).includes(name);
+  } catch {
+    return false;
+  }
 }
 
 let loaded: Promise<TfjsChoice> | null = null;
