@@ -60,8 +60,12 @@ export interface Stepper {
   dispose(): void;
 }
 
-/** tokens-since-fired counters are int32 on the device and saturate here (far above any dead threshold a run uses) */
-const SINCE_FIRED_CAP = 2 ** 31 - 2 ** 24;
+/**
+ * The tokens-since-fired counters are float32 on the device (TensorFlow keeps int32 tensors in host
+ * memory), exact up to 2^24, and saturate there, or at the dead threshold when that is larger: a
+ * latent that has been dead that long is dead either way (the native engine's float64 counters go on).
+ */
+const sinceFiredCap = (c: Config) => Math.max(2 ** 24, c.train.dead_tokens_threshold);
 
 export class TfjsStepper implements Stepper {
   private readonly tf: Tf;
@@ -99,7 +103,7 @@ export class TfjsStepper implements Stepper {
         this.m[name] = tf.variable(tf.zeros(shape), false);
         this.v[name] = tf.variable(tf.zeros(shape), false);
       }
-      return [tf.variable(tf.zeros([model.dims.H], "int32"), false), tf.variable(tf.zeros([5]), false)];
+      return [tf.variable(tf.zeros([model.dims.H]), false), tf.variable(tf.zeros([5]), false)];
     });
     this.fixedInputBias = model.fixedInputBias ? tf.tensor1d(Float32Array.from(model.fixedInputBias)) : null;
     this.load(s);
@@ -152,14 +156,14 @@ export class TfjsStepper implements Stepper {
       for (const [n, t] of Object.entries(updates)) p[n].assign(t);
       // dead-latent counters (docs/variants.md#dead-latents): a latent positive on some row resets to 0
       const fired = tf.greater(tf.sum(tf.cast(tf.greater(code, 0), "float32"), 0), 0);
-      this.sinceFired.assign(tf.where(fired, tf.zerosLike(this.sinceFired), tf.minimum(tf.add(this.sinceFired, tf.scalar(B, "int32")), tf.scalar(SINCE_FIRED_CAP, "int32"))));
+      this.sinceFired.assign(tf.where(fired, tf.zerosLike(this.sinceFired), tf.minimum(tf.add(this.sinceFired, B), sinceFiredCap(this.c))));
       this.sums.assign(tf.add(this.sums, tf.stack([loss, mse, sparsity, aux, gradNorm])));
       for (const t of this.last) t.dispose();
       this.last = [tf.keep(x), xhat, code];
       for (const t of kept) if (t !== xhat && t !== code) t.dispose();
     });
     this.n++;
-    this.maxSinceFired = Math.min(this.maxSinceFired + B, SINCE_FIRED_CAP);
+    this.maxSinceFired = Math.min(this.maxSinceFired + B, sinceFiredCap(this.c));
   }
 
   flush(): StepWindow {
@@ -170,7 +174,7 @@ export class TfjsStepper implements Stepper {
       const sse = tf.sum(tf.square(tf.sub(x, xhat))), sst = tf.sum(tf.square(tf.sub(x, tf.mean(x, 0))));
       const l0 = tf.div(tf.sum(tf.cast(tf.greater(code, 0), "float32")), x.shape[0]);
       const dead = tf.sum(tf.cast(tf.greaterEqual(this.sinceFired, this.c.train.dead_tokens_threshold), "float32"));
-      return tf.concat([this.sums, tf.stack([sse, sst, l0, dead, tf.cast(tf.max(this.sinceFired), "float32")])]);
+      return tf.concat([this.sums, tf.stack([sse, sst, l0, dead, tf.max(this.sinceFired)])]);
     });
     const [loss, mse, sparsity, aux, gnorm, sse, sst, l0, dead, maxSince] = all.dataSync(); // the one transfer of a logging step
     all.dispose();
@@ -204,7 +208,7 @@ export class TfjsStepper implements Stepper {
         this.m[name].assign(tf.tensor(s.m.get(name), shape, "float32"));
         this.v[name].assign(tf.tensor(s.v.get(name), shape, "float32"));
       }
-      this.sinceFired.assign(tf.tensor1d(Int32Array.from(s.sinceFired, (t) => Math.min(t, SINCE_FIRED_CAP)), "int32"));
+      this.sinceFired.assign(tf.tensor1d(Float32Array.from(s.sinceFired, (t) => Math.min(t, sinceFiredCap(this.c)))));
       this.sums.assign(tf.tensor1d([w.loss, w.mse, w.sparsity, w.aux, w.gnorm]));
     });
     this.adamT = s.adamT;
