@@ -8,7 +8,7 @@ import { loadTfjs } from "../src/engine/tfjs.ts";
 import { createModel } from "../src/sae/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { TfjsStepper } from "../src/train/tfjs-stepper.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 
 const args = process.argv.slice(2);
 const stepsArg = args.indexOf("--steps");
@@ -42,11 +42,11 @@ const p = new ParamSet(model.specs);
 for (let i = 0; i < p.buf.length; i++) p.buf[i] = rng.normal() / Math.sqrt(D);
 // 1% of the latents dead: AuxK runs
 const sinceFired = Float64Array.from({ length: H }, (_, i) => (i % 100 === 0 ? c.train.dead_tokens_threshold : 0));
-const stepper = new TfjsStepper(tf, c, model, { p, m: p.like(), v: p.like(), sinceFired, step: 0, tokens: 0, adamT: 0, scale: 1, batchOffset: 0 });
-const settings = { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, coeff: 0, dead: null };
+const phase = { model, frozen: new Set<string>(), beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, deadTokens: c.train.dead_tokens_threshold };
+const stepper = new TfjsStepper(tf, c, phase, { p, m: p.like(), v: p.like(), sinceFired, step: 0, tokens: 0, adamT: 0, scale: 1, batchOffset: 0 });
 let l0 = 0;
 const stepMs = fastest(() => {
-  stepper.step(X, B, settings);
+  stepper.step(X, B, 1e-6, 0);
   l0 = stepper.flush().l0;
 });
 stepper.dispose();

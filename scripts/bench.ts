@@ -18,7 +18,7 @@ import { createGated } from "../src/sae/gated/fast.ts";
 import { createJumpRelu } from "../src/sae/jumprelu/fast.ts";
 import type { SaeModel } from "../src/sae/variant.ts";
 import { optimizerStep } from "../src/train/step.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 
 interface Shape { B: number; D: number; H: number; K: number }
 const SMALL: Shape = { B: 1024, D: 128, H: 1024, K: 16 };

@@ -15,7 +15,8 @@ import { createModel } from "../src/sae/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import type { ForwardResult, SaeModel } from "../src/sae/variant.ts";
 import { preActivations, type EqContext } from "../src/sae/ops.ts";
-import { EQUATIONS, eqContext } from "../src/train/tfjs-stepper.ts";
+import { eqContext } from "../src/train/tfjs-stepper.ts";
+import { variantDef } from "../src/sae/index.ts";
 import { createStandard } from "../src/sae/standard/index.ts";
 import { createTanh } from "../src/sae/tanh/index.ts";
 import { createScaled } from "../src/sae/scaled/index.ts";
@@ -23,7 +24,7 @@ import { createGated } from "../src/sae/gated/fast.ts";
 import { createJumpRelu } from "../src/sae/jumprelu/fast.ts";
 import { createTopK } from "../src/sae/topk/fast.ts";
 import { createBatchTopK } from "../src/sae/batchtopk/fast.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 
 interface HandOpts { B: number; coeff: number; dead: Uint8Array | null; training?: boolean }
 
@@ -32,7 +33,7 @@ function handGrads(model: SaeModel, params: ParamSet, X: Float32Array, opts: Han
   const inp = { e: jsEngine, p: params, X, B: opts.B, coeff: opts.coeff, dead: opts.dead, training: opts.training ?? true };
   const fwd = model.forward(inp);
   const grads = params.like();
-  model.backward(inp, grads);
+  model.backward(inp, fwd.state, grads);
   return { fwd, grads };
 }
 
@@ -73,13 +74,13 @@ function autoGrads(c: Config, model: SaeModel, params: ParamSet, X: Float32Array
   try {
     return tf.tidy((): never => {
       const x = tf.tensor2d(X, [opts.B, D]);
-      const ctx: EqContext<Tensor> = eqContext(c, {
+      const ctx: EqContext<Tensor> = eqContext(c.sae, {
         coeff: opts.coeff,
         dead: opts.dead ? tf.tensor1d(Float32Array.from(opts.dead)) : null,
         training: opts.training ?? true,
         fixedInputBias: opts.fixedInputBias ? tf.tensor1d(opts.fixedInputBias) : null,
       });
-      const eq = EQUATIONS[c.sae.variant];
+      const eq = variantDef(c.sae.variant).equations;
       let kept: Tensor[] = [], updateNames: string[] = [];
       const { value, grads } = tf.variableGrads(() => {
         const out = eq.loss(ops, vars, x, ctx);

@@ -8,9 +8,9 @@ import path from "node:path";
 import { cli, tmpDir } from "./helpers.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { VARIANTS } from "../src/config/schema.ts";
+import { VARIANT_NAMES as VARIANTS } from "../src/sae/index.ts";
 import { createModel } from "../src/sae/index.ts";
-import { finalConfig, loadFinal } from "../src/io/weights.ts";
+import { finalConfig, loadFinal } from "../src/sae/weights.ts";
 import { createSource } from "../src/data/index.ts";
 import { jsEngine } from "../src/engine/js.ts";
 
@@ -175,5 +175,5 @@ test("sparsify export (TopK, with and without the pre-encoder bias) computes wha
   const gated = await trainRun(dir, "gated");
   const sg = await cli(["export", path.basename(gated), "--runs-dir", path.join(dir, "runs"), "--format", "sparsify", "--out", path.join(dir, "sg")]);
   assert.equal(sg.code, 2);
-  assert.match(sg.err, /sparsify holds TopK SAEs only; this run is gated/);
+  assert.match(sg.err, /sparsify holds topk SAEs only; this run is gated/);
 });

@@ -16,7 +16,7 @@ import { configFromObject } from "../src/config/load.ts";
 import { createModel } from "../src/sae/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { harvestGroup } from "../src/lm/harvest.ts";
-import { writeNpy } from "../src/data/npy.ts";
+import { writeNpy } from "../src/io/npy.ts";
 
 const MODELS = process.env.SAE_SHARED_MODELS;
 if (!MODELS && process.env.CI) throw new Error("SAE_SHARED_MODELS must point at ../shared/models under CI");

@@ -9,7 +9,7 @@ import { jsEngine } from "../src/engine/js.ts";
 import { selectEngine } from "../src/engine/index.ts";
 import { optimizerStep } from "../src/train/step.ts";
 import { foldScale } from "../src/sae/init.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { SyntheticSource, firingProbabilities } from "../src/data/synthetic.ts";
 import { randn } from "./helpers.ts";
 import { codeValue } from "../src/sae/variant.ts";

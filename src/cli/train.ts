@@ -1,5 +1,6 @@
 import { Command, Option } from "commander";
 import cliProgress from "cli-progress";
+import { probeData } from "../data/index.ts";
 import { configFromObject, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { selectEngine, type EngineChoice } from "../engine/index.ts";
 import type { Config } from "../config/schema.ts";
@@ -9,6 +10,7 @@ import type { CliIo } from "./io.ts";
 import { collect, positiveInt } from "./common.ts";
 import { printEval } from "./eval.ts";
 import { ENGINES, resolveTfjs, type EngineName, type TfjsChoice } from "../engine/tfjs.ts";
+import { tfjsStepper } from "../train/tfjs-stepper.ts";
 
 /** --engine, on train, resume, finetune and eval */
 export const engineOption = () => new Option("--engine <engine>", "native (CPU), tfjs (the equations on the best tfjs backend: CUDA with @tensorflow/tfjs-node-gpu) or auto (tfjs when it finds a GPU); default: train.engine").choices(ENGINES);
@@ -31,13 +33,13 @@ Examples:
       const sets = [...opts.set];
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
       if (opts.engine !== undefined) sets.push(`train.engine=${opts.engine}`);
-      await runTraining(io, loadConfig(file, sets), [], { runId: opts.runId, threads: opts.threads });
+      await runTraining(io, loadConfig(file, sets, { probe: probeData }), [], { runId: opts.runId, threads: opts.threads });
     });
 }
 
 /** Validates the config (a loaded one, or an object with --set overrides), creates the run folder, trains, prints the evaluation. */
 export async function runTraining(io: CliIo, source: LoadedConfig | Record<string, unknown>, sets: string[], opts: { runId?: string; threads?: number }): Promise<void> {
-  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets);
+  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets, probeData);
   for (const w of warnings) io.err(`warning: ${w}`);
   const engine = selectEngine(opts.threads ?? config.train.threads);
   const tfjs = await resolveTfjs(config.train.engine);
@@ -71,7 +73,9 @@ export async function execute(io: CliIo, config: Config, runDir: string, runId: 
     };
   }
   try {
-    const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control, resume, tfjs });
+    // tfjs: its steps on the device; the evaluation stays on the CPU engine
+    const on = tfjs ? { engine: { ...engine, reason: `${tfjs.reason}; evaluation: ${engine.reason}` }, stepper: tfjsStepper(tfjs, config) } : { engine };
+    const { status, eval: result, phases } = await train({ config, runDir, runId, reporter, control, resume, ...on });
     multi?.stop();
     if (result) {
       io.out(`run ${runId} ${status.status}: ${runDir}`);

@@ -7,7 +7,7 @@ import { StreamSource } from "./stream.ts";
 import { SkipStore, manifestPath, openManifest, openNpy, openSafetensors, readManifest, type RowStore } from "./store.ts";
 import { mnistStore, MNIST_D } from "./mnist.ts";
 import { llamaHeader, loadLlama, type LlamaModel } from "../lm/llama.ts";
-import { HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
+import { allStartWithBos, HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
 import { SaeError } from "../errors.ts";
 
 type DataConfig = RawConfig["data"];
@@ -45,6 +45,30 @@ function withSkip(store: RowStore, skip: number | undefined): RowStore {
   if (store.seqLen === null) throw new SaeError("config", `data.skip_positions = ${n}, but ${store.describe()} is not made of sequences`, "remove data.skip_positions (it needs 3-D data or a manifest with seq_len)");
   if (n >= store.seqLen) throw new SaeError("config", `data.skip_positions = ${n} drops every position of sequences of ${store.seqLen}`, `use fewer than ${store.seqLen}`);
   return new SkipStore(store, n);
+}
+
+/**
+ * How training treated the start of the data's token sequences: whether they start with BOS, and
+ * how many leading positions it dropped (as withSkip does). Never drops tokens by id. null for
+ * data that is not made of sequences (synthetic, mnist, flat activation files).
+ */
+export function sequenceStart(c: Config): { startsWithBos: boolean; skip: number } | null {
+  const d = c.data;
+  let bos: boolean;
+  if (d.source === "model") {
+    const m = d.model!;
+    if (!m.tokens) bos = true; // sampled from BOS
+    else {
+      const cfg = llamaHeader(m.checkpoint).config;
+      bos = allStartWithBos(readTokens(m.tokens, sequenceLength(m.context_size, cfg.seqLen, m.tokens), cfg.vocab));
+    }
+  } else if (d.source === "file") {
+    const store = openFileStore(d.file!);
+    store.close?.();
+    if (store.seqLen === null) return null;
+    bos = store.startsWithBos;
+  } else return null;
+  return { startsWithBos: bos, skip: d.skip_positions ?? (bos ? 1 : 0) };
 }
 
 export function openFileStore(f: NonNullable<DataConfig["file"]>): RowStore {

@@ -5,7 +5,7 @@
 // at ≈0.19·k), and active coefficients c_i ~ U[magnitude_min, magnitude_max].
 // Correlated firing (correlation ρ > 0): feature i fires when Φ(√ρ·s + √(1−ρ)·ε_i) < p_i, with one
 // shared s ~ N(0,1) per token: a Gaussian copula that keeps every marginal p_i.
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
 import type { DataSource, GroundTruth } from "./source.ts";
 import type { Config } from "../config/schema.ts";
 

@@ -66,7 +66,7 @@ export interface EqContext<T> {
   /** a constant [D] the encoder subtracts instead of b_dec (SaeModel.fixedInputBias), or null */
   fixedInputBias: T | null;
   /** standard, tanh: constrained | april; gated: paper | saelens */
-  flavour: "constrained" | "april" | "paper" | "saelens";
+  flavour: string;
   /** topk, batchtopk: K, k_aux, α of AuxK */
   k: number;
   kAux: number;

@@ -68,7 +68,8 @@ export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dim
  */
 export const DENSE_AUX_FACTOR = 8;
 
-interface AuxState {
+/** what AuxK's backward needs from its forward; null when AuxK was off */
+export interface AuxState {
   kAux: number;
   diff: Arr;
   den: number;
@@ -82,7 +83,6 @@ interface AuxState {
 }
 
 export class AuxK {
-  private state: AuxState | null = null;
   private sel: { B: number; kAux: number; dead: Uint8Array; idx: Int32Array; val: Arr; ids?: Int32Array; Pd?: Arr } | null = null;
   private readonly ws: Workspace;
   private readonly dims: Dims;
@@ -101,12 +101,11 @@ export class AuxK {
   /**
    * Selection, in up to three calls so that the encoder can hand over its pre-activations block by
    * block: begin(), then select() for each block of rows of P (pre-activations without b_enc,
-   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α.
+   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
    */
   begin(B: number, dead: Uint8Array | null, like: Arr): void {
     const { H } = this.dims;
     const ws = this.ws;
-    this.state = null;
     this.sel = null;
     const nDead = dead ? dead.reduce((s, v) => s + v, 0) : 0;
     if (!dead || nDead === 0 || this.alpha === 0) return;
@@ -135,9 +134,9 @@ export class AuxK {
     }
   }
 
-  finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): number {
+  finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): { loss: number; state: AuxState | null } {
     const sel = this.sel;
-    if (!sel) return 0;
+    if (!sel) return { loss: 0, state: null };
     const { D } = this.dims;
     const { B, kAux, idx, val } = sel;
     const ws = this.ws;
@@ -182,14 +181,12 @@ export class AuxK {
         num += v * v;
       }
     }
-    if (!(den > 0)) return 0;
-    this.state = { ...st, diff, den };
-    return num / den;
+    if (!(den > 0)) return { loss: 0, state: null };
+    return { loss: num / den, state: { ...st, diff, den } };
   }
 
   /** d(α·num/den)/dê = α·2/den·(ê − e), pushed through the aux selection. ê has no b_dec. */
-  backward(e: Engine, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
-    const s = this.state;
+  backward(e: Engine, s: AuxState | null, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
     if (!s) return;
     const { D } = this.dims;
     const Ga = scaled(s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));

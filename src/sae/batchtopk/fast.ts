@@ -15,7 +15,7 @@
 import type { Arr, Engine } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "../variant.ts";
-import { AuxK, sparseBackward } from "../sparse.ts";
+import { AuxK, sparseBackward, type AuxState } from "../sparse.ts";
 import { ENCODER_BLOCK_ROWS, type TopKOptions } from "../topk/fast.ts";
 import type { ParamSet } from "../params.ts";
 
@@ -24,12 +24,14 @@ export type BatchTopKOptions = TopKOptions;
 
 export const THRESHOLD_EMA_RATE = 0.01;
 
-export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
+/** what backward needs (a training forward's): the centred input, the residual, the selected code [B, k], AuxK's state */
+interface BatchTopKState { training: boolean; Xc: Arr; E: Arr; idx: Int32Array; val: Arr; k: number; aux: AuxState | null }
+
+export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<BatchTopKState> {
   const { D, H } = dims;
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
   if (opt.auxPath) auxk.path = opt.auxPath;
-  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr, kSel = 0, trained = false; // cache of the last forward
   // candidates: room per row, and the fraction of θ above which entries are candidates; both
   // remembered across steps, so retries are rare
   let kc = Math.min(H, 2 * opt.k);
@@ -45,13 +47,12 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
     fixedInputBias: opt.fixedInputBias ?? null,
     nonTrainable: ["threshold"],
 
-    forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult {
+    forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult<BatchTopKState> {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       const theta = p.get("threshold");
-      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const Xhat = ws.f("Xhat", B * D, X);
-      E = ws.f("E", B * D, X);
-      trained = Boolean(training);
+      const E = ws.f("E", B * D, X);
       if (!training) {
         // inference: f = R·1[R > θ], dense
         const F = ws.f("F", B * H, X);
@@ -61,7 +62,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
         if (t > 0) for (let j = 0; j < B * H; j++) if (!(F[j] > t)) F[j] = 0;
         denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
         const mse = residual(Xhat, X, E) / B;
-        return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat };
+        return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat, state: { training: false, Xc, E, idx: new Int32Array(0), val: F, k: 0, aux: null } };
       }
       // Encoder GEMM and per-row candidates in blocks of rows (as in topk.ts). Candidates are the
       // entries above a fraction of the running threshold θ (≈ the batch's cut) when there is one,
@@ -71,6 +72,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       const total = Math.min(opt.k * B, B * H);
       const R = Math.min(B, ENCODER_BLOCK_ROWS);
       const P = ws.f("P", R * H, X);
+      let idx: Int32Array, val: Arr, kSel: number;
       for (;;) {
         const tau = theta[0] > 0 ? candidateFraction * theta[0] : null;
         idx = ws.i("idx", B * kc);
@@ -113,12 +115,12 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       if (Number.isFinite(minKept)) theta[0] = theta[0] > 0 ? (1 - THRESHOLD_EMA_RATE) * theta[0] + THRESHOLD_EMA_RATE * minKept : minKept;
       e.gatherRows(idx, val, B, kSel, Wdec, H, D, bDec, Xhat);
       const mse = residual(Xhat, X, E) / B;
-      const aux = auxk.finish(e, bEnc, Wdec, E, auxTarget);
-      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kSel, idx, val }, Xhat };
+      const { loss: aux, state: auxState } = auxk.finish(e, bEnc, Wdec, E, auxTarget);
+      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kSel, idx, val }, Xhat, state: { training: true, Xc, E, idx, val, k: kSel, aux: auxState } };
     },
 
-    backward({ e, p, X, B }: StepInput, g: ParamSet): void {
-      if (!trained) throw new Error("batchtopk: backward needs a training forward (training: true)");
+    backward({ e, p, X, B }: StepInput, { training, Xc, E, idx, val, k: kSel, aux }: BatchTopKState, g: ParamSet): void {
+      if (!training) throw new Error("batchtopk: backward needs a training forward (training: true)");
       const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const gpSum = ws.f("gpSum", H, X);
@@ -126,7 +128,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel {
       const G = scaled(E, 2 / B, ws.f("G", B * D, X));
       e.colSum(G, B, D, dbDec, true);
       sparseBackward(e, ws, "gp", dims, B, kSel, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
-      auxk.backward(e, B, Wdec, Xc, dWdec, dWenc, gpSum);
+      auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },

@@ -7,12 +7,13 @@
 // import turns such a folder back into our parameters in raw units.
 import fs from "node:fs";
 import path from "node:path";
-import { readSafetensors, writeSafetensors, type Tensor } from "./safetensors.ts";
-import { writeFileAtomic } from "./run.ts";
+import { readSafetensors, writeSafetensors, type Tensor } from "../io/safetensors.ts";
+import { writeFileAtomic } from "../io/run.ts";
 import { transpose } from "./weights.ts";
 import type { Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
-import { recordedSource } from "../data/store.ts";
+import { VARIANTS, variantDef } from "./index.ts";
+import { SAE_LENS_VERSION } from "./weights.ts";
 
 export type ExportFormat = "saelens" | "sparsify";
 
@@ -21,24 +22,47 @@ function emptyOutDir(out: string): void {
   fs.mkdirSync(out, { recursive: true });
 }
 
-/** SAELens metadata from what the run knows about where its activations came from. */
-function saeLensMetadata(c: Config): Record<string, unknown> {
+/** Where a run's activations came from: a model's checkpoint, layer and site (from the config, or the dataset's manifest). */
+export interface ActivationSource { checkpoint?: unknown; layer?: unknown; site?: unknown }
+
+/** What the run did, for the exported metadata; the CLI finds it (src/data, the run's eval.json). */
+export interface RunFacts {
+  /** where the activations came from, when a file dataset's manifest records it (a model config names its own) */
+  source: ActivationSource | null;
+  /** the training sequences: whether they start with BOS and how many leading positions training
+   *  dropped; null for data that is not made of sequences */
+  sequences: { startsWithBos: boolean; skip: number } | null;
+  /** the convention of the downstream loss in the run's eval.json, if it has one */
+  downstream: { convention: string; special_token_ids: number[] } | null;
+}
+
+/** SAELens metadata from what the run knows about where its activations came from and how it was evaluated. */
+function saeLensMetadata(c: Config, facts: RunFacts): Record<string, unknown> {
+  const src = (c.data.source === "model" ? c.data.model : null) ?? facts.source;
   const m = c.data.source === "model" ? c.data.model : null;
-  const manifest = c.data.source === "file" ? recordedSource(c.data.file!.path) : null;
-  const src = m ?? manifest;
   const meta: Record<string, unknown> = { sae_tool: "sae", variant: c.sae.variant };
   if (src?.checkpoint !== undefined && src.layer !== undefined) {
     meta.model_name = path.basename(String(src.checkpoint), ".bin");
     meta.hook_name = `blocks.${src.layer}.hook_${src.site ?? "resid_pre"}`;
-    meta.prepend_bos = true;
-    meta.exclude_special_tokens = true;
+  }
+  const seq = facts.sequences;
+  if (seq) {
+    // SAELens's names for what training did: BOS leads each sequence or not; the leading positions
+    // training dropped are its seqpos_slice; no token was excluded by id
+    meta.prepend_bos = seq.startsWithBos;
+    meta.seqpos_slice = seq.skip > 0 ? [seq.skip, null] : [null];
+    meta.exclude_special_tokens = false;
+  }
+  if (facts.downstream) {
+    meta.downstream_convention = facts.downstream.convention;
+    meta.downstream_ignore_tokens = facts.downstream.special_token_ids;
   }
   if (m?.context_size) meta.context_size = m.context_size;
   if (c.data.source === "file") meta.dataset_path = c.data.file!.path;
   return meta;
 }
 
-export function exportRun(runDir: string, c: Config, format: ExportFormat, out: string): string[] {
+export function exportRun(runDir: string, c: Config, format: ExportFormat, out: string, facts: RunFacts): string[] {
   const final = path.join(runDir, "final");
   if (!fs.existsSync(path.join(final, "sae_weights.safetensors"))) throw new SaeError("usage", `${runDir} has no final weights`, "export a finished run (`sae runs` shows its status)");
   const { tensors } = readSafetensors(path.join(final, "sae_weights.safetensors"));
@@ -46,11 +70,13 @@ export function exportRun(runDir: string, c: Config, format: ExportFormat, out: 
   if (format === "saelens") {
     emptyOutDir(out);
     writeSafetensors(path.join(out, "sae_weights.safetensors"), tensors);
-    const full = { ...cfg, reshape_activations: "none", ...(cfg.architecture === "topk" ? { rescale_acts_by_decoder_norm: false } : {}), metadata: { ...cfg.metadata, ...saeLensMetadata(c) } };
+    const full = { ...cfg, reshape_activations: "none", metadata: { sae_lens_version: SAE_LENS_VERSION, ...cfg.metadata, ...saeLensMetadata(c, facts) } };
     writeFileAtomic(path.join(out, "cfg.json"), JSON.stringify(full, null, 2) + "\n");
     return ["sae_weights.safetensors", "cfg.json"];
   }
-  if (c.sae.variant !== "topk") throw new SaeError("usage", `sparsify holds TopK SAEs only; this run is ${c.sae.variant}`, "use --format saelens");
+  const def = variantDef(c.sae.variant);
+  const sparsifyNames = VARIANTS.filter((v) => v.sparsify).map((v) => v.name);
+  if (!def.sparsify) throw new SaeError("usage", `sparsify holds ${sparsifyNames.join(", ")} SAEs only; this run is ${c.sae.variant}`, "use --format saelens");
   const D: number = cfg.d_in, H: number = cfg.d_sae;
   const encW = transpose(tensors.W_enc.data, D, H); // [H, D]
   // sparsify encodes W(x − b_dec) + b: without a pre-encoder bias, fold W·b_dec into the bias
@@ -70,7 +96,7 @@ export function exportRun(runDir: string, c: Config, format: ExportFormat, out: 
     W_dec: tensors.W_dec,
     b_dec: tensors.b_dec,
   });
-  const scfg = { activation: "topk", expansion_factor: H / D, normalize_decoder: false, num_latents: H, k: c.sae.k, multi_topk: false, skip_connection: false, transcode: false, d_in: D };
+  const scfg = def.sparsify.cfg(c.sae, D, H);
   writeFileAtomic(path.join(out, "cfg.json"), JSON.stringify(scfg, null, 2) + "\n");
   return ["sae.safetensors", "cfg.json"];
 }
@@ -86,13 +112,6 @@ export interface ImportedSae {
   file: string;
 }
 
-const VARIANT_OF: Record<string, { variant: string; flavour?: string }> = {
-  standard: { variant: "standard", flavour: "april" }, // free decoder rows: an imported decoder need not be unit-norm
-  gated: { variant: "gated", flavour: "saelens" },
-  topk: { variant: "topk" },
-  jumprelu: { variant: "jumprelu" },
-};
-
 /** Reads a SAELens (cfg.json + sae_weights.safetensors) or sparsify (cfg.json + sae.safetensors) folder. */
 export function importFolder(dir: string): ImportedSae {
   const cfgFile = path.join(dir, "cfg.json");
@@ -107,24 +126,28 @@ export function importFolder(dir: string): ImportedSae {
   if (fs.existsSync(sparsify)) {
     const D = cfg.d_in, H = cfg.num_latents || Math.round(cfg.expansion_factor * D);
     if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and num_latents");
-    if (cfg.activation && cfg.activation !== "topk") throw bad(`sparsify activation ${cfg.activation} is not supported (TopK only)`);
+    const activation = cfg.activation ?? "topk";
+    const into = VARIANTS.find((v) => v.sparsify?.activation === activation);
+    if (!into?.sparsify) throw bad(`sparsify activation ${activation} is not supported (supported: ${VARIANTS.flatMap((v) => (v.sparsify ? [v.sparsify.activation] : [])).join(", ")})`);
     if (cfg.skip_connection || cfg.transcode) throw bad("skip connections and transcoders are not supported");
     const t = readSafetensors(sparsify).tensors;
     const enc = t["encoder.weight"];
     if (!enc || enc.shape.join(",") !== `${H},${D}`) throw bad(`sae.safetensors: encoder.weight should have shape [${H},${D}], found ${enc ? `[${enc.shape}]` : "nothing"}`);
     // renamed into the SAELens layout (W_enc [D, H]); fromSaeLens checks the rest
     const tensors: Record<string, Tensor> = { W_enc: { dtype: "F32", shape: [D, H], data: transpose(enc.data, H, D) }, W_dec: t.W_dec, b_dec: t.b_dec, b_enc: t["encoder.bias"] };
-    return { format: "sparsify", D, H, tensors, file: sparsify, sae: { variant: "topk", d_sae: H, k: cfg.k, apply_b_dec_to_input: true } };
+    return { format: "sparsify", D, H, tensors, file: sparsify, sae: { variant: into.name, d_sae: H, ...into.sparsify.settings(cfg), apply_b_dec_to_input: true } };
   }
-  const arch = VARIANT_OF[cfg.architecture];
-  if (!arch) throw bad(`cfg.json architecture ${JSON.stringify(cfg.architecture)} is not one of ${Object.keys(VARIANT_OF).join(", ")}`);
+  const imports = VARIANTS.flatMap((v) => (v.saeLensImports ?? []).map((imp) => ({ variant: v.name, imp })));
+  const arch = imports.find((x) => x.imp.architecture === cfg.architecture);
+  if (!arch) throw bad(`cfg.json architecture ${JSON.stringify(cfg.architecture)} is not one of ${imports.map((x) => x.imp.architecture).join(", ")}`);
   const D = cfg.d_in, H = cfg.d_sae;
   if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and d_sae");
   if (cfg.normalize_activations && cfg.normalize_activations !== "none") throw bad(`normalize_activations ${cfg.normalize_activations} is not supported (export with the normalisation folded in)`);
-  if (cfg.rescale_acts_by_decoder_norm) throw bad("rescale_acts_by_decoder_norm is not supported");
+  if (cfg.rescale_acts_by_decoder_norm && !arch.imp.adapt) throw bad(`rescale_acts_by_decoder_norm is not supported for ${cfg.architecture}`);
   const file = path.join(dir, "sae_weights.safetensors");
+  const raw = readSafetensors(file).tensors;
   return {
-    format: "saelens", D, H, file, tensors: readSafetensors(file).tensors,
-    sae: { variant: arch.variant, ...(arch.flavour ? { flavour: arch.flavour } : {}), d_sae: H, apply_b_dec_to_input: cfg.apply_b_dec_to_input ?? true, ...(arch.variant === "topk" ? { k: cfg.k } : {}) },
+    format: "saelens", D, H, file, tensors: arch.imp.adapt ? arch.imp.adapt(raw, cfg, D, H) : raw,
+    sae: { variant: arch.variant, d_sae: H, apply_b_dec_to_input: cfg.apply_b_dec_to_input ?? true, ...arch.imp.settings(cfg) },
   };
 }
