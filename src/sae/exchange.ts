@@ -1,4 +1,4 @@
-// Exchange with the peers' folder formats (peer-tools.md §2):
+// Exchange with the peers' folder formats (docs/formats.md#saelens-and-sparsify-folders):
 //   SAELens v6  sae_weights.safetensors (W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec, and per
 //               architecture b_enc / threshold / b_gate, b_mag, r_mag) + cfg.json
 //   sparsify    sae.safetensors (encoder.weight [H, D], encoder.bias [H], W_dec [H, D], b_dec [D]) +
@@ -126,7 +126,7 @@ export function importFolder(dir: string): ImportedSae {
   if (fs.existsSync(sparsify)) {
     const D = cfg.d_in, H = cfg.num_latents || Math.round(cfg.expansion_factor * D);
     if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and num_latents");
-    const activation = cfg.activation ?? "topk";
+    const activation = cfg.activation ?? VARIANTS.find((v) => v.sparsify?.isDefault)?.sparsify?.activation;
     const into = VARIANTS.find((v) => v.sparsify?.activation === activation);
     if (!into?.sparsify) throw bad(`sparsify activation ${activation} is not supported (supported: ${VARIANTS.flatMap((v) => (v.sparsify ? [v.sparsify.activation] : [])).join(", ")})`);
     if (cfg.skip_connection || cfg.transcode) throw bad("skip connections and transcoders are not supported");

@@ -1,5 +1,5 @@
 // Pieces shared by the variants whose code is K (index, value) pairs per row (TopK, BatchTopK):
-// the gradient through the selected latents, and AuxK (Gao et al. 2024, sae-variants.md §2.5).
+// the gradient through the selected latents, and AuxK (Gao et al. 2024, docs/variants.md#auxk).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims } from "./variant.ts";
 import { Workspace, scaled } from "./variant.ts";

@@ -99,6 +99,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   /** how sparsify holds this variant, if it does: its cfg.json `activation`, the cfg.json export writes, the sae: section an import gets */
   readonly sparsify?: {
     activation: string;
+    /** a sparsify cfg.json without `activation` means this variant */
+    isDefault?: boolean;
     cfg(s: S, D: number, H: number): Record<string, unknown>;
     settings(cfg: Record<string, any>): Record<string, unknown>;
   };
@@ -169,13 +171,13 @@ export interface SaeModel<S = any> {
   readonly variant: string;
   readonly dims: Dims;
   readonly specs: ParamSpec[];
-  /** decoder rows kept at unit norm by projection + renormalisation (sae-variants.md §1.3-1) */
+  /** decoder rows kept at unit norm by projection + renormalisation (docs/variants.md#unit-norm-decoder) */
   readonly unitNormDecoder: boolean;
   /** whether the encoder input subtracts b_dec */
   readonly applyBDecToInput: boolean;
   /**
    * A constant the encoder subtracts instead of b_dec: b_dec's value when a fine-tune trains b_dec
-   * with the encoder frozen, so that the code stays bit-for-bit what it was (sae-variants.md §7.10).
+   * with the encoder frozen, so that the code stays bit-for-bit what it was (docs/variants.md#fixed-input-bias).
    */
   readonly fixedInputBias: Arr | null;
   /** parameters the optimiser never steps (statistics the model maintains itself) */

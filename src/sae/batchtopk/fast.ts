@@ -1,4 +1,4 @@
-// BatchTopK SAE (Bussmann, Leask & Nanda 2024, arXiv 2412.06410; sae-variants.md §2.6). In
+// BatchTopK SAE (Bussmann, Leask & Nanda 2024, arXiv 2412.06410; docs/variants.md#batchtopk). In
 // training, R = ReLU((X − b_dec) W_encᵀ + b_enc) keeps its k·B largest entries across the whole
 // batch (mean L0 = k exactly; per-token L0 varies), with AuxK as in TopK. Inference must not
 // depend on the batch: it uses one global threshold θ, f = R·1[R > θ] (a JumpReLU with θ shared by

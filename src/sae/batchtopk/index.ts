@@ -2,27 +2,22 @@
 // the k·B largest pre-activations of the batch in training, one global threshold θ (a running
 // statistic, non-trainable) at inference. The fast CPU path is fast.ts. SAELens holds the
 // inference SAE as a JumpReLU with θ in every entry.
-import { kSparseLr, resolvedKAux } from "../keys.ts";
-import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, type Dims } from "../variant.ts";
+import { resolvedKAux } from "../keys.ts";
+import { defineVariant, f32, plainFromSaeLens, type Dims } from "../variant.ts";
 import type { ParamSet } from "../params.ts";
 import type { Arr } from "../../engine/types.ts";
-import { checkK, topkKeys } from "../topk/index.ts";
+import { kSparse, topkKeys } from "../topk/index.ts";
+import { SAELENS_JUMPRELU } from "../jumprelu/index.ts";
 import { createBatchTopK } from "./fast.ts";
 import { batchtopkEquations } from "./equations.ts";
 
 export const batchtopk = defineVariant(topkKeys, {
+  ...kSparse,
   name: "batchtopk",
   equations: batchtopkEquations,
   title: "BatchTopK (Bussmann et al. 2024)",
-  defaults: { init_norm: 1 },
-  defaultLr: kSparseLr,
-  coefficient: () => 0,
-  knob: (s) => `k=${s.k}`,
-  resolve: (s, D) => ({ k_aux: resolvedKAux(s, D) }),
-  check: checkK,
   specs: (dims, s) => create(dims, s, null).specs,
   create,
-  foldInputBias: foldIntoEncoderBias,
   toSaeLens: globalThresholdToSaeLens,
   fromSaeLens: globalThresholdFromSaeLens,
   saeLensImports: [
@@ -33,7 +28,7 @@ export const batchtopk = defineVariant(topkKeys, {
 
 /** the inference SAE as SAELens holds it: a JumpReLU with the global θ in every entry */
 export function globalThresholdToSaeLens(p: ParamSet, { H }: Dims) {
-  return { architecture: "jumprelu", tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(new Float32Array(H).fill(p.get("threshold")[0]), [H]) } };
+  return { architecture: SAELENS_JUMPRELU, tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(new Float32Array(H).fill(p.get("threshold")[0]), [H]) } };
 }
 export function globalThresholdFromSaeLens(p: ParamSet, need: (name: string, shape: number[]) => Arr, dims: Dims): void {
   plainFromSaeLens(p, need, dims);

@@ -16,6 +16,9 @@ const keys = {
   jumprelu_init_threshold: z.number().positive().default(0.001),
 };
 
+/** SAELens's architecture for a thresholded ReLU (also how BatchTopK's inference SAE is held) */
+export const SAELENS_JUMPRELU = "jumprelu";
+
 export const jumprelu = defineVariant(keys, {
   name: "jumprelu",
   equations: jumpreluEquations,
@@ -29,12 +32,12 @@ export const jumprelu = defineVariant(keys, {
   init: (p, s) => p.get("log_threshold").fill(Math.log(s.jumprelu_init_threshold)),
   create,
   foldInputBias: foldIntoEncoderBias,
-  toSaeLens: (p, { H }) => ({ architecture: "jumprelu", tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(Array.from(p.get("log_threshold"), Math.exp), [H]) } }),
+  toSaeLens: (p, { H }) => ({ architecture: SAELENS_JUMPRELU, tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(Array.from(p.get("log_threshold"), Math.exp), [H]) } }),
   fromSaeLens: (p, need, dims) => {
     plainFromSaeLens(p, need, dims);
     p.get("log_threshold").set(Array.from(need("threshold", [dims.H]), Math.log));
   },
-  saeLensImports: [{ architecture: "jumprelu", settings: () => ({}) }],
+  saeLensImports: [{ architecture: SAELENS_JUMPRELU, settings: () => ({}) }],
 });
 
 function create(dims: Dims, s: { jumprelu_bandwidth: number; apply_b_dec_to_input: boolean }, fixedInputBias: Arr | null) {

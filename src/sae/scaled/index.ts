@@ -12,6 +12,7 @@ import type { ParamSet } from "../params.ts";
 import { createReluSae, l1Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
 import { scaledEquations } from "./equations.ts";
+import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface ScaledOptions {
   applyBDecToInput: boolean;
@@ -50,7 +51,7 @@ export const scaled = defineVariant({ l1_coefficient }, {
   toSaeLens: (p, { D, H }) => {
     const W = f32(p.get("W_dec"), [H, D]), sv = p.get("s");
     for (let i = 0; i < H; i++) for (let d = 0; d < D; d++) W.data[i * D + d] *= sv[i];
-    return { architecture: "standard", tensors: { b_enc: f32(p.get("b_enc"), [H]), W_dec: W } };
+    return { architecture: SAELENS_STANDARD, tensors: { b_enc: f32(p.get("b_enc"), [H]), W_dec: W } };
   },
   fromSaeLens: (p, need, dims) => {
     plainFromSaeLens(p, need, dims);

@@ -25,6 +25,9 @@ export function createStandard(dims: Dims, opt: StandardOptions): SaeModel {
   return createReluSae(dims, "standard", { penalty: l1Penalty, unitNormDecoder: opt.flavour === "constrained", applyBDecToInput: opt.applyBDecToInput, fixedInputBias: opt.fixedInputBias, path: opt.path, scaleParam: null });
 }
 
+/** SAELens's architecture for a ReLU SAE with b_enc (also what TanH and Scaled export as) */
+export const SAELENS_STANDARD = "standard";
+
 export const standard = defineVariant({ l1_coefficient }, {
   name: "standard",
   equations: standardEquations,
@@ -37,8 +40,8 @@ export const standard = defineVariant({ l1_coefficient }, {
   specs: (dims, s) => createStandard(dims, { flavour: s.flavour as StandardOptions["flavour"], applyBDecToInput: s.apply_b_dec_to_input }).specs,
   create: (dims, s, fixedInputBias) => createStandard(dims, { flavour: s.flavour as StandardOptions["flavour"], applyBDecToInput: s.apply_b_dec_to_input, fixedInputBias }),
   foldInputBias: foldIntoEncoderBias,
-  toSaeLens: plainToSaeLens("standard"),
+  toSaeLens: plainToSaeLens(SAELENS_STANDARD),
   fromSaeLens: plainFromSaeLens,
   // a SAELens standard SAE has a free decoder: an imported decoder need not be unit-norm
-  saeLensImports: [{ architecture: "standard", settings: () => ({ flavour: "april" }) }],
+  saeLensImports: [{ architecture: SAELENS_STANDARD, settings: () => ({ flavour: "april" }) }],
 });

@@ -10,6 +10,7 @@ import { defineVariant, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens } 
 import { createReluSae, type Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
 import { tanhEquations } from "./equations.ts";
+import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface TanhOptions {
   /** B: inverse saturation scale, in (normalised) activation units */
@@ -56,7 +57,7 @@ export const tanh = defineVariant(keys, {
   specs: (dims, s) => options(dims, s, null).specs,
   create: options,
   foldInputBias: foldIntoEncoderBias,
-  toSaeLens: plainToSaeLens("standard"),
+  toSaeLens: plainToSaeLens(SAELENS_STANDARD),
   fromSaeLens: plainFromSaeLens,
 });
 

@@ -43,24 +43,30 @@ const saeLensTopK: SaeLensImport = {
   adapt: (t, cfg, D, H) => (cfg.rescale_acts_by_decoder_norm && t.W_enc && t.W_dec && t.b_enc ? foldDecoderNorms(t, D, H) : t),
 };
 
-export const topk = defineVariant(topkKeys, {
-  name: "topk",
-  equations: topkEquations,
-  title: "TopK + AuxK (Gao et al. 2024)",
+/** What the variants made sparse by k (and trained with AuxK) share: no penalty, k as the knob, the lr rule, checks. */
+export const kSparse = {
   defaults: { init_norm: 1 },
   defaultLr: kSparseLr,
   coefficient: () => 0,
-  knob: (s) => `k=${s.k}`,
-  resolve: (s, D) => ({ k_aux: resolvedKAux(s, D) }),
+  knob: (s: { k: number }) => `k=${s.k}`,
+  resolve: (s: { k_aux?: number; d_sae: number }, D: number) => ({ k_aux: resolvedKAux(s, D) }),
   check: checkK,
+  foldInputBias: foldIntoEncoderBias,
+};
+
+export const topk = defineVariant(topkKeys, {
+  ...kSparse,
+  name: "topk",
+  equations: topkEquations,
+  title: "TopK + AuxK (Gao et al. 2024)",
   specs: (dims, s) => create(dims, s, null).specs,
   create,
-  foldInputBias: foldIntoEncoderBias,
   toSaeLens: (p, dims, s) => ({ ...plainToSaeLens("topk")(p, dims), cfg: { k: s.k, rescale_acts_by_decoder_norm: false } }),
   fromSaeLens: plainFromSaeLens,
   saeLensImports: [saeLensTopK],
   sparsify: {
     activation: "topk",
+    isDefault: true,
     cfg: (s, D, H) => ({ activation: "topk", expansion_factor: H / D, normalize_decoder: false, num_latents: H, k: s.k, multi_topk: false, skip_connection: false, transcode: false, d_in: D }),
     settings: (cfg) => ({ k: cfg.k }),
   },
