@@ -64,9 +64,9 @@ Examples:
         result.downstream = results.find((r) => r.convention === own) ?? results[0];
         if (opts.convention === "all") result.downstream_by_convention = Object.fromEntries(results.map((r) => [r.convention, r]));
       }
-      // keep the per-phase evaluations training wrote; the rest is this evaluation
-      const phases = (readEval(dir) as { phases?: unknown } | null)?.phases;
-      writeEval(dir, { ...result, ...(phases ? { phases } : {}) });
+      // keep the per-phase evaluations training wrote and the summary `sae features` wrote; the rest is this evaluation
+      const { phases, features } = (readEval(dir) as { phases?: unknown; features?: unknown } | null) ?? {};
+      writeEval(dir, { ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) });
       if (opts.json) io.out(JSON.stringify(result, null, 2));
       else {
         io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
