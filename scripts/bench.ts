@@ -113,6 +113,8 @@ function runCase(c: Case, shape: Shape, steps: number): Row {
 }
 
 const args = process.argv.slice(2);
+if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) await import("./bench-tfjs.ts"); // the tfjs engine's bench
+else {
 const stepsArg = args.indexOf("--steps");
 const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
 const caseArg = args.indexOf("--case");
@@ -141,4 +143,5 @@ if (caseArg >= 0) {
     }
   }
   if (json) console.log(JSON.stringify({ engine: engine.reason, steps, rows }, null, 2));
+}
 }

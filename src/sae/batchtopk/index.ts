@@ -9,10 +9,12 @@ import type { Arr } from "../../engine/types.ts";
 import { kSparse, topkKeys } from "../topk/index.ts";
 import { SAELENS_JUMPRELU } from "../jumprelu/index.ts";
 import { createBatchTopK } from "./fast.ts";
+import { batchtopkEquations } from "./equations.ts";
 
 export const batchtopk = defineVariant(topkKeys, {
   ...kSparse,
   name: "batchtopk",
+  equations: batchtopkEquations,
   title: "BatchTopK (Bussmann et al. 2024)",
   specs: (dims, s) => create(dims, s, null).specs,
   create,
