@@ -116,6 +116,8 @@ function runCase(c: Case, shape: Shape, steps: number): Row {
 }
 
 const args = process.argv.slice(2);
+if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) await import("./bench-tfjs.ts"); // the tfjs engine's bench
+else {
 const stepsArg = args.indexOf("--steps");
 const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
 const caseArg = args.indexOf("--case");
@@ -144,4 +146,5 @@ if (caseArg >= 0) {
     }
   }
   if (json) console.log(JSON.stringify({ engine: engine.reason, steps, rows }, null, 2));
+}
 }

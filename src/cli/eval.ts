@@ -13,6 +13,9 @@ import { DOWNSTREAM_CONVENTIONS, downstreamEvals, planDownstream, type Conventio
 import { SITES } from "../config/schema.ts";
 import type { Site } from "../lm/llama.ts";
 import { SaeError } from "../errors.ts";
+import { engineOption } from "./train.ts";
+import { resolveTfjs, type EngineName } from "../engine/tfjs.ts";
+import { tfjsInferenceModel } from "../train/tfjs-stepper.ts";
 
 export function evalCommand(io: CliIo): Command {
   return new Command("eval")
@@ -27,6 +30,7 @@ export function evalCommand(io: CliIo): Command {
     .option("--site <site>", `the site at that layer: ${SITES.join(", ")} (default: from the run's data)`)
     .option("--sequences <n>", "held-out sequences for the downstream loss", positiveInt, 64)
     .addOption(new Option("--convention <name>", "which positions the downstream loss patches and scores (docs/downstream.md); all: the three side by side (default: the run's eval.downstream_convention)").choices([...DOWNSTREAM_CONVENTIONS, "all"]))
+    .addOption(engineOption())
     .addHelpText("after", `
 Examples:
   sae eval                                        # the latest finished run
@@ -35,14 +39,16 @@ Examples:
   sae eval 20261125 --json
   sae eval 20261125-aidreams --model ../shared/models/aidreams260K.bin --sequences 128
   sae eval 20261125-aidreams --convention all`)
-    .action((arg: string | undefined, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all" }) => {
+    .action(async (arg: string | undefined, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all"; engine?: EngineName }) => {
       if (opts.site !== undefined && !(SITES as readonly string[]).includes(opts.site)) {
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
       const dir = pickRun(io, opts.runsDir, arg, "finished");
       const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
       const engine = selectEngine(opts.threads ?? config.train.threads);
-      const model = createModel(config);
+      const tfjs = await resolveTfjs(opts.engine ?? config.train.engine);
+      const model = tfjs ? tfjsInferenceModel(tfjs.tf, config, createModel(config)) : createModel(config);
+      if (tfjs) io.err(`forward passes: ${tfjs.reason}`);
       const p = loadFinal(dir, model);
       const data = createSource(config, engine.engine);
       const Xe = data.evalSet(opts.tokens ?? config.data.eval_tokens);

@@ -155,6 +155,9 @@ export const TrainSchema = z
     checkpoint_every: int().min(0).default(0),
     /** CPU threads for the native engine; default all cores */
     threads: int().min(1).optional(),
+    /** native: the CPU engine; tfjs: the variant's equations under tfjs autodiff on the best tfjs backend
+     *  (docs/tfjs.md); auto: tfjs when @tensorflow/tfjs-node-gpu finds a GPU, else native */
+    engine: z.enum(["auto", "native", "tfjs"]).default("auto"),
     /** training phases run in order, each with a fresh optimizer state; default: one phase of train.steps */
     phases: z.array(PhaseSchema).min(1).optional(),
   })

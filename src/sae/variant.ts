@@ -16,6 +16,7 @@ import type { z } from "zod";
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Tensor } from "../io/safetensors.ts";
 import type { ParamSpec, ParamSet } from "./params.ts";
+import type { Equations } from "./ops.ts";
 
 /** The resolved `sae:` section of a config: the keys every variant has, then the variants' own. */
 export interface SaeSettings {
@@ -82,6 +83,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   readonly frozenUnderPenalty?: readonly string[];
   /** the fast CPU model. fixedInputBias: see SaeModel.fixedInputBias */
   create(dims: Dims, s: S, fixedInputBias: Arr | null): SaeModel;
+  /** its forward and loss as equations over Ops (ops.ts): the tfjs engine's step and the autodiff oracle of the fast model's backward */
+  readonly equations: Equations;
   /**
    * Folds a constant input bias b into the encoder biases: (x − b)Wᵀ + β = xWᵀ + (β − W b).
    * shift = W_enc b [H].

@@ -10,10 +10,12 @@ import { foldDecoderNorms, kSparse, topkKeys } from "../topk/index.ts";
 import { SAELENS_JUMPRELU } from "../jumprelu/index.ts";
 import { SaeError } from "../../errors.ts";
 import { createBatchTopK } from "./fast.ts";
+import { batchtopkEquations } from "./equations.ts";
 
 export const batchtopk = defineVariant(topkKeys, {
   ...kSparse,
   name: "batchtopk",
+  equations: batchtopkEquations,
   title: "BatchTopK (Bussmann et al. 2024)",
   specs: (dims, s) => create(dims, s, null).specs,
   create,

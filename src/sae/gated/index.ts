@@ -4,11 +4,13 @@
 import { l1_coefficient } from "../keys.ts";
 import { defineVariant, f32 } from "../variant.ts";
 import { createGated, type GatedOptions } from "./fast.ts";
+import { gatedEquations } from "./equations.ts";
 
 const GATE = ["b_gate", "r_mag", "b_mag"] as const;
 
 export const gated = defineVariant({ l1_coefficient }, {
   name: "gated",
+  equations: gatedEquations,
   title: "Gated (Rajamanoharan et al. 2024)",
   flavours: ["paper", "saelens"],
   defaultLr: () => 1e-3,

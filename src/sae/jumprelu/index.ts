@@ -5,6 +5,7 @@ import { z } from "zod";
 import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, type Dims } from "../variant.ts";
 import type { Arr } from "../../engine/types.ts";
 import { createJumpRelu } from "./fast.ts";
+import { jumpreluEquations } from "./equations.ts";
 
 const keys = {
   /** λ of the L0 penalty */
@@ -20,6 +21,7 @@ export const SAELENS_JUMPRELU = "jumprelu";
 
 export const jumprelu = defineVariant(keys, {
   name: "jumprelu",
+  equations: jumpreluEquations,
   title: "JumpReLU (Rajamanoharan et al. 2024)",
   // the paper's encoder has no pre-encoder bias
   defaults: { init_norm: 1, apply_b_dec_to_input: false },

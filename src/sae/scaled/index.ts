@@ -11,6 +11,7 @@ import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens } from "../va
 import type { ParamSet } from "../params.ts";
 import { createReluSae, l1Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
+import { scaledEquations } from "./equations.ts";
 import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface ScaledOptions {
@@ -34,6 +35,7 @@ const MODES = {
 
 export const scaled = defineVariant({ l1_coefficient }, {
   name: "scaled",
+  equations: scaledEquations,
   title: "Scaled ReLU + penalty-free phase 2 (Wright & Sharkey, Feb 2024)",
   defaults: { init_norm: 0.1 },
   defaultLr: () => 1e-3,

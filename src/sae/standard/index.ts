@@ -11,6 +11,7 @@ import type { Dims, SaeModel } from "../variant.ts";
 import { defineVariant, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens } from "../variant.ts";
 import { createReluSae, l1Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
+import { standardEquations } from "./equations.ts";
 
 export interface StandardOptions {
   flavour: "constrained" | "april";
@@ -29,6 +30,7 @@ export const SAELENS_STANDARD = "standard";
 
 export const standard = defineVariant({ l1_coefficient }, {
   name: "standard",
+  equations: standardEquations,
   title: "Standard (ReLU + L1; Bricken et al. 2023, Anthropic Apr 2024)",
   flavours: ["constrained", "april"],
   defaults: { init_norm: 0.1 },

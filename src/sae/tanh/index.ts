@@ -9,6 +9,7 @@ import type { Dims, SaeModel } from "../variant.ts";
 import { defineVariant, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens } from "../variant.ts";
 import { createReluSae, type Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
+import { tanhEquations } from "./equations.ts";
 import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface TanhOptions {
@@ -46,6 +47,7 @@ const keys = {
 
 export const tanh = defineVariant(keys, {
   name: "tanh",
+  equations: tanhEquations,
   title: "TanH penalty (Anthropic, Feb 2024)",
   flavours: ["april", "constrained"],
   defaults: { init_norm: 0.1 },

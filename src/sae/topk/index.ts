@@ -5,6 +5,7 @@ import { aux_coefficient, k, k_aux, kSparseLr, resolvedKAux } from "../keys.ts";
 import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens, type SaeLensImport } from "../variant.ts";
 import { createTopK } from "./fast.ts";
 import type { Tensor } from "../../io/safetensors.ts";
+import { topkEquations } from "./equations.ts";
 
 export const topkKeys = { k, k_aux, aux_coefficient };
 
@@ -56,6 +57,7 @@ export const kSparse = {
 export const topk = defineVariant(topkKeys, {
   ...kSparse,
   name: "topk",
+  equations: topkEquations,
   title: "TopK + AuxK (Gao et al. 2024)",
   specs: (dims, s) => create(dims, s, null).specs,
   create,
