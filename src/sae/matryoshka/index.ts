@@ -10,6 +10,7 @@ import type { Arr } from "../../engine/types.ts";
 import { checkK, kSparse, topkKeys } from "../topk/index.ts";
 import { globalThresholdFromSaeLens, globalThresholdToSaeLens, saeLensBatchTopKTraining } from "../batchtopk/index.ts";
 import { createMatryoshka } from "./fast.ts";
+import { matryoshkaEquations } from "./equations.ts";
 
 const keys = {
   ...topkKeys,
@@ -32,6 +33,7 @@ interface Settings { k: number; k_aux?: number; d_sae: number; aux_coefficient: 
 export const matryoshka = defineVariant(keys, {
   ...kSparse,
   name: "matryoshka",
+  equations: matryoshkaEquations,
   title: "Matryoshka BatchTopK (Bussmann et al. 2025)",
   resolve: (s, D) => ({ ...kSparse.resolve(s, D), matryoshka_prefixes: s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae) }),
   check: (s, fail) => {
