@@ -7,7 +7,8 @@ import { selectEngine } from "../engine/index.ts";
 import { createRunDir, newRunId, nextRunSeq, writeEval, writeFileAtomic, writeStatus } from "../io/run.ts";
 import { finalConfig, fromSaeLens, saveFinal } from "../sae/weights.ts";
 import { exportRun, importFolder, type ExportFormat, type RunFacts } from "../sae/exchange.ts";
-import { createModel } from "../sae/index.ts";
+import { createModel, variantDef } from "../sae/index.ts";
+import { knobText } from "../sae/variant.ts";
 import { ParamSet } from "../sae/params.ts";
 import { foldScale } from "../sae/init.ts";
 import { createSource, estimateScale, probeData, sequenceStart } from "../data/index.ts";
@@ -64,7 +65,8 @@ Examples:
   sae finetune <the new run> --mode decoder --steps 300`)
     .action((folder: string, opts: { config: string; set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
       const imp = importFolder(folder);
-      const sets = Object.entries(imp.sae).map(([k, v]) => `sae.${k}=${v}`);
+      // values as JSON, which --set reads as YAML: lists (matryoshka_prefixes) survive
+      const sets = Object.entries(imp.sae).filter(([, v]) => v !== undefined).map(([k, v]) => `sae.${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
       const { config } = loadConfig(opts.config, [...sets, ...opts.set], { probe: probeData });
       if (config.data.d_in !== imp.D) throw new SaeError("usage", `${folder} is an SAE for D = ${imp.D}; the data of ${opts.config} has D = ${config.data.d_in}`, "give the config of the data this SAE was trained on");
@@ -87,7 +89,10 @@ Examples:
       const blank = () => new ParamSet(model.specs);
       saveCheckpoint(dir, { p, m: blank(), v: blank(), sinceFired: new Float64Array(imp.H), step: 0, tokens: 0, adamT: 0, scale: c, batchOffset: 0 }, null);
       const now = new Date().toISOString();
-      writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, seq: nextRunSeq(config.runs_dir), engine: `imported from ${path.resolve(folder)} (${imp.format})` });
+      // the sparsity setting as the folder states it; "-" when it states none (the config's is a default)
+      const def = variantDef(config.sae.variant);
+      const knob = imp.sae[def.knob.key] !== undefined ? knobText(def, config.sae) : "-";
+      writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, seq: nextRunSeq(config.runs_dir), engine: `imported from ${path.resolve(folder)} (${imp.format})`, knob });
       const Xe = data.evalSet(config.data.eval_tokens);
       const result = evaluate(engine.engine, model, raw, Xe, Xe.length / imp.D, data.groundTruth());
       writeEval(dir, result, { imported_from: path.resolve(folder) });

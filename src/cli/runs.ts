@@ -3,6 +3,7 @@ import path from "node:path";
 import { runsInTrainingOrder } from "../io/run.ts";
 import { loadConfig } from "../config/load.ts";
 import { variantDef } from "../sae/index.ts";
+import { knobText } from "../sae/variant.ts";
 import type { CliIo } from "./io.ts";
 import { readEval } from "./eval.ts";
 
@@ -31,7 +32,7 @@ Examples:
           e ? e.mse.toPrecision(4) : "-", e ? e.fvu.toFixed(4) : "-", e ? e.l0.toFixed(1) : "-", e ? (100 * e.dead_frac).toFixed(1) : "-",
         ];
         if (opts.wide) {
-          row.push(knob(dir), e ? (100 * e.dense_frac).toFixed(1) : "-", e ? e.gamma.toFixed(3) : "-", e?.ground_truth ? (100 * e.ground_truth.recovered_0_9).toFixed(1) : "-");
+          row.push(s?.knob ?? knob(dir), e ? (100 * e.dense_frac).toFixed(1) : "-", e ? e.gamma.toFixed(3) : "-", e?.ground_truth ? (100 * e.ground_truth.recovered_0_9).toFixed(1) : "-");
           // eval.json written before conventions existed used the sae one (docs/downstream.md)
           row.push(e?.downstream ? e.downstream.convention ?? "sae" : "-", e?.downstream ? e.downstream.ce_loss_recovered.toFixed(4) : "-");
         }
@@ -42,11 +43,11 @@ Examples:
     });
 }
 
-/** the run's sparsity setting: k for TopK-style variants, else the penalty coefficient */
+/** the run's sparsity setting from its config: k for TopK-style variants, else the penalty coefficient (an imported run's status.json states its own) */
 function knob(dir: string): string {
   try {
     const c = loadConfig(path.join(dir, "config.yaml")).config;
-    return variantDef(c.sae.variant).knob(c.sae);
+    return knobText(variantDef(c.sae.variant), c.sae);
   } catch {
     return "?";
   }

@@ -35,6 +35,12 @@ export interface RunStatus {
    * and one-millisecond resolution; this is exact. Runs written before it existed lack it.
    */
   seq?: number;
+  /**
+   * the sparsity setting `sae runs --wide` shows, when the config's would mislead: an imported
+   * run's as its folder states it ("k=32"), or "-" when the folder states none (the config then
+   * holds a default the SAE was never trained with)
+   */
+  knob?: string;
 }
 
 export function newRunId(name: string, variant: string, now = new Date()): string {

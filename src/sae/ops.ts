@@ -75,6 +75,8 @@ export interface EqContext<T> {
   tanhScale: number;
   /** jumprelu: ε of the rectangle kernel */
   bandwidth: number;
+  /** matryoshka: the prefix sizes m_1 < … < m_G = H (empty for the other variants) */
+  prefixes: readonly number[];
 }
 
 /** Per-token means of the loss terms (scalars), the reconstruction [B, D] and the code [B, H]. */

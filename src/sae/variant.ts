@@ -67,8 +67,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   defaultLr(H: number): number;
   /** the sparsity penalty's coefficient (0 for variants made sparse by k) */
   coefficient(s: S): number;
-  /** the sparsity setting as `sae runs --wide` shows it, e.g. "k=32" */
-  knob(s: S): string;
+  /** the key that sets its sparsity (k, or the penalty's coefficient) and its label: `sae runs --wide` shows "label=value", e.g. "k=32" */
+  readonly knob: { key: keyof S & string; label: string };
   /** defaults of its own keys that depend on the dimensions, written into the resolved config */
   resolve?(s: S, D: number): Record<string, unknown>;
   /** checks across keys, once the config is resolved; fail names the sae: key */
@@ -114,6 +114,11 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
 /** a VariantDef with its settings typed by its own keys */
 export function defineVariant<K extends z.ZodRawShape>(keys: K, def: Omit<VariantDef<SaeSettings & z.infer<z.ZodObject<K>>>, "keys">): VariantDef {
   return { keys, ...def } as unknown as VariantDef;
+}
+
+/** the sparsity setting of a resolved sae: section as `sae runs --wide` shows it, e.g. "k=32" */
+export function knobText(def: VariantDef, s: SaeSettings): string {
+  return `${def.knob.label}=${s[def.knob.key]}`;
 }
 
 export interface Dims { D: number; H: number }

@@ -26,6 +26,7 @@ export function eqContext<T>(s: SaeSettings, step: { coeff: number; dead: T | nu
     auxCoefficient: num(s.aux_coefficient),
     tanhScale: num(s.tanh_scale),
     bandwidth: num(s.jumprelu_bandwidth),
+    prefixes: Array.isArray(s.matryoshka_prefixes) ? s.matryoshka_prefixes : [],
   };
 }
 

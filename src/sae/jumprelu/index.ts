@@ -27,7 +27,7 @@ export const jumprelu = defineVariant(keys, {
   defaults: { init_norm: 1, apply_b_dec_to_input: false },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l0_coefficient,
-  knob: (s) => `λ0=${s.l0_coefficient}`,
+  knob: { key: "l0_coefficient", label: "λ0" },
   specs: (dims, s) => create(dims, s, null).specs,
   init: (p, s) => p.get("log_threshold").fill(Math.log(s.jumprelu_init_threshold)),
   create,

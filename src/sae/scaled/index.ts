@@ -40,7 +40,7 @@ export const scaled = defineVariant({ l1_coefficient }, {
   defaults: { init_norm: 0.1 },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l1_coefficient,
-  knob: (s) => `λ=${s.l1_coefficient}`,
+  knob: { key: "l1_coefficient", label: "λ" },
   specs: (dims, s) => createScaled(dims, { applyBDecToInput: s.apply_b_dec_to_input }).specs,
   init: (p) => p.get("s").fill(1),
   create: (dims, s, fixedInputBias) => createScaled(dims, { applyBDecToInput: s.apply_b_dec_to_input, fixedInputBias }),

@@ -36,7 +36,7 @@ export const standard = defineVariant({ l1_coefficient }, {
   defaults: { init_norm: 0.1 },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l1_coefficient,
-  knob: (s) => `λ=${s.l1_coefficient}`,
+  knob: { key: "l1_coefficient", label: "λ" },
   specs: (dims, s) => createStandard(dims, { flavour: s.flavour as StandardOptions["flavour"], applyBDecToInput: s.apply_b_dec_to_input }).specs,
   create: (dims, s, fixedInputBias) => createStandard(dims, { flavour: s.flavour as StandardOptions["flavour"], applyBDecToInput: s.apply_b_dec_to_input, fixedInputBias }),
   foldInputBias: foldIntoEncoderBias,

@@ -53,7 +53,7 @@ export const tanh = defineVariant(keys, {
   defaults: { init_norm: 0.1 },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l1_coefficient,
-  knob: (s) => `A=${s.l1_coefficient}`,
+  knob: { key: "l1_coefficient", label: "A" },
   specs: (dims, s) => options(dims, s, null).specs,
   create: options,
   foldInputBias: foldIntoEncoderBias,

@@ -21,7 +21,7 @@ export function checkK(s: { k: number; k_aux?: number; d_sae: number }, fail: (k
  * and b_enc_i by ‖d_i‖ and dividing d_i by it gives the same SAE without the rescale (‖d_i‖ > 0).
  * W_enc [D, H], W_dec [H, D].
  */
-function foldDecoderNorms(t: Record<string, Tensor>, D: number, H: number): Record<string, Tensor> {
+export function foldDecoderNorms(t: Record<string, Tensor>, D: number, H: number): Record<string, Tensor> {
   const We = Float32Array.from(t.W_enc.data), Wd = Float32Array.from(t.W_dec.data), be = Float32Array.from(t.b_enc.data);
   for (let i = 0; i < H; i++) {
     let n = 0;
@@ -48,7 +48,7 @@ export const kSparse = {
   defaults: { init_norm: 1 },
   defaultLr: kSparseLr,
   coefficient: () => 0,
-  knob: (s: { k: number }) => `k=${s.k}`,
+  knob: { key: "k", label: "k" } as const,
   resolve: (s: { k_aux?: number; d_sae: number }, D: number) => ({ k_aux: resolvedKAux(s, D) }),
   check: checkK,
   foldInputBias: foldIntoEncoderBias,
