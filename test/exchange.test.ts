@@ -32,7 +32,7 @@ ${extra}
 train: { steps: 40, batch_size: 128, warmup_steps: 5, sparsity_warmup_steps: 5, log_every: 20 }
 `;
 
-const ARCH: Record<string, string> = { standard: "standard", tanh: "standard", scaled: "standard", gated: "gated", topk: "topk", batchtopk: "jumprelu", jumprelu: "jumprelu" };
+const ARCH: Record<string, string> = { standard: "standard", tanh: "standard", scaled: "standard", gated: "gated", topk: "topk", batchtopk: "jumprelu", jumprelu: "jumprelu", matryoshka: "jumprelu" };
 
 /** SAELens v6's encode/decode for its four inference architectures, from raw tensors (W_enc [D, H]). */
 function saeLensForward(t: Record<string, { data: ArrayLike<number> }>, cfg: Record<string, any>, x: Float32Array, D: number, H: number): Float64Array {
@@ -109,7 +109,7 @@ for (const variant of VARIANTS) {
       assert.deepEqual(tensors[name].shape, shape, name);
       assert.equal(tensors[name].dtype, "F32", name);
     }
-    if (variant === "batchtopk") assert.ok(tensors.threshold.data.every((v) => v === tensors.threshold.data[0] && v > 0));
+    if (variant === "batchtopk" || variant === "matryoshka") assert.ok(tensors.threshold.data.every((v) => v === tensors.threshold.data[0] && v > 0));
 
     const { X, Xhat, N } = ourRecon(run);
     let worst = 0;

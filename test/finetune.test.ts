@@ -1,4 +1,4 @@
-// Phases and fine-tuning (the feature-suppression study, sae-variants.md §2.3): closed-form scale,
+// Phases and fine-tuning (the feature-suppression study, docs/training.md#feature-suppression-modes): closed-form scale,
 // frozen groups unchanged bit for bit, a frozen encoder keeps every token's active set, the
 // encoder control raises L0, multi-phase runs log and evaluate per phase.
 import { test } from "node:test";

@@ -1,4 +1,4 @@
-// The language model against llama2.c's own forward pass (../shared/models/*.reference.json),
+// The language model against llama2.c's own forward pass (the *.reference.json files beside the checkpoints in $SAE_SHARED_MODELS),
 // harvesting (on the fly ≡ sae harvest + file), and the downstream loss with an exact SAE.
 // The models are found through SAE_SHARED_MODELS (.ci/run sets it); without it these tests are
 // skipped with the reason, except under CI, where a missing folder is a failure.

@@ -14,6 +14,9 @@ import { SITES } from "../config/schema.ts";
 import type { Site } from "../lm/llama.ts";
 import { SaeError } from "../errors.ts";
 import { acquireRunLock } from "../io/lock.ts";
+import { engineOption } from "./train.ts";
+import { resolveTfjs, type EngineName } from "../engine/tfjs.ts";
+import { tfjsInferenceModel } from "../train/tfjs-stepper.ts";
 
 export function evalCommand(io: CliIo): Command {
   return new Command("eval")
@@ -28,6 +31,7 @@ export function evalCommand(io: CliIo): Command {
     .option("--site <site>", `the site at that layer: ${SITES.join(", ")} (default: from the run's data)`)
     .option("--sequences <n>", "held-out sequences for the downstream loss", positiveInt, 64)
     .addOption(new Option("--convention <name>", "which positions the downstream loss patches and scores (docs/downstream.md); all: the three side by side (default: the run's eval.downstream_convention)").choices([...DOWNSTREAM_CONVENTIONS, "all"]))
+    .addOption(engineOption())
     .addHelpText("after", `
 Examples:
   sae eval                                        # the latest finished run
@@ -36,7 +40,7 @@ Examples:
   sae eval 20261125 --json
   sae eval 20261125-aidreams --model ../shared/models/aidreams260K.bin --sequences 128
   sae eval 20261125-aidreams --convention all`)
-    .action((arg: string | undefined, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all" }) => {
+    .action(async (arg: string | undefined, opts: { runsDir: string; tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all"; engine?: EngineName }) => {
       if (opts.site !== undefined && !(SITES as readonly string[]).includes(opts.site)) {
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
@@ -44,17 +48,19 @@ Examples:
       // eval.json has one writer at a time; a read-only run is evaluated all the same
       const lock = acquireRunLock(dir, "eval", (l) => io.err(l), { readOnlyOk: true });
       try {
-        evalRun(io, dir, opts);
+        await evalRun(io, dir, opts);
       } finally {
         lock.release();
       }
     });
 }
 
-function evalRun(io: CliIo, dir: string, opts: { tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all" }): void {
+async function evalRun(io: CliIo, dir: string, opts: { tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all"; engine?: EngineName }): Promise<void> {
   const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
   const engine = selectEngine(opts.threads ?? config.train.threads);
-  const model = createModel(config);
+  const tfjs = await resolveTfjs(opts.engine ?? config.train.engine);
+  const model = tfjs ? tfjsInferenceModel(tfjs.tf, config, createModel(config)) : createModel(config);
+  if (tfjs) io.err(`forward passes: ${tfjs.reason}`);
   const p = loadFinal(dir, model);
   const data = createSource(config, engine.engine);
   const Xe = data.evalSet(opts.tokens ?? config.data.eval_tokens);
@@ -76,9 +82,9 @@ function evalRun(io: CliIo, dir: string, opts: { tokens?: number; json?: boolean
     io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
     printEval(io, result);
   }
-  // keep the per-phase evaluations training wrote; the rest is this evaluation
-  const phases = (readEval(dir) as { phases?: unknown } | null)?.phases;
-  writeEval(dir, { ...result, ...(phases ? { phases } : {}) });
+  // keep the per-phase evaluations training wrote and the summary `sae features` wrote; the rest is this evaluation
+  const { phases, features } = (readEval(dir) as { phases?: unknown; features?: unknown } | null) ?? {};
+  writeEval(dir, { ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) });
 }
 
 export function printEval(io: CliIo, r: EvalResult): void {

@@ -8,8 +8,8 @@ import { createRunDir, newRunId, nextRunSeq, removeRunDir, writeEval, writeFileA
 import { finalConfig, fromSaeLens, saveFinal } from "../sae/weights.ts";
 import { exportRun, importFolder, type ExportFormat, type ImportedSae, type RunFacts } from "../sae/exchange.ts";
 import type { Engine } from "../engine/types.ts";
-import type { SaeModel } from "../sae/variant.ts";
-import { createModel } from "../sae/index.ts";
+import { knobText, type SaeModel } from "../sae/variant.ts";
+import { createModel, variantDef } from "../sae/index.ts";
 import { ParamSet } from "../sae/params.ts";
 import { foldScale } from "../sae/init.ts";
 import { createSource, estimateScale, probeData, sequenceStart } from "../data/index.ts";
@@ -66,7 +66,8 @@ Examples:
   sae finetune <the new run> --mode decoder --steps 300`)
     .action((folder: string, opts: { config: string; set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
       const imp = importFolder(folder);
-      const sets = Object.entries(imp.sae).map(([k, v]) => `sae.${k}=${v}`);
+      // values as JSON, which --set reads as YAML: lists (matryoshka_prefixes) survive
+      const sets = Object.entries(imp.sae).filter(([, v]) => v !== undefined).map(([k, v]) => `sae.${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
       const { config } = loadConfig(opts.config, [...sets, ...opts.set], { probe: probeData });
       if (config.data.d_in !== imp.D) throw new SaeError("usage", `${folder} is an SAE for D = ${imp.D}; the data of ${opts.config} has D = ${config.data.d_in}`, "give the config of the data this SAE was trained on");
@@ -103,7 +104,10 @@ function importInto(io: CliIo, dir: string, id: string, folder: string, imp: Imp
   const result = evaluate(engine, model, raw, Xe, Xe.length / imp.D, data.groundTruth());
   writeEval(dir, result, { imported_from: path.resolve(folder) });
   const now = new Date().toISOString();
-  writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, seq: nextRunSeq(config.runs_dir), engine: `imported from ${path.resolve(folder)} (${imp.format})` });
+  // the sparsity setting as the folder states it; "-" when it states none (the config's is a default)
+  const def = variantDef(config.sae.variant);
+  const knob = imp.sae[def.knob.key] !== undefined ? knobText(def, config.sae) : "-";
+  writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, seq: nextRunSeq(config.runs_dir), engine: `imported from ${path.resolve(folder)} (${imp.format})`, knob });
   io.out(`imported ${imp.format} ${config.sae.variant} SAE (D=${imp.D}, H=${imp.H}) as run ${id}: ${dir}`);
   printEval(io, result);
 }

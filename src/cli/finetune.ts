@@ -10,7 +10,8 @@ import { readStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
 import { collect, nonNegativeFloat, pickRun, positiveFloat, positiveInt, runArgHelp } from "./common.ts";
-import { runTraining } from "./train.ts";
+import { engineOption, runTraining } from "./train.ts";
+import type { EngineName } from "../engine/tfjs.ts";
 
 export function finetuneCommand(io: CliIo): Command {
   return new Command("finetune")
@@ -25,6 +26,7 @@ export function finetuneCommand(io: CliIo): Command {
     .option("--run-id <id>", "name of the new run folder")
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
     .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .addOption(engineOption())
     .addHelpText("after", `
 The penalty is off (sparsity coefficient 0) unless --penalty turns it on. A mode that trains the scale s turns a standard run into a scaled one (s_i = ‖d_i‖, unit
 decoder rows: the same SAE). A frozen group is bit-for-bit unchanged at the end.
@@ -34,7 +36,7 @@ Examples:
   sae finetune --mode decoder --steps 500                     # encoder frozen: the suppression fix (s trains)
   sae finetune latest~1 --freeze encoder                      # the finished run before the latest
   sae finetune 20261125-1815 --mode encoder                   # negative control: decoder frozen`)
-    .action(async (arg: string | undefined, opts: { freeze?: string; mode?: string; steps?: number; lr?: number; penalty?: number; set: string[]; runId?: string; runsDir: string; threads?: number }) => {
+    .action(async (arg: string | undefined, opts: { freeze?: string; mode?: string; steps?: number; lr?: number; penalty?: number; set: string[]; runId?: string; runsDir: string; threads?: number; engine?: EngineName }) => {
       const dir = pickRun(io, opts.runsDir, arg, "finished");
       if (!latestCheckpoint(dir)) throw new SaeError("usage", `run ${path.basename(dir)} has no checkpoint (status: ${readStatus(dir)?.status ?? "unknown"})`, "fine-tune a run that has trained; `sae runs` lists them");
       const parent = loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config;
@@ -56,7 +58,7 @@ Examples:
         sae: keysReadBy(variant, { ...parent.sae, variant }),
         train: { ...withoutSteps(parent.train), phases: [phase] },
       };
-      await runTraining(io, base, opts.set, { runId: opts.runId, threads: opts.threads });
+      await runTraining(io, base, [...opts.set, ...(opts.engine ? [`train.engine=${opts.engine}`] : [])], { runId: opts.runId, threads: opts.threads });
     });
 }
 

@@ -1,4 +1,4 @@
-import { Command, Option } from "commander";
+import { Command } from "commander";
 import path from "node:path";
 import fs from "node:fs";
 import { probeData } from "../data/index.ts";
@@ -9,7 +9,8 @@ import { SaeError } from "../errors.ts";
 import { RESUME_KEYS, checkResumeSets } from "../train/resume-config.ts";
 import type { CliIo } from "./io.ts";
 import { collect, pickRun, positiveInt, runArgHelp } from "./common.ts";
-import { execute } from "./train.ts";
+import { engineOption, execute } from "./train.ts";
+import { resolveTfjs, type EngineName } from "../engine/tfjs.ts";
 
 export function resumeCommand(io: CliIo): Command {
   return new Command("resume")
@@ -18,18 +19,19 @@ export function resumeCommand(io: CliIo): Command {
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
     .option("--threads <n>", "CPU threads (default: the run's; the same count as before reproduces the uninterrupted run bit for bit)", positiveInt)
     .option("--set <key=value>", `change what may change between steps: ${RESUME_KEYS.join(", ")} (repeatable; train.lr carries into the phase in progress and the later ones)`, collect, [])
-    .addOption(new Option("--engine <engine>", "continue on this engine although the run ran on another (recorded in status.json's history; bit-for-bit continuation holds only on the same engine)").choices(["native", "typescript"]))
+    .addOption(engineOption())
     .addHelpText("after", `
 The run continues with the same data batches, optimizer state, dead-latent counters and schedule
 position; metrics.csv rows after the checkpoint are dropped and logged again. A damaged newest
 checkpoint is passed over (with a warning) for the one before it; a run with no checkpoint
-trains again from step 0. One process works on a run at a time (runs/<id>/lock).
+trains again from step 0. One process works on a run at a time (runs/<id>/lock). A resume on
+another engine than the run's is refused unless --engine asks for it (recorded in status.json).
 
 Examples:
   sae resume                                      # the latest interrupted, failed or dead run
   sae resume 20261125-181500-quickstart-topk-3fa2
   sae resume latest --set train.lr=1e-4           # after a divergence: a smaller learning rate`)
-    .action(async (arg: string | undefined, opts: { runsDir: string; threads?: number; set: string[]; engine?: "native" | "typescript" }) => {
+    .action(async (arg: string | undefined, opts: { runsDir: string; threads?: number; set: string[]; engine?: EngineName }) => {
       checkResumeSets(opts.set);
       const dir = pickRun(io, opts.runsDir, arg, "resumable");
       const status = readStatus(dir);
@@ -39,8 +41,10 @@ Examples:
       const { config } = loadConfig(path.join(dir, "config.yaml"), opts.set, { probe: probeData });
       // the thread count the run last used, unless asked for another
       const last = status?.history?.at(-1);
-      const threads = opts.threads ?? (opts.set.some((s) => s.startsWith("train.threads=")) ? config.train.threads : undefined) ?? (last?.engine === "native" ? last.threads : undefined) ?? config.train.threads;
-      const engine = selectEngine(threads, opts.engine);
-      await execute(io, config, dir, path.basename(dir), engine, true, { allowEngineChange: opts.engine !== undefined || opts.threads !== undefined || opts.set.some((s) => s.startsWith("train.threads=")) });
+      const setThreads = opts.set.some((s) => s.startsWith("train.threads="));
+      const threads = opts.threads ?? (setThreads ? config.train.threads : undefined) ?? (last?.engine === "native" ? last.threads : undefined) ?? config.train.threads;
+      const engine = selectEngine(threads);
+      // checkpoints are the same on every engine: a run may continue on another one when asked
+      await execute(io, config, dir, path.basename(dir), engine, true, await resolveTfjs(opts.engine ?? config.train.engine), { allowEngineChange: opts.engine !== undefined || opts.threads !== undefined || setThreads });
     });
 }

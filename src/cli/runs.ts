@@ -3,6 +3,7 @@ import path from "node:path";
 import { runsInTrainingOrder, shownStatus } from "../io/run.ts";
 import { loadConfig } from "../config/load.ts";
 import { variantDef } from "../sae/index.ts";
+import { knobText } from "../sae/variant.ts";
 import type { CliIo } from "./io.ts";
 import { readEval } from "./eval.ts";
 
@@ -32,7 +33,7 @@ Examples:
           num(e?.mse, (v) => v.toPrecision(4)), num(e?.fvu, (v) => v.toFixed(4)), num(e?.l0, (v) => v.toFixed(1)), num(e?.dead_frac, (v) => (100 * v).toFixed(1)),
         ];
         if (opts.wide) {
-          row.push(knob(dir), num(e?.dense_frac, (v) => (100 * v).toFixed(1)), num(e?.gamma, (v) => v.toFixed(3)), num(e?.ground_truth?.recovered_0_9, (v) => (100 * v).toFixed(1)));
+          row.push(s?.knob ?? knob(dir), num(e?.dense_frac, (v) => (100 * v).toFixed(1)), num(e?.gamma, (v) => v.toFixed(3)), num(e?.ground_truth?.recovered_0_9, (v) => (100 * v).toFixed(1)));
           // eval.json written before conventions existed used the sae one (docs/downstream.md)
           const ds = e?.downstream && typeof e.downstream === "object" ? e.downstream : null;
           row.push(ds ? String(ds.convention ?? "sae") : "-", num(ds?.ce_loss_recovered, (v) => v.toFixed(4)));
@@ -48,11 +49,11 @@ function num(v: unknown, f: (v: number) => string): string {
   return typeof v === "number" ? f(v) : "-";
 }
 
-/** the run's sparsity setting: k for TopK-style variants, else the penalty coefficient */
+/** the run's sparsity setting from its config: k for TopK-style variants, else the penalty coefficient (an imported run's status.json states its own) */
 function knob(dir: string): string {
   try {
     const c = loadConfig(path.join(dir, "config.yaml")).config;
-    return variantDef(c.sae.variant).knob(c.sae);
+    return knobText(variantDef(c.sae.variant), c.sae);
   } catch {
     return "?";
   }

@@ -1,4 +1,4 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import cliProgress from "cli-progress";
 import { probeData } from "../data/index.ts";
 import { configFromObject, loadConfig, type LoadedConfig } from "../config/load.ts";
@@ -10,6 +10,11 @@ import type { CliIo } from "./io.ts";
 import { collect, positiveInt } from "./common.ts";
 import { printEval } from "./eval.ts";
 import { SaeError } from "../errors.ts";
+import { ENGINES, resolveTfjs, type EngineName, type TfjsChoice } from "../engine/tfjs.ts";
+import { tfjsStepper } from "../train/tfjs-stepper.ts";
+
+/** --engine, on train, resume, finetune and eval */
+export const engineOption = () => new Option("--engine <engine>", "native (CPU), tfjs (the equations on the best tfjs backend: CUDA with @tensorflow/tfjs-node-gpu) or auto (tfjs when it finds a GPU); default: train.engine").choices(ENGINES);
 
 export function trainCommand(io: CliIo): Command {
   return new Command("train")
@@ -19,14 +24,16 @@ export function trainCommand(io: CliIo): Command {
     .option("--run-id <id>", "name of the run folder (default: time-name-variant-random)")
     .option("--runs-dir <dir>", "folder that holds runs (default: the config's runs_dir, or runs)")
     .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .addOption(engineOption())
     .addHelpText("after", `
 Examples:
   sae train configs/quickstart.yaml
   sae train configs/standard.yaml --set sae.l1_coefficient=0.03 --set train.steps=2000
   for k in 16 32 64; do sae train configs/quickstart.yaml --set sae.k=$k; done`)
-    .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
+    .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number; engine?: EngineName }) => {
       const sets = [...opts.set];
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
+      if (opts.engine !== undefined) sets.push(`train.engine=${opts.engine}`);
       await runTraining(io, loadConfig(file, sets, { probe: probeData }), [], { runId: opts.runId, threads: opts.threads });
     });
 }
@@ -36,16 +43,20 @@ export async function runTraining(io: CliIo, source: LoadedConfig | Record<strin
   const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets, probeData);
   for (const w of warnings) io.err(`warning: ${w}`);
   const engine = selectEngine(opts.threads ?? config.train.threads);
+  const tfjs = await resolveTfjs(config.train.engine);
   const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
   const runDir = createRunDir(config.runs_dir, runId);
-  await execute(io, config, runDir, runId, engine, false);
+  await execute(io, config, runDir, runId, engine, false, tfjs);
 }
 
 /** signals that stop a run as Ctrl-C does: a checkpoint, status interrupted, exit 130 (a batch system's SIGTERM, a closed terminal's SIGHUP) */
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
-/** Trains (or resumes) in runDir with a progress bar or log lines, signal handling, and the final table. */
-export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean, opts: { allowEngineChange?: boolean } = {}): Promise<void> {
+/**
+ * Trains (or resumes) in runDir with a progress bar or log lines, signal handling, and the final
+ * table. allowEngineChange: a resume asked for its engine or thread count (--engine, --threads).
+ */
+export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean, tfjs: TfjsChoice | null = null, opts: { allowEngineChange?: boolean } = {}): Promise<void> {
   const control = { stop: false };
   const onSignal = (sig: NodeJS.Signals) => {
     if (control.stop) process.exit(130);
@@ -69,7 +80,9 @@ export async function execute(io: CliIo, config: Config, runDir: string, runId: 
     };
   }
   try {
-    const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control, resume, allowEngineChange: opts.allowEngineChange });
+    // tfjs: its steps on the device; the evaluation stays on the CPU engine
+    const on = tfjs ? { engine: { ...engine, reason: `${tfjs.reason}; evaluation: ${engine.reason}` }, stepper: tfjsStepper(tfjs, config), engineName: "tfjs" } : { engine };
+    const { status, eval: result, phases } = await train({ config, runDir, runId, reporter, control, resume, allowEngineChange: opts.allowEngineChange, ...on });
     multi?.stop();
     if (status.status === "interrupted") throw new SaeError("interrupted", `run ${runId} interrupted at step ${status.step}`);
     if (result) {

@@ -79,7 +79,7 @@ export const DataSchema = z
     shuffle_buffer_mb: pos().default(256),
     /** held-out tokens for evaluation (drawn from a stream training never sees) */
     eval_tokens: int().min(1).default(16384),
-    /** input scaling (sae-variants.md §1.1): unit_mean_squared_norm → E‖x‖² = 1 (dictionary_learning,
+    /** input scaling (docs/variants.md#input-normalisation): unit_mean_squared_norm → E‖x‖² = 1 (dictionary_learning,
      *  Gemma Scope); sqrt_d_mean_norm → E‖x‖ = √D (SAELens expected_average_only_in); none */
     normalize: z.enum(["unit_mean_squared_norm", "sqrt_d_mean_norm", "none"]).default("unit_mean_squared_norm"),
     /** tokens used once, before training, to estimate the scaling factor and init b_dec */
@@ -155,6 +155,9 @@ export const TrainSchema = z
     checkpoint_every: int().min(0).default(0),
     /** CPU threads for the native engine; default all cores */
     threads: int().min(1).optional(),
+    /** native: the CPU engine; tfjs: the variant's equations under tfjs autodiff on the best tfjs backend
+     *  (docs/tfjs.md); auto: tfjs when @tensorflow/tfjs-node-gpu finds a GPU, else native */
+    engine: z.enum(["auto", "native", "tfjs"]).default("auto"),
     /** training phases run in order, each with a fresh optimizer state; default: one phase of train.steps */
     phases: z.array(PhaseSchema).min(1).optional(),
   })

@@ -140,7 +140,7 @@ export function probeData(d: DataConfig, where: (p: string[]) => string): number
 
 /**
  * The input scaling factor c (the SAE trains on c·x), estimated once from a sample
- * (sae-variants.md §1.1): unit_mean_squared_norm → c = 1/√E‖x‖² (so E‖cx‖² = 1);
+ * (docs/variants.md#input-normalisation): unit_mean_squared_norm → c = 1/√E‖x‖² (so E‖cx‖² = 1);
  * sqrt_d_mean_norm → c = √D/E‖x‖; none → 1.
  */
 export function estimateScale(X: Float32Array, N: number, D: number, mode: Config["data"]["normalize"]): number {

@@ -1,5 +1,5 @@
 // Synthetic activations with known ground-truth features (Sharkey et al. 2022 toy models;
-// HoagyC/sparse_coding; sae-variants.md §6): x = Σ_i c_i g_i + noise, with G unit-norm Gaussian
+// HoagyC/sparse_coding; docs/training.md#synthetic-data): x = Σ_i c_i g_i + noise, with G unit-norm Gaussian
 // directions g_i in R^D, feature i active with probability p_i ∝ decay^i (rescaled so that the
 // expected number of active features is mean_active, unlike HoagyC's generator, which leaves it
 // at ≈0.19·k), and active coefficients c_i ~ U[magnitude_min, magnitude_max].

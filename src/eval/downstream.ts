@@ -1,4 +1,4 @@
-// Downstream loss (sae-variants.md §4): the SAE's reconstruction replaces the activation at its
+// Downstream loss (docs/metrics.md#downstream-loss): the SAE's reconstruction replaces the activation at its
 // layer and site inside the language model's forward pass, and the next-token predictions are
 // compared with the clean model's on held-out sequences. Passes: clean, SAE spliced, zero
 // ablation, mean ablation (the mean activation over the scored positions of the same sequences).

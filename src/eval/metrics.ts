@@ -1,4 +1,4 @@
-// Evaluation metrics with exact definitions (sae-variants.md §4; README "Metrics"). All in the
+// Evaluation metrics with exact definitions (docs/metrics.md; README "Metrics"). All in the
 // units of the X passed in (the CLI passes raw activations and folded weights).
 //   mse          mean over tokens of Σ_d (x − x̂)²
 //   fvu          Σ‖x − x̂‖² / Σ‖x − x̄‖², x̄ the per-dim mean over the eval set; explained_variance = 1 − fvu

@@ -38,6 +38,12 @@ export interface RunStatus {
    */
   seq?: number;
   /**
+   * the sparsity setting `sae runs --wide` shows, when the config's would mislead: an imported
+   * run's as its folder states it ("k=32"), or "-" when the folder states none (the config then
+   * holds a default the SAE was never trained with)
+   */
+  knob?: string;
+  /**
    * where the run began and each resume: the step, the engine and thread count it ran on, and the
    * config keys the resume changed. Runs written before it existed have only `engine`.
    */

@@ -1,4 +1,4 @@
-// Exchange with the peers' folder formats (peer-tools.md §2):
+// Exchange with the peers' folder formats (docs/formats.md#saelens-and-sparsify-folders):
 //   SAELens v6  sae_weights.safetensors (W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec, and per
 //               architecture b_enc / threshold / b_gate, b_mag, r_mag) + cfg.json
 //   sparsify    sae.safetensors (encoder.weight [H, D], encoder.bias [H], W_dec [H, D], b_dec [D]) +
@@ -71,7 +71,10 @@ export function exportRun(runDir: string, c: Config, format: ExportFormat, out: 
   if (format === "saelens") {
     emptyOutDir(out);
     writeSafetensors(path.join(out, "sae_weights.safetensors"), tensors);
-    const full = { ...cfg, reshape_activations: "none", metadata: { sae_lens_version: SAE_LENS_VERSION, ...cfg.metadata, ...saeLensMetadata(c, facts) } };
+    const metadata = { sae_lens_version: SAE_LENS_VERSION, ...cfg.metadata, ...saeLensMetadata(c, facts) };
+    // final weights written before flavours were limited to the variants that have them may carry one
+    if (!variantDef(c.sae.variant).flavours) delete metadata.flavour;
+    const full = { ...cfg, reshape_activations: "none", metadata };
     writeFileAtomic(path.join(out, "cfg.json"), JSON.stringify(full, null, 2) + "\n");
     return ["sae_weights.safetensors", "cfg.json"];
   }
@@ -128,7 +131,7 @@ export function importFolder(dir: string): ImportedSae {
   if (fs.existsSync(sparsify)) {
     const D = cfg.d_in, H = cfg.num_latents || Math.round(cfg.expansion_factor * D);
     if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and num_latents");
-    const activation = cfg.activation ?? "topk";
+    const activation = cfg.activation ?? VARIANTS.find((v) => v.sparsify?.isDefault)?.sparsify?.activation;
     const into = VARIANTS.find((v) => v.sparsify?.activation === activation);
     if (!into?.sparsify) throw bad(`sparsify activation ${activation} is not supported (supported: ${VARIANTS.flatMap((v) => (v.sparsify ? [v.sparsify.activation] : [])).join(", ")})`);
     if (cfg.skip_connection || cfg.transcode) throw bad("skip connections and transcoders are not supported");
@@ -144,12 +147,43 @@ export function importFolder(dir: string): ImportedSae {
   if (!arch) throw bad(`cfg.json architecture ${JSON.stringify(cfg.architecture)} is not one of ${imports.map((x) => x.imp.architecture).join(", ")}`);
   const D = cfg.d_in, H = cfg.d_sae;
   if (!Number.isInteger(D) || !Number.isInteger(H)) throw bad("cfg.json lacks d_in and d_sae");
-  if (cfg.normalize_activations && cfg.normalize_activations !== "none") throw bad(`normalize_activations ${cfg.normalize_activations} is not supported (export with the normalisation folded in)`);
+  const norm = cfg.normalize_activations ?? "none";
+  if (norm !== "none" && norm !== "expected_average_only_in") throw bad(`normalize_activations ${norm} is not supported (it normalises each token; export with normalize_activations "none")`);
+  const scale = norm === "expected_average_only_in" ? scalingFactor(dir) : 1;
   if (cfg.rescale_acts_by_decoder_norm && !arch.imp.adapt) throw bad(`rescale_acts_by_decoder_norm is not supported for ${cfg.architecture}`);
   const file = path.join(dir, "sae_weights.safetensors");
   const raw = readSafetensors(file).tensors;
-  return {
-    format: "saelens", D, H, file, tensors: arch.imp.adapt ? arch.imp.adapt(raw, cfg, D, H) : raw,
-    sae: { variant: arch.variant, d_sae: H, apply_b_dec_to_input: cfg.apply_b_dec_to_input ?? true, ...arch.imp.settings(cfg) },
-  };
+  const sae = { variant: arch.variant, d_sae: H, apply_b_dec_to_input: cfg.apply_b_dec_to_input ?? true, ...arch.imp.settings(cfg) };
+  // the variant's own mapping first (it works in the folder's units), then the input scale
+  const adapted = arch.imp.adapt ? arch.imp.adapt(raw, cfg, D, H) : raw;
+  return { format: "saelens", D, H, file, tensors: scale === 1 ? adapted : foldSaeLensScale(adapted, scale), sae };
+}
+
+/**
+ * The factor s of a SAELens training checkpoint with normalize_activations
+ * "expected_average_only_in": its trainer feeds the SAE s·x and keeps s in activation_scaler.json
+ * beside the weights, folding it in only when training ends.
+ */
+function scalingFactor(dir: string): number {
+  const file = path.join(dir, "activation_scaler.json");
+  let s: unknown;
+  try {
+    s = JSON.parse(fs.readFileSync(file, "utf8")).scaling_factor;
+  } catch (err) {
+    throw new SaeError("data", `${dir}: cfg.json has normalize_activations "expected_average_only_in", and ${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? "not valid JSON"})`, "SAELens writes activation_scaler.json beside a training checkpoint's weights; copy it in, or import the finished SAE, which has the factor folded in");
+  }
+  if (typeof s !== "number" || !(s > 0) || !Number.isFinite(s)) throw new SaeError("data", `${file}: scaling_factor is ${JSON.stringify(s)}, but cfg.json has normalize_activations "expected_average_only_in"`, "a positive number is needed; import the finished SAE, which has the factor folded in");
+  return s;
+}
+
+/**
+ * SAELens's fold of an input scale s into the weights (fold_activation_norm_scaling_factor, in
+ * float32 as torch does it): W_enc·s, W_dec/s, b_dec/s. The code is unchanged; the output comes
+ * out in raw units.
+ */
+function foldSaeLensScale(t: Record<string, Tensor>, s: number): Record<string, Tensor> {
+  const f = Math.fround(s);
+  const map = (name: string, op: (v: number) => number): Tensor => ({ dtype: "F32", shape: t[name].shape, data: Float32Array.from(t[name].data, op) });
+  if (!t.W_enc || !t.W_dec || !t.b_dec) return t; // fromSaeLens names what is missing
+  return { ...t, W_enc: map("W_enc", (v) => v * f), W_dec: map("W_dec", (v) => v / f), b_dec: map("b_dec", (v) => v / f) };
 }

@@ -9,8 +9,9 @@ import { gated } from "./gated/index.ts";
 import { topk } from "./topk/index.ts";
 import { batchtopk } from "./batchtopk/index.ts";
 import { jumprelu } from "./jumprelu/index.ts";
+import { matryoshka } from "./matryoshka/index.ts";
 
-export const VARIANTS: readonly VariantDef[] = [standard, tanh, scaled, gated, topk, batchtopk, jumprelu];
+export const VARIANTS: readonly VariantDef[] = [standard, tanh, scaled, gated, topk, batchtopk, jumprelu, matryoshka];
 
 /** the variant a config gets when it names none */
 export const DEFAULT_VARIANT = topk.name;

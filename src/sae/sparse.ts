@@ -1,5 +1,6 @@
-// Pieces shared by the variants whose code is K (index, value) pairs per row (TopK, BatchTopK):
-// the gradient through the selected latents, and AuxK (Gao et al. 2024, sae-variants.md §2.5).
+// Pieces shared by the variants whose code is K (index, value) pairs per row (TopK, BatchTopK,
+// Matryoshka BatchTopK): the gradient through the selected latents, and AuxK (Gao et al. 2024,
+// docs/variants.md#auxk).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims } from "./variant.ts";
 import { Workspace, scaled } from "./variant.ts";
@@ -45,10 +46,22 @@ export class Sparsifier {
  * Shapes: idx, val [B, k]; G, Xc [B, D]; W_dec, dW_dec, dW_enc [H, D].
  */
 export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
-  const { D, H } = dims;
-  e.scatterRows(idx, val, B, k, G, H, D, dWdec);
   const gp = ws.f(name, B * k, G);
+  decoderBackward(e, dims, B, k, idx, val, G, Wdec, dWdec, gp);
+  encoderBackward(e, dims, B, k, idx, val, gp, Xc, dWenc, gpSum);
+}
+
+/**
+ * The decoder half of sparseBackward: dW_dec[idx] += val·G and dF = G·W_dec[idx]ᵀ into gp [B, k]
+ * (0 where val = 0). Matryoshka calls it once per block of latents, each with its own G.
+ */
+export function decoderBackward(e: Engine, { D, H }: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, dWdec: Arr, gp: Arr): void {
+  e.scatterRows(idx, val, B, k, G, H, D, dWdec);
   e.gatherDot(idx, val, B, k, G, Wdec, H, D, gp);
+}
+
+/** The encoder half: dP = dF (gp, overwritten) where val > 0, Σ_b dP into gpSum [H], dW_enc[idx] += dP·Xc. */
+export function encoderBackward(e: Engine, { D, H }: Dims, B: number, k: number, idx: Int32Array, val: Arr, gp: Arr, Xc: Arr, dWenc: Arr, gpSum: Arr): void {
   for (let j = 0; j < B * k; j++) {
     if (!(val[j] > 0)) gp[j] = 0;
     gpSum[idx[j]] += gp[j];

@@ -16,6 +16,7 @@ import type { z } from "zod";
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Tensor } from "../io/safetensors.ts";
 import type { ParamSpec, ParamSet } from "./params.ts";
+import type { EqSettings, Equations } from "./ops.ts";
 
 /** The resolved `sae:` section of a config: the keys every variant has, then the variants' own. */
 export interface SaeSettings {
@@ -66,8 +67,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   defaultLr(H: number): number;
   /** the sparsity penalty's coefficient (0 for variants made sparse by k) */
   coefficient(s: S): number;
-  /** the sparsity setting as `sae runs --wide` shows it, e.g. "k=32" */
-  knob(s: S): string;
+  /** the key that sets its sparsity (k, or the penalty's coefficient) and its label: `sae runs --wide` shows "label=value", e.g. "k=32" */
+  readonly knob: { key: keyof S & string; label: string };
   /** defaults of its own keys that depend on the dimensions, written into the resolved config */
   resolve?(s: S, D: number): Record<string, unknown>;
   /** checks across keys, once the config is resolved; fail names the sae: key */
@@ -82,6 +83,10 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   readonly frozenUnderPenalty?: readonly string[];
   /** the fast CPU model. fixedInputBias: see SaeModel.fixedInputBias */
   create(dims: Dims, s: S, fixedInputBias: Arr | null): SaeModel;
+  /** its forward and loss as equations over Ops (ops.ts): the tfjs engine's step and the autodiff oracle of the fast model's backward */
+  readonly equations: Equations;
+  /** the equations' own settings from its config keys (EqContext: k, tanhScale, bandwidth, prefixes, ...) */
+  eqSettings?(s: S): Partial<EqSettings>;
   /**
    * Folds a constant input bias b into the encoder biases: (x − b)Wᵀ + β = xWᵀ + (β − W b).
    * shift = W_enc b [H].
@@ -96,6 +101,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   /** how sparsify holds this variant, if it does: its cfg.json `activation`, the cfg.json export writes, the sae: section an import gets */
   readonly sparsify?: {
     activation: string;
+    /** a sparsify cfg.json without `activation` means this variant */
+    isDefault?: boolean;
     cfg(s: S, D: number, H: number): Record<string, unknown>;
     settings(cfg: Record<string, any>): Record<string, unknown>;
   };
@@ -109,6 +116,11 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
 /** a VariantDef with its settings typed by its own keys */
 export function defineVariant<K extends z.ZodRawShape>(keys: K, def: Omit<VariantDef<SaeSettings & z.infer<z.ZodObject<K>>>, "keys">): VariantDef {
   return { keys, ...def } as unknown as VariantDef;
+}
+
+/** the sparsity setting of a resolved sae: section as `sae runs --wide` shows it, e.g. "k=32" */
+export function knobText(def: VariantDef, s: SaeSettings): string {
+  return `${def.knob.label}=${s[def.knob.key]}`;
 }
 
 export interface Dims { D: number; H: number }
@@ -166,13 +178,13 @@ export interface SaeModel<S = any> {
   readonly variant: string;
   readonly dims: Dims;
   readonly specs: ParamSpec[];
-  /** decoder rows kept at unit norm by projection + renormalisation (sae-variants.md §1.3-1) */
+  /** decoder rows kept at unit norm by projection + renormalisation (docs/variants.md#unit-norm-decoder) */
   readonly unitNormDecoder: boolean;
   /** whether the encoder input subtracts b_dec */
   readonly applyBDecToInput: boolean;
   /**
    * A constant the encoder subtracts instead of b_dec: b_dec's value when a fine-tune trains b_dec
-   * with the encoder frozen, so that the code stays bit-for-bit what it was (sae-variants.md §7.10).
+   * with the encoder frozen, so that the code stays bit-for-bit what it was (docs/variants.md#fixed-input-bias).
    */
   readonly fixedInputBias: Arr | null;
   /** parameters the optimiser never steps (statistics the model maintains itself) */

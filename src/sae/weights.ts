@@ -51,7 +51,8 @@ export function saveFinal(dir: string, model: SaeModel, p: ParamSet, c: Config, 
     metadata: {
       sae_tool: "sae",
       variant: c.sae.variant,
-      ...(c.sae.flavour !== undefined ? { flavour: c.sae.flavour } : {}),
+      // only a variant with flavours has one (an old config may carry a stray sae.flavour)
+      ...(c.sae.flavour !== undefined && variantDef(c.sae.variant).flavours?.includes(c.sae.flavour) ? { flavour: c.sae.flavour } : {}),
       folded_input_scale: scale,
       input_normalization: c.data.normalize,
     },

@@ -205,14 +205,19 @@ function openStatus(o: TrainOptions, step: number, changes: string[]): RunStatus
     if (before) status.started = before.started;
     history = before ? pastStarts(before) : [];
     const last = history.at(-1);
-    if (last && (last.engine !== here.engine || last.threads !== here.threads)) {
-      const was = `${last.engine} engine with ${last.threads} thread${last.threads === 1 ? "" : "s"}`, now = `${here.engine} engine with ${here.threads} thread${here.threads === 1 ? "" : "s"}`;
+    // the thread count matters to the native engine's reductions only
+    if (last && (last.engine !== here.engine || (here.engine === "native" && last.threads !== here.threads))) {
+      const on = (r: RunStart) => r.engine === "native" ? `native engine with ${r.threads} thread${r.threads === 1 ? "" : "s"}` : `${r.engine} engine`;
       if (!o.allowEngineChange) {
-        throw new SaeError("usage", `run ${o.runId} ran on the ${was}; this resume would run on the ${now} (${o.engine.reason}), and continues bit for bit only on the same engine and thread count`,
+        // --engine names the CPU engine `native`; SAE_ENGINE=typescript makes it the TypeScript one
+        const flag = (name: string) => (name === "tfjs" ? "tfjs" : "native");
+        const back = last.engine === "tfjs" ? "resume with --engine tfjs where it runs" : process.env.SAE_ENGINE ? "unset SAE_ENGINE" : "resume where it is available";
+        throw new SaeError("usage", `run ${o.runId} ran on the ${on(last)}; this resume would run on the ${on(here)} (${o.engine.reason}), and continues bit for bit only on the same engine and thread count`,
           last.engine !== here.engine
-            ? `ask for the change with --engine ${here.engine}, or resume on the ${last.engine} engine${process.env.SAE_ENGINE ? " (unset SAE_ENGINE)" : ""}`
+            ? `ask for the change with --engine ${flag(here.engine)}${here.engine === "typescript" ? " (with SAE_ENGINE=typescript, as now)" : ""}; to stay on the ${last.engine} engine, ${back}`
             : `--threads ${last.threads} continues bit for bit; --threads ${here.threads} asks for the change`);
       }
+      const was = on(last), now = on(here);
       o.reporter.log(`engine change at step ${step}, as asked: the ${was} before, the ${now} from here (the result may differ in the last bits from an uninterrupted run)`);
     }
     if (changes.length) {
@@ -306,7 +311,7 @@ async function runSteps(run: Run, stepper: Stepper, setup: PhaseSetup & { coeffi
     const lr = lrAt(ps, ph);
     const coeff = setup.coefficient * sparsityAt(ps, ph);
     stepper.step(X, B, lr, coeff);
-    const now = stepper.last?.();
+    const now = stepper.lastStep?.();
     if (now) guard.check(s.step + 1, now.loss, now.gradNorm);
     s.step++;
     s.tokens += B;

@@ -4,7 +4,7 @@
 // schedule, the logging and checkpoint intervals, the thread count, and the paths of data files
 // that moved. Changes come from `sae resume --set` or an edit of config.yaml; anything else is
 // refused with the key, both values and the reason.
-import type { Config } from "../config/schema.ts";
+import { ConfigSchema, type Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
 
 /** keys `sae resume --set` takes */
@@ -50,6 +50,8 @@ export function resumeConfig(c: Config, before: Record<string, unknown> | null, 
   const changes: string[] = [], refused: string[] = [];
   for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])]) {
     if (JSON.stringify(a[key]) === JSON.stringify(b[key]) || key === "runs_dir") continue;
+    // a key newer than the checkpoint (a later sae), at its default: the run trained without it
+    if (!(key in a) && JSON.stringify(b[key]) === JSON.stringify(defaults()[key])) continue;
     const line = `${key}: ${show(a[key])} → ${show(b[key])}`;
     const phase = /^train\.phases\.(\d+)\.(\w+)$/.exec(key);
     const ok = (RESUME_KEYS as readonly string[]).includes(key) || PATH_KEYS.includes(key) || key === "train.steps"
@@ -61,6 +63,12 @@ export function resumeConfig(c: Config, before: Record<string, unknown> | null, 
   }
   // train.steps is the phases' sum: it changes only with them
   return { config, changes: changes.filter((l) => !l.startsWith("train.steps:")) };
+}
+
+let schemaDefaults: Record<string, unknown> | null = null;
+/** every key's default, flattened (schema.ts) */
+function defaults(): Record<string, unknown> {
+  return (schemaDefaults ??= flatten(ConfigSchema.parse({})));
 }
 
 /** the global step at which each phase ends */

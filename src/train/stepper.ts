@@ -47,7 +47,7 @@ export interface Stepper {
   /** brings the TrainState up to date (parameters, Adam state, counters), for checkpoints and evaluation */
   sync(): void;
   /** the last step's loss and gradient norm, where the engine has them at once: the divergence guard then checks every step (else every window) */
-  last?(): { loss: number; gradNorm: number };
+  lastStep?(): { loss: number; gradNorm: number };
   dispose(): void;
 }
 
@@ -60,7 +60,7 @@ export class NativeStepper implements Stepper {
   private readonly fired: Float32Array;
   private acc: LogWindow;
   private lastBatch: { X: Float32Array; Xhat: ArrayLike<number>; code: Code; B: number } | null = null;
-  private lastStep = { loss: NaN, gradNorm: NaN };
+  private stepFigures = { loss: NaN, gradNorm: NaN };
 
   private readonly e: Engine;
   private readonly ph: PhaseSetup;
@@ -91,11 +91,11 @@ export class NativeStepper implements Stepper {
     const a = this.acc, t = fwd.terms;
     this.acc = { n: a.n + 1, loss: a.loss + t.loss, mse: a.mse + t.mse, sparsity: a.sparsity + t.sparsity, aux: a.aux + t.aux, gnorm: a.gnorm + gradNorm };
     this.lastBatch = { X, Xhat: fwd.Xhat, code: fwd.code, B };
-    this.lastStep = { loss: t.loss, gradNorm };
+    this.stepFigures = { loss: t.loss, gradNorm };
   }
 
-  last(): { loss: number; gradNorm: number } {
-    return this.lastStep;
+  lastStep(): { loss: number; gradNorm: number } {
+    return this.stepFigures;
   }
 
   flush(): LogFigures {

@@ -1,5 +1,5 @@
 // Gated SAE (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse
-// Autoencoders", arXiv 2404.16014; sae-variants.md §2.4). Separate gate and magnitude paths with
+// Autoencoders", arXiv 2404.16014; docs/variants.md#gated). Separate gate and magnitude paths with
 // tied weights, W_mag = W_gate·diag(exp(r_mag)):
 //   Z = (X − b_dec) W_gateᵀ;  π_gate = Z + b_gate;  π_mag = Z ⊙ e^{r_mag} + b_mag     [B, H]
 //   F = 1[π_gate > 0] ⊙ ReLU(π_mag);  X̂ = F W_dec + b_dec

@@ -4,16 +4,18 @@
 import { l1_coefficient } from "../keys.ts";
 import { defineVariant, f32 } from "../variant.ts";
 import { createGated, type GatedOptions } from "./fast.ts";
+import { gatedEquations } from "./equations.ts";
 
 const GATE = ["b_gate", "r_mag", "b_mag"] as const;
 
 export const gated = defineVariant({ l1_coefficient }, {
   name: "gated",
+  equations: gatedEquations,
   title: "Gated (Rajamanoharan et al. 2024)",
   flavours: ["paper", "saelens"],
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l1_coefficient,
-  knob: (s) => `λ=${s.l1_coefficient}`,
+  knob: { key: "l1_coefficient", label: "λ" },
   specs: (dims, s) => createGated(dims, { flavour: s.flavour as GatedOptions["flavour"], applyBDecToInput: s.apply_b_dec_to_input }).specs,
   create: (dims, s, fixedInputBias) => createGated(dims, { flavour: s.flavour as GatedOptions["flavour"], applyBDecToInput: s.apply_b_dec_to_input, fixedInputBias }),
   // both π_gate = Z + b_gate and π_mag = Z ⊙ e^{r_mag} + b_mag shift with Z = (x − b)W_gateᵀ

@@ -1,5 +1,5 @@
 // JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with
-// JumpReLU Sparse Autoencoders", arXiv 2407.14435; sae-variants.md §2.7):
+// JumpReLU Sparse Autoencoders", arXiv 2407.14435; docs/variants.md#jumprelu):
 //   P = (X − a·b_dec) W_encᵀ + b_enc;  F = P ⊙ H(P − θ);  X̂ = F W_dec + b_dec
 //   loss = mean_b [ ‖x − x̂‖² + λ·Σ_i H(P_i − θ_i) ]     (λ = sae.l0_coefficient)
 // θ > 0 is stored as log θ. The step function has no useful derivative; θ learns through the

@@ -5,6 +5,7 @@ import { z } from "zod";
 import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, type Dims } from "../variant.ts";
 import type { Arr } from "../../engine/types.ts";
 import { createJumpRelu } from "./fast.ts";
+import { jumpreluEquations } from "./equations.ts";
 
 const keys = {
   /** λ of the L0 penalty */
@@ -15,24 +16,29 @@ const keys = {
   jumprelu_init_threshold: z.number().positive().default(0.001),
 };
 
+/** SAELens's architecture for a thresholded ReLU (also how BatchTopK's inference SAE is held) */
+export const SAELENS_JUMPRELU = "jumprelu";
+
 export const jumprelu = defineVariant(keys, {
   name: "jumprelu",
+  equations: jumpreluEquations,
+  eqSettings: (s) => ({ bandwidth: s.jumprelu_bandwidth }),
   title: "JumpReLU (Rajamanoharan et al. 2024)",
   // the paper's encoder has no pre-encoder bias
   defaults: { init_norm: 1, apply_b_dec_to_input: false },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l0_coefficient,
-  knob: (s) => `λ0=${s.l0_coefficient}`,
+  knob: { key: "l0_coefficient", label: "λ0" },
   specs: (dims, s) => create(dims, s, null).specs,
   init: (p, s) => p.get("log_threshold").fill(Math.log(s.jumprelu_init_threshold)),
   create,
   foldInputBias: foldIntoEncoderBias,
-  toSaeLens: (p, { H }) => ({ architecture: "jumprelu", tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(Array.from(p.get("log_threshold"), Math.exp), [H]) } }),
+  toSaeLens: (p, { H }) => ({ architecture: SAELENS_JUMPRELU, tensors: { b_enc: f32(p.get("b_enc"), [H]), threshold: f32(Array.from(p.get("log_threshold"), Math.exp), [H]) } }),
   fromSaeLens: (p, need, dims) => {
     plainFromSaeLens(p, need, dims);
     p.get("log_threshold").set(Array.from(need("threshold", [dims.H]), Math.log));
   },
-  saeLensImports: [{ architecture: "jumprelu", settings: () => ({}) }],
+  saeLensImports: [{ architecture: SAELENS_JUMPRELU, settings: () => ({}) }],
 });
 
 function create(dims: Dims, s: { jumprelu_bandwidth: number; apply_b_dec_to_input: boolean }, fixedInputBias: Arr | null) {

@@ -11,6 +11,8 @@ import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens } from "../va
 import type { ParamSet } from "../params.ts";
 import { createReluSae, l1Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
+import { scaledEquations } from "./equations.ts";
+import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface ScaledOptions {
   applyBDecToInput: boolean;
@@ -33,11 +35,12 @@ const MODES = {
 
 export const scaled = defineVariant({ l1_coefficient }, {
   name: "scaled",
+  equations: scaledEquations,
   title: "Scaled ReLU + penalty-free phase 2 (Wright & Sharkey, Feb 2024)",
   defaults: { init_norm: 0.1 },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l1_coefficient,
-  knob: (s) => `λ=${s.l1_coefficient}`,
+  knob: { key: "l1_coefficient", label: "λ" },
   specs: (dims, s) => createScaled(dims, { applyBDecToInput: s.apply_b_dec_to_input }).specs,
   init: (p) => p.get("s").fill(1),
   create: (dims, s, fixedInputBias) => createScaled(dims, { applyBDecToInput: s.apply_b_dec_to_input, fixedInputBias }),
@@ -48,7 +51,7 @@ export const scaled = defineVariant({ l1_coefficient }, {
   toSaeLens: (p, { D, H }) => {
     const W = f32(p.get("W_dec"), [H, D]), sv = p.get("s");
     for (let i = 0; i < H; i++) for (let d = 0; d < D; d++) W.data[i * D + d] *= sv[i];
-    return { architecture: "standard", tensors: { b_enc: f32(p.get("b_enc"), [H]), W_dec: W } };
+    return { architecture: SAELENS_STANDARD, tensors: { b_enc: f32(p.get("b_enc"), [H]), W_dec: W } };
   },
   fromSaeLens: (p, need, dims) => {
     plainFromSaeLens(p, need, dims);

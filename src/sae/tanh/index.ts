@@ -9,6 +9,8 @@ import type { Dims, SaeModel } from "../variant.ts";
 import { defineVariant, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens } from "../variant.ts";
 import { createReluSae, type Penalty } from "../relu.ts";
 import { l1_coefficient } from "../keys.ts";
+import { tanhEquations } from "./equations.ts";
+import { SAELENS_STANDARD } from "../standard/index.ts";
 
 export interface TanhOptions {
   /** B: inverse saturation scale, in (normalised) activation units */
@@ -45,16 +47,18 @@ const keys = {
 
 export const tanh = defineVariant(keys, {
   name: "tanh",
+  equations: tanhEquations,
+  eqSettings: (s) => ({ tanhScale: s.tanh_scale }),
   title: "TanH penalty (Anthropic, Feb 2024)",
   flavours: ["april", "constrained"],
   defaults: { init_norm: 0.1 },
   defaultLr: () => 1e-3,
   coefficient: (s) => s.l1_coefficient,
-  knob: (s) => `A=${s.l1_coefficient}`,
+  knob: { key: "l1_coefficient", label: "A" },
   specs: (dims, s) => options(dims, s, null).specs,
   create: options,
   foldInputBias: foldIntoEncoderBias,
-  toSaeLens: plainToSaeLens("standard"),
+  toSaeLens: plainToSaeLens(SAELENS_STANDARD),
   fromSaeLens: plainFromSaeLens,
 });
 

@@ -1,5 +1,5 @@
 // TopK SAE (Gao et al. 2024, arXiv 2406.04093; OpenAI sparse_autoencoder, EleutherAI sparsify),
-// with the AuxK auxiliary loss for dead latents (sae-variants.md §2.5).
+// with the AuxK auxiliary loss for dead latents (docs/variants.md#topk).
 //   P = (X − b_dec) W_encᵀ + b_enc; keep each row's K largest entries, ReLU them; X̂ = F W_dec + b_dec.
 //   loss = Σ_d (x − x̂)² (mean over tokens) + α·AuxK
 // The code is sparse: decode gathers K decoder rows, and weight gradients touch only the selected

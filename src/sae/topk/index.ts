@@ -5,6 +5,7 @@ import { aux_coefficient, k, k_aux, kSparseLr, resolvedKAux } from "../keys.ts";
 import { defineVariant, f32, foldIntoEncoderBias, plainFromSaeLens, plainToSaeLens, type SaeLensImport } from "../variant.ts";
 import { createTopK } from "./fast.ts";
 import type { Tensor } from "../../io/safetensors.ts";
+import { topkEquations } from "./equations.ts";
 
 export const topkKeys = { k, k_aux, aux_coefficient };
 
@@ -20,7 +21,7 @@ export function checkK(s: { k: number; k_aux?: number; d_sae: number }, fail: (k
  * and b_enc_i by ‖d_i‖ and dividing d_i by it gives the same SAE without the rescale (‖d_i‖ > 0).
  * W_enc [D, H], W_dec [H, D].
  */
-function foldDecoderNorms(t: Record<string, Tensor>, D: number, H: number): Record<string, Tensor> {
+export function foldDecoderNorms(t: Record<string, Tensor>, D: number, H: number): Record<string, Tensor> {
   const We = Float32Array.from(t.W_enc.data), Wd = Float32Array.from(t.W_dec.data), be = Float32Array.from(t.b_enc.data);
   for (let i = 0; i < H; i++) {
     let n = 0;
@@ -42,23 +43,32 @@ const saeLensTopK: SaeLensImport = {
   adapt: (t, cfg, D, H) => (cfg.rescale_acts_by_decoder_norm && t.W_enc && t.W_dec && t.b_enc ? foldDecoderNorms(t, D, H) : t),
 };
 
-export const topk = defineVariant(topkKeys, {
-  name: "topk",
-  title: "TopK + AuxK (Gao et al. 2024)",
+/** What the variants made sparse by k (and trained with AuxK) share: no penalty, k as the knob, the lr rule, checks. */
+export const kSparse = {
   defaults: { init_norm: 1 },
   defaultLr: kSparseLr,
   coefficient: () => 0,
-  knob: (s) => `k=${s.k}`,
-  resolve: (s, D) => ({ k_aux: resolvedKAux(s, D) }),
+  knob: { key: "k", label: "k" } as const,
+  resolve: (s: { k_aux?: number; d_sae: number }, D: number) => ({ k_aux: resolvedKAux(s, D) }),
   check: checkK,
+  foldInputBias: foldIntoEncoderBias,
+  /** the resolved config holds k_aux (resolve) */
+  eqSettings: (s: { k: number; k_aux?: number; aux_coefficient: number }) => ({ k: s.k, kAux: s.k_aux ?? 0, auxCoefficient: s.aux_coefficient }),
+};
+
+export const topk = defineVariant(topkKeys, {
+  ...kSparse,
+  name: "topk",
+  equations: topkEquations,
+  title: "TopK + AuxK (Gao et al. 2024)",
   specs: (dims, s) => create(dims, s, null).specs,
   create,
-  foldInputBias: foldIntoEncoderBias,
   toSaeLens: (p, dims, s) => ({ ...plainToSaeLens("topk")(p, dims), cfg: { k: s.k, rescale_acts_by_decoder_norm: false } }),
   fromSaeLens: plainFromSaeLens,
   saeLensImports: [saeLensTopK],
   sparsify: {
     activation: "topk",
+    isDefault: true,
     cfg: (s, D, H) => ({ activation: "topk", expansion_factor: H / D, normalize_decoder: false, num_latents: H, k: s.k, multi_topk: false, skip_connection: false, transcode: false, d_in: D }),
     settings: (cfg) => ({ k: cfg.k }),
   },
