@@ -350,4 +350,11 @@ test("divergence stops the run as failed with the last good checkpoint kept, and
   const b = await cli(["train", one, "--runs-dir", runs1, "--run-id", "b"]);
   assert.equal(b.code, 1);
   assert.match(b.err, /no checkpoint was written before it\nhint: resume with a smaller learning rate \(it was 1000\): sae resume b --set train\.lr=100 trains it again from step 0/);
+  const b2 = await cli(["resume", "b", "--runs-dir", runs1, "--set", "train.lr=0.01"]);
+  assert.equal(b2.code, 0, b2.err);
+  assert.match(b2.err, /no checkpoint yet: training again from step 0/);
+  assert.match(b2.err, /train\.lr: 1000 → 0\.01; train\.phases\.0\.lr: 1000 → 0\.01/);
+  const fresh = await trained(one, runs1, "fresh", "train.lr=0.01");
+  const [gotB, want] = [results(path.join(runs1, "b")), results(fresh)];
+  assert.deepEqual([gotB.weights, gotB.metrics], [want.weights, want.metrics], "the same as a run trained with the smaller rate");
 });

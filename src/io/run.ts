@@ -92,7 +92,8 @@ function abandonedSetUp(dir: string): boolean {
   } catch {
     return false;
   }
-  if (runHolder(dir)?.state === "alive") return false;
+  const h = runHolder(dir);
+  if (h && h.state !== "dead") return false; // a set-up in progress, here or on another host
   return entries.every((f) => ((f === "checkpoints" || f === "final") && fs.readdirSync(path.join(dir, f)).length === 0) || f === "lock" || /\.tmp-\d+$/.test(f));
 }
 

@@ -7,7 +7,7 @@
 import path from "node:path";
 import fs from "node:fs";
 import type { Config, Phase } from "../config/schema.ts";
-import { configToYaml } from "../config/load.ts";
+import { configToYaml, loadConfig } from "../config/load.ts";
 import type { EngineChoice } from "../engine/index.ts";
 import type { Engine } from "../engine/types.ts";
 import { createModel, variantDef } from "../sae/index.ts";
@@ -106,7 +106,9 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
   let changes: string[] = [];
   if (o.resume) {
     const found = newestGoodCheckpoint(runDir, createModel(c), reporter.log);
-    ({ config: c, changes } = resumeConfig(c, found?.meta.config ?? null, found?.state.step ?? 0, o.runId));
+    // what the run trained with: the checkpoint's record, else (none yet, or an older checkpoint) config.yaml as it is on disk
+    const before = found?.meta.config ?? JSON.parse(JSON.stringify(loadConfig(path.join(runDir, "config.yaml")).config));
+    ({ config: c, changes } = resumeConfig(c, before, found?.state.step ?? 0, o.runId));
     if (found) {
       start = { state: found.state, fixedInputBias: found.fixedInputBias };
       reporter.log(`resuming from ${path.basename(found.file)} (step ${found.state.step})`);
