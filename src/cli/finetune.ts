@@ -8,6 +8,7 @@ import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
 import { collect, nonNegativeFloat, positiveFloat, positiveInt } from "./common.ts";
 import { runTraining } from "./train.ts";
+import { finetuneConfig } from "../train/finetune.ts";
 
 export function finetuneCommand(io: CliIo): Command {
   return new Command("finetune")
@@ -35,31 +36,7 @@ Examples:
       if (!latestCheckpoint(dir)) throw new SaeError("usage", `run ${path.basename(dir)} has no checkpoint (status: ${readStatus(dir)?.status ?? "unknown"})`, "fine-tune a run that has trained; `sae runs` lists them");
       const parent = loadConfig(path.join(dir, "config.yaml")).config;
       const freeze = opts.freeze ? opts.freeze.split(",").map((g) => g.trim()).filter(Boolean) : [];
-      for (const g of freeze) {
-        if (!(FREEZE_GROUPS as readonly string[]).includes(g)) throw new SaeError("usage", `--freeze ${opts.freeze}: unknown group "${g}"`, `groups: ${FREEZE_GROUPS.join(", ")}`);
-      }
-      if (freeze.length && opts.mode) throw new SaeError("usage", "--freeze and --mode both say what trains; give one");
-      const parentSteps = parent.train.phases.reduce((n, p) => n + p.steps, 0);
-      const steps = opts.steps ?? Math.max(1, Math.round(parentSteps / 10));
-      // a mode that trains s needs the scaled variant: a standard parent converts exactly
-      const needsScale = opts.mode !== undefined && opts.mode !== "encoder";
-      let variant = parent.sae.variant;
-      if (needsScale && variant === "standard") variant = "scaled";
-      else if (needsScale && variant !== "scaled") throw new SaeError("usage", `--mode ${opts.mode} trains the scale s; a ${variant} run has none`, "use --freeze with parameter groups instead (see --help)");
-      const phase = { name: "finetune", steps, sparsity_coefficient: opts.penalty ?? 0, warmup_steps: 0, ...(opts.lr ? { lr: opts.lr } : {}), ...(freeze.length ? { freeze } : {}), ...(opts.mode ? { mode: opts.mode } : {}) };
-      const base = {
-        ...parent,
-        name: `${parent.name}-ft`,
-        runs_dir: opts.runsDir,
-        init_from: path.resolve(dir),
-        sae: { ...parent.sae, variant },
-        train: { ...withoutSteps(parent.train), phases: [phase] },
-      };
+      const base = finetuneConfig(parent, dir, { freeze, mode: opts.mode, steps: opts.steps, lr: opts.lr, penalty: opts.penalty, runsDir: opts.runsDir });
       await runTraining(io, base, opts.set, { runId: opts.runId, threads: opts.threads });
     });
-}
-
-function withoutSteps<T extends { steps?: number }>(t: T): Omit<T, "steps"> {
-  const { steps: _s, ...rest } = t;
-  return rest;
 }

@@ -83,13 +83,15 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
     const log = new MetricsLog(runDir, METRIC_COLUMNS);
     if (o.resume) log.dropAfter(s.step); // rows logged after the checkpoint will be logged again
     const phasesFile = path.join(runDir, "phases.json");
-    const phaseEvals: PhaseEval[] = o.resume && fs.existsSync(phasesFile) ? JSON.parse(fs.readFileSync(phasesFile, "utf8")) : [];
+    // a phase that ended exactly at the checkpoint is evaluated again (the process may have stopped
+    // between its checkpoint and its evaluation, final/ or eval.json): the numbers are the same
+    const phaseEvals: PhaseEval[] = o.resume && fs.existsSync(phasesFile) ? (JSON.parse(fs.readFileSync(phasesFile, "utf8")) as PhaseEval[]).filter((pe) => pe.step < s.step) : [];
     let result: EvalResult | null = null;
 
     let phaseStart = 0; // global step at which the phase begins
     for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseStart += t.phases[phaseIndex].steps, phaseIndex++) {
       const ph = t.phases[phaseIndex];
-      if (s.step >= phaseStart + ph.steps) continue; // done before a resume
+      if (s.step >= phaseStart + ph.steps && phaseEvals.length > phaseIndex) continue; // done and evaluated before a resume
       const coefficient = ph.sparsity_coefficient ?? REGISTRY[c.sae.variant].coefficient(c);
       let frozen = frozenParams(model, ph, coefficient);
       if (needsFixedInputBias(model, frozen)) {
