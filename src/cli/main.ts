@@ -12,6 +12,7 @@ import { doctorCommand } from "./doctor.ts";
 import { harvestCommand } from "./harvest.ts";
 import { exportCommand, importCommand } from "./exchange.ts";
 import { sweepCommand } from "./sweep.ts";
+import { reportCommand } from "./report.ts";
 
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const program = new Command("sae")
@@ -21,7 +22,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError("(run with --help for usage)");
   for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, harvestCommand, exportCommand, importCommand, runsCommand, doctorCommand,
-    sweepCommand]) {
+    sweepCommand, reportCommand]) {
     program.addCommand(make(io).exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   try {
