@@ -1,7 +1,5 @@
 import { Command } from "commander";
 import path from "node:path";
-import { collectRuns } from "../report/collect.ts";
-import { writeReport } from "../report/write.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
 import { positiveFloat } from "./common.ts";
@@ -25,6 +23,9 @@ Examples:
   sae report runs/synthetic runs/aidreams --out report/
   sae report 20261125-1815 20261125-1822 --out report/`)
     .action(async (args: string[], opts: { out: string; runsDir: string; scale: number; title?: string }) => {
+      // loaded here, not at start-up: Vega and resvg take a while to load, and only this command needs them
+      const { collectRuns } = await import("../report/collect.ts");
+      const { writeReport } = await import("../report/write.ts");
       const runs = collectRuns(args, opts.runsDir);
       if (runs.length === 0) throw new SaeError("usage", `no runs in ${args.join(", ")}`, "give sweep folders, run folders or run ids");
       const t0 = performance.now();

@@ -15,7 +15,7 @@ import { readStatus } from "../io/run.ts";
 import type { EvalResult } from "../eval/metrics.ts";
 import { selectEngine } from "../engine/index.ts";
 import { ensureHarvested, harvestDir } from "./data.ts";
-import { memberState } from "./member.ts";
+import { checkUnchanged, memberState } from "./member.ts";
 import type { Sweep, SweepRun } from "./spec.ts";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/sae.js");
@@ -46,8 +46,10 @@ export async function runLocal(sweep: Sweep, o: LocalOptions): Promise<LocalSumm
   const summary: LocalSummary = { done: [], skipped: [], failed: [], interrupted: [], notStarted: [], stopped: false };
   const pending: SweepRun[] = [];
   for (const run of sweep.runs) {
-    if (memberState(sweep, run).kind === "done") summary.skipped.push(run.name);
-    else pending.push(run);
+    if (memberState(sweep, run).kind === "done") {
+      checkUnchanged(sweep, run); // a finished run of an older sweep file is not counted as this one's
+      summary.skipped.push(run.name);
+    } else pending.push(run);
   }
   if (summary.skipped.length) o.log(`${summary.skipped.length} of ${sweep.runs.length} runs are done already`);
   if (pending.length === 0) return summary;

@@ -79,11 +79,11 @@ export async function runMember(sweep: Sweep, run: SweepRun, o: MemberOptions): 
   const release = lockRun(sweep, run);
   try {
     const state = memberState(sweep, run);
+    if (state.kind !== "new") checkSameConfig(dir, config, sweep);
     if (state.kind === "done") {
       log(`run ${run.name} is done; skipped`);
       return { outcome: "skipped", status: state.status, eval: JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8")), phases: [], dir };
     }
-    if (state.kind !== "new") checkSameConfig(dir, config, sweep);
     if (state.kind === "restart") {
       // stopped before its first checkpoint: nothing in the folder can be continued
       log(`run ${run.name} stopped before its first checkpoint; starting it again`);
@@ -96,6 +96,12 @@ export async function runMember(sweep: Sweep, run: SweepRun, o: MemberOptions): 
   } finally {
     release();
   }
+}
+
+/** Throws when the run's folder was trained from another config than the sweep file gives now (a done run's too). */
+export function checkUnchanged(sweep: Sweep, run: SweepRun): void {
+  const dir = path.join(sweep.dir, run.name);
+  if (fs.existsSync(path.join(dir, "config.yaml"))) checkSameConfig(dir, trainingConfig(sweep, run), sweep);
 }
 
 /** A run folder trained from another config is never continued with this one: the sweep file changed. */
