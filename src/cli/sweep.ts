@@ -7,7 +7,7 @@ import { readStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
 import { loadSweep, runAt, writeSweepJson, type Sweep } from "../sweep/spec.ts";
 import { lockHolder, memberState, runMember } from "../sweep/member.ts";
-import { CONTROL_ENV, oneLine, runLocal } from "../sweep/local.ts";
+import { CONTROL_ENV, RUN_ENV, oneLine, runLocal } from "../sweep/local.ts";
 import { submitSlurm, writeSlurm } from "../sweep/slurm.ts";
 import { ensureHarvested, harvestDir } from "../sweep/data.ts";
 import type { CliIo } from "./io.ts";
@@ -95,6 +95,9 @@ function fmtTime(s: number): string {
 /** One run in this process: an array task, or a child of the local scheduler (which sends stop orders on stdin). */
 async function trainOne(io: CliIo, sweep: Sweep, index: number, threads: number | undefined): Promise<void> {
   const run = runAt(sweep, index);
+  // the local scheduler names the run it means: an edited sweep file may have moved it to another index
+  const meant = process.env[RUN_ENV];
+  if (meant !== undefined && meant !== run.name) throw new SaeError("usage", `--index ${index} is now run ${run.name}, not ${meant}: the sweep file changed while the sweep ran`, "run the sweep again");
   if (!fs.existsSync(path.join(sweep.dir, "sweep.json"))) writeSweepJson(sweep);
   const slurmCpus = Number(process.env.SLURM_CPUS_PER_TASK) || undefined;
   const engine = selectEngine(threads ?? slurmCpus ?? run.config.train.threads);

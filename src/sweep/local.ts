@@ -21,6 +21,8 @@ import type { Sweep, SweepRun } from "./spec.ts";
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/sae.js");
 /** set in a child's environment: take stop orders on stdin */
 export const CONTROL_ENV = "SAE_SWEEP_CONTROL";
+/** set in a child's environment: the name of the run it is to train */
+export const RUN_ENV = "SAE_SWEEP_RUN";
 
 export interface LocalOptions {
   jobs: number;
@@ -109,7 +111,7 @@ export async function runLocal(sweep: Sweep, o: LocalOptions): Promise<LocalSumm
         fs.writeSync(fd, `\n--- ${new Date().toISOString()} sae sweep --index ${run.index} --threads ${o.threads}\n`);
         const child = spawn(process.execPath, [BIN, "sweep", ...o.sweepArgs, "--index", String(run.index), "--threads", String(o.threads)], {
           stdio: ["pipe", fd, fd],
-          env: { ...process.env, [CONTROL_ENV]: "stdin" },
+          env: { ...process.env, [CONTROL_ENV]: "stdin", [RUN_ENV]: run.name },
         });
         fs.closeSync(fd);
         child.stdin!.on("error", () => {}); // a child that already exited

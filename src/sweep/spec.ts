@@ -5,7 +5,7 @@
 //   base: ../compare.yaml              the config every run starts from (relative to this file)
 //   name: synthetic                    the sweep folder's name (default: the file's name)
 //   runs_dir: runs                     where the sweep folder goes (default: the base config's runs_dir)
-//   set: {train.steps: 1500}           overrides for every run
+//   set: {train.steps: 1500}           overrides for every run (train.phases replaces the base's train.steps)
 //   groups:
 //     - name: standard                 the runs' name prefix (default: the group's sae.variant)
 //       set: {sae.variant: standard}   overrides for this group
@@ -176,6 +176,9 @@ export function loadSweep(file: string, opts: LoadSweepOptions = {}): Sweep {
     } else {
       for (const varying of entries) {
         const all = [...common, ...groupSet, ...varying, runsDirOverride];
+        // train.phases set here replaces the base's train.steps (each phase has its own length)
+        const phases = all.find((o) => o.key === "train.phases");
+        if (phases && !all.some((o) => o.key === "train.steps")) all.push({ key: "train.steps", value: undefined, origin: phases.origin });
         const runName = [gName, ...varying.map(namePart)].join("-");
         add(
           { name: runName, group: gName, overrides: [...common, ...groupSet, ...varying], varying: Object.fromEntries(varying.map((o) => [o.key, o.value])), stage: 0 },
