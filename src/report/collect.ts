@@ -112,7 +112,7 @@ const defaultFlavour = (v: string) => (v === "standard" ? "constrained" : v === 
 
 function describeData(c: Config): string {
   const d = c.data;
-  if (d.source === "synthetic") return `synthetic (D=${d.d_in}, ${d.synthetic.n_features} features)`;
+  if (d.source === "synthetic") return `synthetic D=${d.d_in} (${d.synthetic.n_features} features)`;
   if (d.source === "model") return `${path.basename(d.model!.checkpoint)} layer ${d.model!.layer} ${d.model!.site}`;
   if (d.source === "file") return path.basename(d.file!.path);
   return d.source;
