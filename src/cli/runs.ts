@@ -14,7 +14,7 @@ export function runsCommand(io: CliIo): Command {
     .addHelpText("after", `
 Examples:
   sae runs
-  sae runs --wide --runs-dir runs/compare`)
+  sae runs --wide --runs-dir runs/synthetic`)
     .action((opts: { runsDir: string; wide?: boolean }) => {
       const ids = listRunIds(opts.runsDir);
       if (ids.length === 0) {
