@@ -179,7 +179,7 @@ export function curvePlots(runs: ReportRun[], series: string[]): Plot[] {
         mark: { type: "line", strokeWidth: 1.2, opacity: 0.75 },
         encoding: {
           x: { field: "tokens", type: "quantitative", title: "training tokens", axis: { format: "~s" } },
-          y: { field: "value", type: "quantitative", title: q.axis, scale: q.log ? { type: "log" } : {}, ...(q.key === "dead_frac" ? { axis: { format: "%" } } : {}) },
+          y: { field: "value", type: "quantitative", title: q.axis, scale: q.log ? { type: "log", nice: false } : { nice: false }, ...(q.key === "dead_frac" ? { axis: { format: "%" } } : {}) },
           color: { field: "series", type: "nominal", title: "variant", scale: { domain: series }, sort: series },
           detail: { field: "run" },
         },
