@@ -24,7 +24,7 @@ export const FONT = "DejaVu Sans";
 const CONFIG = { font: FONT, view: { stroke: "#ccc" }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 280 }, title: { fontSize: 14, anchor: "start" as const } };
 
 /** y metrics against L0 that the report draws, with whether lower is better (for the frontier) */
-interface Metric { id: string; title: string; axis: string; lowerIsBetter: boolean | null; log?: boolean; get(r: ReportRun): number | undefined; caption: string }
+interface Metric { id: string; title: string; axis: string; lowerIsBetter: boolean | null; log?: boolean; domain?: [number, number]; get(r: ReportRun): number | undefined; caption: string }
 
 export const L0_METRICS: Metric[] = [
   { id: "fvu-l0", title: "FVU against L0", axis: "FVU (fraction of variance unexplained)", lowerIsBetter: true, log: true, get: (r) => r.eval?.fvu, caption: "Lower and further left is better; the dashed black line is the Pareto frontier over all runs, ringed points lie on it." },
@@ -33,7 +33,7 @@ export const L0_METRICS: Metric[] = [
   { id: "kl-l0", title: "KL divergence against L0", axis: "KL(clean ‖ with SAE) per token (nats)", lowerIsBetter: true, log: true, get: (r) => r.eval?.downstream?.kl_sae, caption: "How far the spliced model's next-token distribution moves from the clean one; lower is better." },
   { id: "gamma-l0", title: "Shrinkage (γ) against L0", axis: "γ = E‖x̂‖² / E[x·x̂]", lowerIsBetter: null, get: (r) => r.eval?.gamma, caption: "γ < 1 means the reconstructions are shrunk towards zero (the L1 penalty's bias); 1 is unbiased." },
   { id: "l2-ratio-l0", title: "L2 ratio against L0", axis: "mean ‖x̂‖ / ‖x‖", lowerIsBetter: null, get: (r) => r.eval?.l2_ratio, caption: "The reconstruction's norm relative to the input's; below 1, the SAE under-reconstructs." },
-  { id: "recovered-l0", title: "Ground-truth features recovered against L0", axis: "true features matched at cosine > 0.9", lowerIsBetter: false, get: (r) => r.eval?.ground_truth?.recovered_0_9, caption: "Synthetic data: the fraction of the known features that some decoder row matches with cosine above 0.9; higher is better." },
+  { id: "recovered-l0", title: "Ground-truth features recovered against L0", axis: "true features matched at cosine > 0.9", lowerIsBetter: false, domain: [0, 1], get: (r) => r.eval?.ground_truth?.recovered_0_9, caption: "Synthetic data: the fraction of the known features that some decoder row matches with cosine above 0.9; higher is better." },
   { id: "mmcs-l0", title: "Mean max cosine similarity against L0", axis: "MMCS recall (mean best cosine per true feature)", lowerIsBetter: false, get: (r) => r.eval?.ground_truth?.mmcs_recall, caption: "Synthetic data: for each known feature, the best cosine with a decoder row, averaged; higher is better." },
 ];
 
@@ -71,7 +71,7 @@ export function l0Plots(runs: ReportRun[], series: string[]): Plot[] {
     const pts = metricPoints(runs, m);
     if (pts.length === 0) continue;
     const x = { field: "l0", type: "quantitative" as const, title: "L0 (active latents per token, log scale)", scale: { type: "log" as const, nice: false, padding: 12 } };
-    const y = { field: "value", type: "quantitative" as const, title: m.axis, scale: m.log ? { type: "log" as const, nice: false, padding: 12 } : { zero: false, padding: 12 } };
+    const y = { field: "value", type: "quantitative" as const, title: m.axis, scale: m.log ? { type: "log" as const, nice: false, padding: 12 } : m.domain ? { domain: m.domain } : { zero: false, padding: 12 } };
     const color = { field: "series", type: "nominal" as const, title: "variant", scale: { domain: series }, sort: series };
     const layers: any[] = [
       { name: "lines", mark: { type: "line", strokeWidth: 1.5, opacity: 0.8 }, encoding: { x, y, color, detail: { field: "series" }, order: { field: "l0" } } },
