@@ -106,6 +106,7 @@ export async function runLocal(sweep: Sweep, o: LocalOptions): Promise<LocalSumm
       };
       const start = (run: SweepRun) => {
         started++;
+        const state = memberState(sweep, run);
         const logFile = path.join(logs, `${run.name}.log`);
         const fd = fs.openSync(logFile, "a");
         fs.writeSync(fd, `\n--- ${new Date().toISOString()} sae sweep --index ${run.index} --threads ${o.threads}\n`);
@@ -116,7 +117,6 @@ export async function runLocal(sweep: Sweep, o: LocalOptions): Promise<LocalSumm
         fs.closeSync(fd);
         child.stdin!.on("error", () => {}); // a child that already exited
         running.set(run.name, { child, started: performance.now() });
-        const state = memberState(sweep, run);
         o.log(`[${started}/${total}] ${run.name}: ${state.kind === "resume" ? `resuming at step ${state.step}` : "started"} (log: ${path.relative(process.cwd(), logFile)})`);
         child.on("exit", (code, signal) => {
           const secs = (performance.now() - running.get(run.name)!.started) / 1000;
