@@ -209,3 +209,36 @@ train: {steps: 24, batch_size: 128, log_every: 8, warmup_steps: 4, sparsity_warm
   delete a.run, delete b.run;
   assert.deepEqual(a, b);
 });
+
+test("a run killed between a phase's checkpoint and its evaluation resumes to the same evaluation", async () => {
+  const { dir } = sweepFolder();
+  const cfg = path.join(dir, "two-phase.yaml");
+  fs.writeFileSync(cfg, TINY_BASE.replace("  steps: 60\n", "  phases: [{steps: 30}, {steps: 20, sparsity_coefficient: 0, freeze: [encoder]}]\n").replace("sae:\n", "sae:\n  variant: standard\n"));
+  const runs = path.join(dir, "runs");
+  const full = await cli(["train", cfg, "--runs-dir", runs, "--run-id", "full", "--threads", "1"]);
+  assert.equal(full.code, 0, full.err);
+  const want = runResults(path.join(runs, "full"));
+  const killedAt = (id: string, keepStep: number) => {
+    // what a kill -9 right after the checkpoint at keepStep leaves: later files gone, status running
+    const d = path.join(runs, id);
+    fs.cpSync(path.join(runs, "full"), d, { recursive: true });
+    for (const f of fs.readdirSync(path.join(d, "checkpoints"))) if (Number(/step-(\d+)/.exec(f)![1]) > keepStep) fs.rmSync(path.join(d, "checkpoints", f));
+    fs.rmSync(path.join(d, "eval.json"));
+    fs.rmSync(path.join(d, "final"), { recursive: true });
+    fs.mkdirSync(path.join(d, "final"));
+    const phases = JSON.parse(fs.readFileSync(path.join(d, "phases.json"), "utf8"));
+    fs.writeFileSync(path.join(d, "phases.json"), JSON.stringify(keepStep === 50 ? phases : []));
+    const st = JSON.parse(fs.readFileSync(path.join(d, "status.json"), "utf8"));
+    fs.writeFileSync(path.join(d, "status.json"), JSON.stringify({ ...st, id, status: "running", step: keepStep }));
+  };
+  for (const [id, step] of [["after-phase-1", 30], ["after-phase-2", 50]] as const) {
+    killedAt(id, step);
+    const r = await cli(["resume", id, "--runs-dir", runs, "--threads", "1"]);
+    assert.equal(r.code, 0, r.err);
+    const got = runResults(path.join(runs, id));
+    assert.equal(got.eval.replace(`"run": "${id}"`, `"run": "full"`), want.eval, id);
+    assert.equal(got.phases, want.phases, id);
+    assert.equal(got.weights, want.weights, id);
+    assert.equal(got.metrics, want.metrics, id);
+  }
+});
