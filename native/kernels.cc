@@ -1,7 +1,7 @@
 // Float32 kernels behind the addon. See kernels.h for the contract of each one.
 // Threads: a small std::thread fan-out per call (kernels are coarse: one call per step piece, so
 // thread start-up, ~20 µs, is noise). OpenBLAS keeps its own pthread pool; we never mix in OpenMP,
-// whose spinning workers fight OpenBLAS's on small core counts (DESIGN.md decision 1).
+// whose spinning workers fight OpenBLAS's on small core counts (docs/engine.md#threads).
 #include "kernels.h"
 
 #include <cblas.h>

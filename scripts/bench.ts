@@ -16,9 +16,11 @@ import { createTopK } from "../src/sae/topk/fast.ts";
 import { createBatchTopK } from "../src/sae/batchtopk/fast.ts";
 import { createGated } from "../src/sae/gated/fast.ts";
 import { createJumpRelu } from "../src/sae/jumprelu/fast.ts";
+import { createMatryoshka } from "../src/sae/matryoshka/fast.ts";
+import { defaultPrefixes } from "../src/sae/matryoshka/index.ts";
 import type { SaeModel } from "../src/sae/variant.ts";
 import { optimizerStep } from "../src/train/step.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 
 interface Shape { B: number; D: number; H: number; K: number }
 const SMALL: Shape = { B: 1024, D: 128, H: 1024, K: 16 };
@@ -32,6 +34,7 @@ const CASES: Case[] = [
   { name: "topk, AuxK on (5% dead)", build: ({ D, H, K }) => ({ model: topk(D, H, K), deadFrac: 0.05 }) },
   { name: "topk, no dead latents", build: ({ D, H, K }) => ({ model: topk(D, H, K) }) },
   { name: "batchtopk, AuxK on (1% dead)", target: 1.7, build: ({ D, H, K }) => ({ model: createBatchTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true }), deadFrac: 0.01 }) },
+  { name: "matryoshka, 5 prefixes, AuxK (1% dead)", build: ({ D, H, K }) => ({ model: createMatryoshka({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true, prefixes: defaultPrefixes(H) }), deadFrac: 0.01 }) },
   { name: "standard constrained, L0 ≈ 0.5% of H", target: 2.0, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }), sparseBias: true }) },
   { name: "standard april, L0 ≈ 0.5% of H", target: 2.0, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "april", applyBDecToInput: true }), sparseBias: true }) },
   { name: "standard constrained, dense (L0 ≈ H/2)", target: 5.5, build: ({ D, H }) => ({ model: createStandard({ D, H }, { flavour: "constrained", applyBDecToInput: true }) }) },
@@ -113,6 +116,8 @@ function runCase(c: Case, shape: Shape, steps: number): Row {
 }
 
 const args = process.argv.slice(2);
+if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) await import("./bench-tfjs.ts"); // the tfjs engine's bench
+else {
 const stepsArg = args.indexOf("--steps");
 const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
 const caseArg = args.indexOf("--case");
@@ -141,4 +146,5 @@ if (caseArg >= 0) {
     }
   }
   if (json) console.log(JSON.stringify({ engine: engine.reason, steps, rows }, null, 2));
+}
 }

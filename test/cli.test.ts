@@ -178,7 +178,7 @@ test("bad --set values and other usage errors exit 2 with a clear message", asyn
     [["--set", "sae.k=abc"], /--set sae\.k=abc: sae\.k: expected number, but found "abc"/],
     [["--set", "sae.kk=3"], /--set sae\.kk=3: unknown key sae\.kk \(did you mean k\?\)/],
     [["--set", "sae.k"], /--set sae\.k: expected key=value/],
-    [["--set", "sae.variant=gatd"], /sae\.variant: expected one of "standard"\|"tanh"\|"scaled"\|"gated"\|"topk"\|"batchtopk"\|"jumprelu", but found "gatd"/],
+    [["--set", "sae.variant=gatd"], /sae\.variant: expected one of "standard"\|"tanh"\|"scaled"\|"gated"\|"topk"\|"batchtopk"\|"jumprelu"\|"matryoshka", but found "gatd"/],
     [["--set", "sae.k=5000"], /k = 5000 exceeds the number of latents d_sae = 96/],
     [["--set", "train.steps=0"], /train\.steps: expected number to be >=1, but found 0/],
     [["--set", "bogus.x=1"], /unknown key bogus/],
@@ -206,7 +206,7 @@ test("a variant-specific key on another variant warns", async () => {
   const { cfg } = setup();
   const { warnings } = loadConfig(cfg, ["sae.variant=standard"]);
   assert.equal(warnings.length, 1);
-  assert.match(warnings[0], /sae\.k is ignored: only topk, batchtopk read it/);
+  assert.match(warnings[0], /sae\.k is ignored: only topk, batchtopk, matryoshka read it/);
 });
 
 test("an existing run folder is never overwritten", async () => {

@@ -8,9 +8,9 @@ import path from "node:path";
 import { cli, tmpDir } from "./helpers.ts";
 import { readSafetensors } from "../src/io/safetensors.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { VARIANTS } from "../src/config/schema.ts";
+import { VARIANT_NAMES as VARIANTS } from "../src/sae/index.ts";
 import { createModel } from "../src/sae/index.ts";
-import { finalConfig, loadFinal } from "../src/io/weights.ts";
+import { finalConfig, loadFinal } from "../src/sae/weights.ts";
 import { createSource } from "../src/data/index.ts";
 import { jsEngine } from "../src/engine/js.ts";
 
@@ -32,7 +32,7 @@ ${extra}
 train: { steps: 40, batch_size: 128, warmup_steps: 5, sparsity_warmup_steps: 5, log_every: 20 }
 `;
 
-const ARCH: Record<string, string> = { standard: "standard", tanh: "standard", scaled: "standard", gated: "gated", topk: "topk", batchtopk: "jumprelu", jumprelu: "jumprelu" };
+const ARCH: Record<string, string> = { standard: "standard", tanh: "standard", scaled: "standard", gated: "gated", topk: "topk", batchtopk: "jumprelu", jumprelu: "jumprelu", matryoshka: "jumprelu" };
 
 /** SAELens v6's encode/decode for its four inference architectures, from raw tensors (W_enc [D, H]). */
 function saeLensForward(t: Record<string, { data: ArrayLike<number> }>, cfg: Record<string, any>, x: Float32Array, D: number, H: number): Float64Array {
@@ -109,7 +109,7 @@ for (const variant of VARIANTS) {
       assert.deepEqual(tensors[name].shape, shape, name);
       assert.equal(tensors[name].dtype, "F32", name);
     }
-    if (variant === "batchtopk") assert.ok(tensors.threshold.data.every((v) => v === tensors.threshold.data[0] && v > 0));
+    if (variant === "batchtopk" || variant === "matryoshka") assert.ok(tensors.threshold.data.every((v) => v === tensors.threshold.data[0] && v > 0));
 
     const { X, Xhat, N } = ourRecon(run);
     let worst = 0;
@@ -175,5 +175,5 @@ test("sparsify export (TopK, with and without the pre-encoder bias) computes wha
   const gated = await trainRun(dir, "gated");
   const sg = await cli(["export", path.basename(gated), "--runs-dir", path.join(dir, "runs"), "--format", "sparsify", "--out", path.join(dir, "sg")]);
   assert.equal(sg.code, 2);
-  assert.match(sg.err, /sparsify holds TopK SAEs only; this run is gated/);
+  assert.match(sg.err, /sparsify holds topk SAEs only; this run is gated/);
 });

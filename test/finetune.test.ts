@@ -1,4 +1,4 @@
-// Phases and fine-tuning (the feature-suppression study, sae-variants.md §2.3): closed-form scale,
+// Phases and fine-tuning (the feature-suppression study, docs/training.md#feature-suppression-modes): closed-form scale,
 // frozen groups unchanged bit for bit, a frozen encoder keeps every token's active set, the
 // encoder control raises L0, multi-phase runs log and evaluate per phase.
 import { test } from "node:test";
@@ -161,12 +161,12 @@ test("fine-tune --freeze with groups, and its errors", async () => {
   assert.notDeepEqual(child.p.get("W_dec"), parent.p.get("W_dec"));
   const bad = await cli(["finetune", "parent", "--runs-dir", runs, "--freeze", "encodr"]);
   assert.equal(bad.code, 2);
-  assert.match(bad.err, /unknown group "encodr"/);
+  assert.match(bad.err, /a standard SAE has no group or parameter "encodr"[\s\S]*freeze any of: encoder, decoder/);
   const both = await cli(["finetune", "parent", "--runs-dir", runs, "--freeze", "encoder", "--mode", "scale"]);
   assert.equal(both.code, 2);
   const mode = await cli(["finetune", "parent", "--runs-dir", runs, "--mode", "sclae"]);
   assert.equal(mode.code, 2);
-  assert.match(mode.err, /Allowed choices are scale, unrotated_decoder, decoder, encoder/);
+  assert.match(mode.err, /Allowed choices are encoder, scale, unrotated_decoder, decoder/);
   assert.match((await cli(["finetune", "nope", "--runs-dir", runs])).err, /no run "nope"/);
 });
 
@@ -199,7 +199,7 @@ test("a multi-phase config: phase column, per-phase evaluation, s held at 1 unde
   fs.writeFileSync(bad, BASE + "  phases:\n    - { name: a, steps: 10 }\n");
   assert.match((await cli(["train", bad, "--runs-dir", runs])).err, /with train.phases, each phase sets its own length/);
   fs.writeFileSync(bad, BASE.replace("  steps: 600\n", "") + "  phases:\n    - { name: a, steps: 10, mode: scale }\n");
-  assert.match((await cli(["train", bad, "--runs-dir", runs])).err, /trains the scale s, which only the scaled variant has/);
+  assert.match((await cli(["train", bad, "--runs-dir", runs])).err, /phase 1 \(a\): standard has no fine-tuning mode scale[\s\S]*converts to scaled/);
 });
 
 /** Gaussian elimination with partial pivoting, float64 */

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { createStandard } from "../src/sae/standard/index.ts";
 import { createTopK } from "../src/sae/topk/fast.ts";
 import { jsEngine } from "../src/engine/js.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { gradCheck, randn, randomParams } from "./helpers.ts";
 import { codeValue, type SaeModel } from "../src/sae/variant.ts";
 import type { ParamSet } from "../src/sae/params.ts";
@@ -82,7 +82,7 @@ test("topk: AuxK's dense and sparse computations agree (k_aux below and above th
       const inp = { e: jsEngine, p, X: randn(Bb * D, new Rng(32)), B: Bb, coeff: 0, dead };
       const g = p.like();
       const r = model.forward(inp);
-      model.backward(inp, g);
+      model.backward(inp, r.state, g);
       return { aux: r.terms.aux, g: g.buf };
     });
     assert.ok(grads[0].aux > 0);
@@ -99,10 +99,8 @@ test("topk: AuxK gradients reach only dead latents' encoder and decoder rows", (
   dead[0] = dead[3] = 1;
   const withAux = p.like(), without = p.like();
   const inp = { e: jsEngine, p, X, B, coeff: 0, dead };
-  model.forward(inp);
-  model.backward(inp, withAux);
-  model.forward({ ...inp, dead: null });
-  model.backward({ ...inp, dead: null }, without);
+  model.backward(inp, model.forward(inp).state, withAux);
+  model.backward({ ...inp, dead: null }, model.forward({ ...inp, dead: null }).state, without);
   for (let i = 0; i < H; i++) {
     const changed = [0, 1, 2, 3, 4].some((d) => withAux.get("W_dec")[i * D + d] !== without.get("W_dec")[i * D + d]);
     if (!dead[i]) assert.equal(changed, false, `alive latent ${i} got AuxK gradient`);
@@ -168,8 +166,7 @@ test("gated (paper): W_dec and b_dec get exactly the main reconstruction's gradi
   const X = randn(B * D, new Rng(18));
   const g = p.like();
   const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
-  model.forward(inp);
-  model.backward(inp, g);
+  model.backward(inp, model.forward(inp).state, g);
   // main term only: Σ_b ‖x − x̂‖²/B → dW_dec = Fᵀ (2/B)(X̂ − X)
   const r = model.forward(inp);
   const F = r.code.kind === "dense" ? r.code.F : new Float64Array();
@@ -225,7 +222,7 @@ test("jumprelu: finite differences for W_enc, b_enc, W_dec, b_dec; the STE formu
   const g = p.like();
   const inp = { e: jsEngine, p, X, B, coeff, dead: null };
   const out = model.forward(inp);
-  model.backward(inp, g);
+  model.backward(inp, out.state, g);
   const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
   let windowHits = 0;
   for (let i = 0; i < H; i++) {
@@ -284,7 +281,7 @@ function assertPathsAgree(make: (path: "dense" | "sparse") => SaeModel, p: Param
     const g = p.like();
     const inp = { e: jsEngine, p, X, B, coeff: 0.3, dead: null };
     const f = model.forward(inp);
-    model.backward(inp, g);
+    model.backward(inp, f.state, g);
     assert.equal(f.code.kind, path);
     return { loss: f.terms.loss, g: g.buf };
   });
@@ -309,7 +306,7 @@ test("topk: the blocked encoder (GEMM + selection per block of rows) gives the s
     const inp = { e: jsEngine, p, X: randn(Bb * D, new Rng(42)), B: Bb, coeff: 0, dead };
     const g = p.like();
     const r = model.forward(inp);
-    model.backward(inp, g);
+    model.backward(inp, r.state, g);
     return [r.terms.loss, ...g.buf];
   };
   try {
@@ -369,7 +366,7 @@ test("jumprelu: the sparse computation (active and near-threshold candidates) ma
     const g = p.like();
     const inp = { e: jsEngine, p, X, B: Bb, coeff: 0.3, dead: null };
     const f = model.forward(inp);
-    model.backward(inp, g);
+    model.backward(inp, f.state, g);
     assert.equal(f.code.kind, path);
     return { loss: f.terms.loss, g: g.buf };
   });

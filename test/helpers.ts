@@ -6,7 +6,7 @@ import path from "node:path";
 import { jsEngine } from "../src/engine/js.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import type { SaeModel, StepInput } from "../src/sae/variant.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { main } from "../src/cli/main.ts";
 
 export function randn(n: number, rng: Rng, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {
@@ -23,8 +23,7 @@ export function randn(n: number, rng: Rng, scale = 1, ctor: Float32ArrayConstruc
 export function gradCheck(model: SaeModel, p: ParamSet, inp: Omit<StepInput, "e" | "p">, h = 1e-5, skip: Set<string> = new Set()): { worst: number; where: string; checked: number } {
   const base: StepInput = { ...inp, e: jsEngine, p };
   const g = p.like();
-  model.forward(base);
-  model.backward(base, g);
+  model.backward(base, model.forward(base).state, g);
   let worst = 0, where = "", checked = 0;
   for (const { name } of p.specs) {
     if (skip.has(name)) continue;

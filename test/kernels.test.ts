@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { jsEngine } from "../src/engine/js.ts";
 import { loadNative, nativeEngine } from "../src/engine/index.ts";
 import type { Engine } from "../src/engine/types.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { maxAbsDiff, randn } from "./helpers.ts";
 
 const { addon, error } = loadNative();

@@ -1,4 +1,4 @@
-// The language model against llama2.c's own forward pass (../shared/models/*.reference.json),
+// The language model against llama2.c's own forward pass (the *.reference.json files beside the checkpoints in $SAE_SHARED_MODELS),
 // harvesting (on the fly ≡ sae harvest + file), and the downstream loss with an exact SAE.
 // The models are found through SAE_SHARED_MODELS (.ci/run sets it); without it these tests are
 // skipped with the reason, except under CI, where a missing folder is a failure.
@@ -16,7 +16,7 @@ import { configFromObject } from "../src/config/load.ts";
 import { createModel } from "../src/sae/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { harvestGroup } from "../src/lm/harvest.ts";
-import { writeNpy } from "../src/data/npy.ts";
+import { writeNpy } from "../src/io/npy.ts";
 
 const MODELS = process.env.SAE_SHARED_MODELS;
 if (!MODELS && process.env.CI) throw new Error("SAE_SHARED_MODELS must point at ../shared/models under CI");

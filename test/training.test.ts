@@ -9,7 +9,7 @@ import { jsEngine } from "../src/engine/js.ts";
 import { selectEngine } from "../src/engine/index.ts";
 import { optimizerStep } from "../src/train/step.ts";
 import { foldScale } from "../src/sae/init.ts";
-import { Rng } from "../src/train/rng.ts";
+import { Rng } from "../src/rng.ts";
 import { SyntheticSource, firingProbabilities } from "../src/data/synthetic.ts";
 import { randn } from "./helpers.ts";
 import { codeValue } from "../src/sae/variant.ts";
@@ -17,7 +17,7 @@ import { codeValue } from "../src/sae/variant.ts";
 const settings = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 0, dead: null };
 
 test("shrinkage: one feature, unit atom, penalty λ → the code is λ/2 below the true activation", () => {
-  // Gated paper Fig. 2 / sae-variants.md §6.1: minimising (a − f)² + λf over the encoder gives
+  // Gated paper Fig. 2 / docs/variants.md#shrinkage: minimising (a − f)² + λf over the encoder gives
   // f = a − λ/2. b_dec is frozen at 0 (a free b_dec would absorb the offset).
   const D = 4, lambda = 0.5;
   const model = createStandard({ D, H: 1 }, { flavour: "constrained", applyBDecToInput: false });

@@ -3,11 +3,12 @@ import os from "node:os";
 import fs from "node:fs";
 import { addonPath, loadNative, selectEngine } from "../engine/index.ts";
 import type { CliIo } from "./io.ts";
+import { tfjsReport } from "../engine/tfjs.ts";
 
 export function doctorCommand(io: CliIo): Command {
   return new Command("doctor")
-    .description("show the engine in use, BLAS and its version, threads, CPU features")
-    .action(() => {
+    .description("show the engine in use, BLAS and its version, threads, CPU features, the tfjs backends and the GPU")
+    .action(async () => {
       const choice = selectEngine();
       const { error } = loadNative();
       const cpu = os.cpus()[0]?.model ?? "unknown";
@@ -24,5 +25,9 @@ export function doctorCommand(io: CliIo): Command {
       io.out(`threads:  ${choice.threads} (cores: ${os.availableParallelism()})`);
       io.out(`cpu:      ${cpu}; ${simd.length ? simd.join(", ") : "no AVX2/FMA"}`);
       io.out(`node:     ${process.version}`);
+      const t = await tfjsReport();
+      io.out(`tfjs:     ${t.backends}`);
+      io.out(`gpu:      ${t.gpu}`);
+      io.out(`auto:     train.engine auto picks ${t.auto}`);
     });
 }

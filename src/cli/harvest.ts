@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
-import { datasetSequences, harvestSpec } from "../data/index.ts";
+import { datasetSequences, harvestSpec, probeData } from "../data/index.ts";
 import { harvestToDisk, readTokens } from "../lm/harvest.ts";
 import { loadLlama } from "../lm/llama.ts";
 import { Tokenizer } from "../lm/tokenizer.ts";
@@ -46,7 +46,7 @@ Examples:
       if (opts.seed !== undefined) sets.push(`seed=${opts.seed}`);
       sets.push(...opts.set);
       if (!file && !opts.model) throw new SaeError("usage", "say what to harvest: a config with a data.model section, or --model with --layer", "e.g. sae harvest --model aidreams260K.bin --layer 2 --out acts/l2");
-      const { config } = loadConfig(file ?? null, sets);
+      const { config } = loadConfig(file ?? null, sets, { probe: probeData });
       const m = config.data.model!;
       if (fs.existsSync(opts.out) && fs.readdirSync(opts.out).length > 0) {
         throw new SaeError("usage", `${opts.out} already exists and is not empty`, "choose a new --out folder; harvesting never overwrites data");

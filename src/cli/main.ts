@@ -11,6 +11,7 @@ import { runsCommand } from "./runs.ts";
 import { doctorCommand } from "./doctor.ts";
 import { harvestCommand } from "./harvest.ts";
 import { exportCommand, importCommand } from "./exchange.ts";
+import { featuresCommand } from "./features.ts";
 import { sweepCommand } from "./sweep.ts";
 import { reportCommand } from "./report.ts";
 
@@ -21,7 +22,7 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError("(run with --help for usage)");
-  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, harvestCommand, exportCommand, importCommand, runsCommand, doctorCommand,
+  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, featuresCommand, harvestCommand, exportCommand, importCommand, runsCommand, doctorCommand,
     sweepCommand, reportCommand]) {
     program.addCommand(make(io).exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }

@@ -1,39 +1,40 @@
 import { Command } from "commander";
 import path from "node:path";
-import { listRunIds, readStatus } from "../io/run.ts";
+import { runsInTrainingOrder } from "../io/run.ts";
 import { loadConfig } from "../config/load.ts";
-import { K_VARIANTS } from "../config/schema.ts";
+import { variantDef } from "../sae/index.ts";
+import { knobText } from "../sae/variant.ts";
 import type { CliIo } from "./io.ts";
 import { readEval } from "./eval.ts";
 
 export function runsCommand(io: CliIo): Command {
   return new Command("runs")
-    .description("list runs: id, variant, status, steps, MSE, FVU, L0, dead %")
+    .description("list runs, oldest first in the order they trained (the last line is latest): id, variant, status, steps, MSE, FVU, L0, dead %")
     .option("--runs-dir <dir>", "folder that holds runs", "runs")
-    .option("--wide", "add the sparsity knob, dense %, gamma, recovered ground-truth features and the CE loss recovered (language-model data)")
+    .option("--wide", "add the sparsity knob, dense %, gamma, recovered ground-truth features and the CE loss recovered (language-model data) with the convention it was computed by")
     .addHelpText("after", `
 Examples:
   sae runs
   sae runs --wide --runs-dir runs/synthetic`)
     .action((opts: { runsDir: string; wide?: boolean }) => {
-      const ids = listRunIds(opts.runsDir);
-      if (ids.length === 0) {
+      const runs = runsInTrainingOrder(opts.runsDir);
+      if (runs.length === 0) {
         io.out(`no runs in ${opts.runsDir}/ (start one with: sae train configs/quickstart.yaml)`);
         return;
       }
       const head = ["id", "variant", "status", "steps", "mse", "fvu", "l0", "dead%"];
-      if (opts.wide) head.push("knob", "dense%", "gamma", "recovered%", "ce_rec");
+      if (opts.wide) head.push("knob", "dense%", "gamma", "recovered%", "ce_conv", "ce_rec");
       const rows = [head];
-      for (const id of ids) {
-        const dir = path.join(opts.runsDir, id);
-        const s = readStatus(dir);
+      for (const { id, dir, status: s } of runs) {
         const e = readEval(dir);
         const row = [
           id, s?.variant ?? "?", s?.status ?? "unknown", s ? `${s.step}/${s.steps}` : "?",
           e ? e.mse.toPrecision(4) : "-", e ? e.fvu.toFixed(4) : "-", e ? e.l0.toFixed(1) : "-", e ? (100 * e.dead_frac).toFixed(1) : "-",
         ];
         if (opts.wide) {
-          row.push(knob(dir), e ? (100 * e.dense_frac).toFixed(1) : "-", e ? e.gamma.toFixed(3) : "-", e?.ground_truth ? (100 * e.ground_truth.recovered_0_9).toFixed(1) : "-", e?.downstream ? e.downstream.ce_loss_recovered.toFixed(4) : "-");
+          row.push(s?.knob ?? knob(dir), e ? (100 * e.dense_frac).toFixed(1) : "-", e ? e.gamma.toFixed(3) : "-", e?.ground_truth ? (100 * e.ground_truth.recovered_0_9).toFixed(1) : "-");
+          // eval.json written before conventions existed used the sae one (docs/downstream.md)
+          row.push(e?.downstream ? e.downstream.convention ?? "sae" : "-", e?.downstream ? e.downstream.ce_loss_recovered.toFixed(4) : "-");
         }
         rows.push(row);
       }
@@ -42,12 +43,11 @@ Examples:
     });
 }
 
-/** the run's sparsity setting: k for TopK-style variants, else the penalty coefficient */
+/** the run's sparsity setting from its config: k for TopK-style variants, else the penalty coefficient (an imported run's status.json states its own) */
 function knob(dir: string): string {
   try {
-    const c = loadConfig(path.join(dir, "config.yaml"), [], { checkData: false }).config;
-    if (K_VARIANTS.has(c.sae.variant)) return `k=${c.sae.k}`;
-    return c.sae.variant === "jumprelu" ? `λ0=${c.sae.l0_coefficient}` : `λ=${c.sae.l1_coefficient}`;
+    const c = loadConfig(path.join(dir, "config.yaml")).config;
+    return knobText(variantDef(c.sae.variant), c.sae);
   } catch {
     return "?";
   }

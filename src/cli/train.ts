@@ -1,5 +1,6 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import cliProgress from "cli-progress";
+import { probeData } from "../data/index.ts";
 import { configFromObject, loadConfig, type LoadedConfig } from "../config/load.ts";
 import { selectEngine, type EngineChoice } from "../engine/index.ts";
 import type { Config } from "../config/schema.ts";
@@ -8,6 +9,11 @@ import { train, type TrainReporter } from "../train/loop.ts";
 import type { CliIo } from "./io.ts";
 import { collect, positiveInt } from "./common.ts";
 import { printEval } from "./eval.ts";
+import { ENGINES, resolveTfjs, type EngineName, type TfjsChoice } from "../engine/tfjs.ts";
+import { tfjsStepper } from "../train/tfjs-stepper.ts";
+
+/** --engine, on train, resume, finetune and eval */
+export const engineOption = () => new Option("--engine <engine>", "native (CPU), tfjs (the equations on the best tfjs backend: CUDA with @tensorflow/tfjs-node-gpu) or auto (tfjs when it finds a GPU); default: train.engine").choices(ENGINES);
 
 export function trainCommand(io: CliIo): Command {
   return new Command("train")
@@ -17,30 +23,33 @@ export function trainCommand(io: CliIo): Command {
     .option("--run-id <id>", "name of the run folder (default: time-name-variant-random)")
     .option("--runs-dir <dir>", "folder that holds runs (default: the config's runs_dir, or runs)")
     .option("--threads <n>", "CPU threads (default: all cores)", positiveInt)
+    .addOption(engineOption())
     .addHelpText("after", `
 Examples:
   sae train configs/quickstart.yaml
   sae train configs/standard.yaml --set sae.l1_coefficient=0.03 --set train.steps=2000
   for k in 16 32 64; do sae train configs/quickstart.yaml --set sae.k=$k; done`)
-    .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number }) => {
+    .action(async (file: string, opts: { set: string[]; runId?: string; runsDir?: string; threads?: number; engine?: EngineName }) => {
       const sets = [...opts.set];
       if (opts.runsDir !== undefined) sets.push(`runs_dir=${opts.runsDir}`);
-      await runTraining(io, loadConfig(file, sets), [], { runId: opts.runId, threads: opts.threads });
+      if (opts.engine !== undefined) sets.push(`train.engine=${opts.engine}`);
+      await runTraining(io, loadConfig(file, sets, { probe: probeData }), [], { runId: opts.runId, threads: opts.threads });
     });
 }
 
 /** Validates the config (a loaded one, or an object with --set overrides), creates the run folder, trains, prints the evaluation. */
 export async function runTraining(io: CliIo, source: LoadedConfig | Record<string, unknown>, sets: string[], opts: { runId?: string; threads?: number }): Promise<void> {
-  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets);
+  const { config, warnings } = "config" in source && "warnings" in source ? (source as LoadedConfig) : configFromObject(source, sets, probeData);
   for (const w of warnings) io.err(`warning: ${w}`);
   const engine = selectEngine(opts.threads ?? config.train.threads);
+  const tfjs = await resolveTfjs(config.train.engine);
   const runId = opts.runId ?? newRunId(config.name, config.sae.variant);
   const runDir = createRunDir(config.runs_dir, runId);
-  await execute(io, config, runDir, runId, engine, false);
+  await execute(io, config, runDir, runId, engine, false, tfjs);
 }
 
 /** Trains (or resumes) in runDir with a progress bar or log lines, Ctrl-C handling, and the final table. */
-export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean): Promise<void> {
+export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean, tfjs: TfjsChoice | null = null): Promise<void> {
   const control = { stop: false };
   const onSigint = () => {
     if (control.stop) process.exit(130);
@@ -64,7 +73,9 @@ export async function execute(io: CliIo, config: Config, runDir: string, runId: 
     };
   }
   try {
-    const { status, eval: result, phases } = await train({ config, runDir, runId, engine, reporter, control, resume });
+    // tfjs: its steps on the device; the evaluation stays on the CPU engine
+    const on = tfjs ? { engine: { ...engine, reason: `${tfjs.reason}; evaluation: ${engine.reason}` }, stepper: tfjsStepper(tfjs, config) } : { engine };
+    const { status, eval: result, phases } = await train({ config, runDir, runId, reporter, control, resume, ...on });
     multi?.stop();
     if (result) {
       io.out(`run ${runId} ${status.status}: ${runDir}`);

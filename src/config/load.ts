@@ -5,9 +5,17 @@ import fs from "node:fs";
 import path from "node:path";
 import YAML, { LineCounter, isMap, isPair, isScalar, isSeq, type Document } from "yaml";
 import type { z } from "zod";
-import { ConfigSchema, FLAVOURS, K_VARIANTS, VARIANT_KEYS, resolveConfig, type Config } from "./schema.ts";
+import { ConfigSchema, resolveConfig, type Config, type RawConfig } from "./schema.ts";
 import { SaeError } from "../errors.ts";
-import { probeData } from "../data/index.ts";
+import { keyReaders, variantDef } from "../sae/index.ts";
+import { freezeNames, modeNames, modeTrains } from "../sae/freeze.ts";
+
+/**
+ * Opens the data a config names (files, a model) to read its width D and check it; errors are
+ * located with `where`. Passed in by the command (src/data probeData), so that the config layer
+ * does not depend on the data stack; without one, D is data.d_in (saved runs have it resolved).
+ */
+export type DataProbe = (data: RawConfig["data"], where: (p: string[]) => string) => number | null;
 
 export interface LoadedConfig {
   config: Config;
@@ -21,8 +29,8 @@ export interface LoadedConfig {
  */
 export type Override = string | { key: string; value: unknown; origin: string; baseDir?: string };
 
-/** checkData: open the data's files or model to read D and check them (off for listing saved runs) */
-export function loadConfig(file: string | null, sets: Override[] = [], opts: { checkData?: boolean } = {}): LoadedConfig {
+/** probe: opens the data to read D and check it (see DataProbe) */
+export function loadConfig(file: string | null, sets: Override[] = [], opts: { probe?: DataProbe } = {}): LoadedConfig {
   let raw: unknown = {};
   let doc: Document | null = null;
   let lines = new LineCounter();
@@ -32,7 +40,7 @@ export function loadConfig(file: string | null, sets: Override[] = [], opts: { c
       throw new SaeError("config", `${file}: the top level must be a mapping of keys (data:, sae:, train:, ...), found ${Array.isArray(raw) ? "a list" : typeof raw}`, "see configs/quickstart.yaml");
     }
   }
-  return validateConfig(raw as Record<string, unknown>, sets, doc, lines, file, opts.checkData ?? true);
+  return validateConfig(raw as Record<string, unknown>, sets, doc, lines, file, opts.probe ?? null);
 }
 
 /** Reads and parses a YAML file, keeping the document and line positions for messages; what = "config file", "sweep file". */
@@ -62,11 +70,11 @@ export function yamlPosition(doc: Document, lines: LineCounter, file: string, pa
 }
 
 /** Validates a config object (from a file, or built by a command such as finetune) with --set overrides. */
-export function configFromObject(raw: Record<string, unknown>, sets: Override[] = []): LoadedConfig {
-  return validateConfig(structuredClone(raw), sets, null, new LineCounter(), null);
+export function configFromObject(raw: Record<string, unknown>, sets: Override[] = [], probe: DataProbe | null = null): LoadedConfig {
+  return validateConfig(structuredClone(raw), sets, null, new LineCounter(), null, probe);
 }
 
-function validateConfig(raw: Record<string, unknown>, sets: Override[], doc: Document | null, lines: LineCounter, file: string | null, checkData = true): LoadedConfig {
+function validateConfig(raw: Record<string, unknown>, sets: Override[], doc: Document | null, lines: LineCounter, file: string | null, probe: DataProbe | null): LoadedConfig {
   const setPaths: SetPaths = new Map();
   for (const s of sets) applySet(raw, s, setPaths);
 
@@ -87,11 +95,11 @@ function validateConfig(raw: Record<string, unknown>, sets: Override[], doc: Doc
     });
   }
   resolvePaths(parsed.data, file, setPaths, where);
-  const config = resolveConfig(parsed.data, checkData ? probeData(parsed.data.data, where) : null);
+  const config = resolveConfig(parsed.data, probe ? probe(parsed.data.data, where) : null);
   crossCheck(config, where);
 
   const warnings: string[] = [];
-  for (const [k, variants] of Object.entries(VARIANT_KEYS)) {
+  for (const [k, variants] of Object.entries(keyReaders())) {
     if (variants.includes(config.sae.variant)) continue;
     const given = (raw as { sae?: Record<string, unknown> }).sae?.[k] !== undefined;
     if (given) warnings.push(`${where(["sae", k])}sae.${k} is ignored: only ${variants.join(", ")} read${variants.length === 1 ? "s" : ""} it (this run is ${config.sae.variant})`);
@@ -275,17 +283,18 @@ function crossCheck(c: Config, where: (p: string[]) => string): void {
   const fail = (p: string[], msg: string, hint: string) => {
     throw new SaeError("config", `${where(p)}${p.join(".")}: ${msg}`, hint);
   };
-  const flavours = FLAVOURS[c.sae.variant];
-  if (flavours && !flavours.includes(c.sae.flavour))
-    fail(["sae", "flavour"], `${c.sae.variant} has no flavour "${c.sae.flavour}"`, `use one of: ${flavours.join(", ")}`);
-  if (K_VARIANTS.has(c.sae.variant) && c.sae.k > c.sae.d_sae)
-    fail(["sae", "k"], `k = ${c.sae.k} exceeds the number of latents d_sae = ${c.sae.d_sae}`, "lower sae.k or raise sae.d_sae / sae.expansion_factor");
-  if (c.sae.k_aux > c.sae.d_sae)
-    fail(["sae", "k_aux"], `k_aux = ${c.sae.k_aux} exceeds d_sae = ${c.sae.d_sae}`, "lower sae.k_aux");
+  const v = variantDef(c.sae.variant);
+  if (v.flavours && c.sae.flavour !== undefined && !v.flavours.includes(c.sae.flavour))
+    fail(["sae", "flavour"], `${c.sae.variant} has no flavour "${c.sae.flavour}"`, `use one of: ${v.flavours.join(", ")}`);
+  v.check?.(c.sae, (key, msg, hint) => fail(["sae", key], msg, hint));
+  const specs = v.specs({ D: c.data.d_in, H: c.sae.d_sae }, c.sae);
   for (const [i, ph] of c.train.phases.entries()) {
-    if (ph.mode && ph.freeze.length) fail(["train", "phases"], `phase ${i + 1} (${ph.name}) sets both mode and freeze`, "mode already says what trains; drop freeze");
-    if (ph.mode && ph.mode !== "encoder" && c.sae.variant !== "scaled")
-      fail(["train", "phases"], `phase ${i + 1} (${ph.name}): mode ${ph.mode} trains the scale s, which only the scaled variant has`, "use sae.variant: scaled (or `sae finetune`, which converts a standard run)");
+    const at = `phase ${i + 1} (${ph.name})`;
+    if (ph.mode && ph.freeze.length) fail(["train", "phases"], `${at} sets both mode and freeze`, "mode already says what trains; drop freeze");
+    if (ph.mode && !modeTrains(v, specs, ph.mode))
+      fail(["train", "phases"], `${at}: ${c.sae.variant} has no fine-tuning mode ${ph.mode}`, `modes of ${c.sae.variant}: ${modeNames(v).join(", ")}${v.modes ? "" : " (a standard run converts to scaled, which has more: `sae finetune --mode`)"}`);
+    const known = freezeNames(specs);
+    for (const g of ph.freeze) if (!known.includes(g)) fail(["train", "phases"], `${at}: freeze names "${g}", which ${c.sae.variant} does not have${suggest(g, known)}`, `freeze any of: ${known.join(", ")}`);
   }
   const syn = c.data.synthetic;
   if (syn.mean_active > syn.n_features)

@@ -2,6 +2,10 @@
 // only what differs (nanoGPT-style deltas); `resolveConfig` fills variant-dependent defaults, and
 // the fully resolved config is written to runs/<id>/config.yaml. Unknown keys are errors.
 import { z } from "zod";
+import { DEFAULT_VARIANT, VARIANTS, VARIANT_NAMES, variantDef, variantKeys } from "../sae/index.ts";
+import type { SaeSettings } from "../sae/variant.ts";
+
+const FLAVOUR_NAMES = [...new Set(VARIANTS.flatMap((v) => v.flavours ?? []))] as [string, ...string[]];
 
 const int = () => z.number().int();
 const pos = () => z.number().positive();
@@ -75,7 +79,7 @@ export const DataSchema = z
     shuffle_buffer_mb: pos().default(256),
     /** held-out tokens for evaluation (drawn from a stream training never sees) */
     eval_tokens: int().min(1).default(16384),
-    /** input scaling (sae-variants.md §1.1): unit_mean_squared_norm → E‖x‖² = 1 (dictionary_learning,
+    /** input scaling (docs/variants.md#input-normalisation): unit_mean_squared_norm → E‖x‖² = 1 (dictionary_learning,
      *  Gemma Scope); sqrt_d_mean_norm → E‖x‖ = √D (SAELens expected_average_only_in); none */
     normalize: z.enum(["unit_mean_squared_norm", "sqrt_d_mean_norm", "none"]).default("unit_mean_squared_norm"),
     /** tokens used once, before training, to estimate the scaling factor and init b_dec */
@@ -83,50 +87,26 @@ export const DataSchema = z
   })
   .strict();
 
-export const VARIANTS = ["standard", "tanh", "scaled", "gated", "topk", "batchtopk", "jumprelu"] as const;
-
 export const SaeSchema = z
   .object({
-    variant: z.enum(VARIANTS).default("topk"),
+    /** the SAE variant: see src/sae/index.ts and docs/variants.md */
+    variant: z.enum(VARIANT_NAMES).default(DEFAULT_VARIANT),
     /** latents H; when unset, expansion_factor × d_in */
     d_sae: int().min(1).optional(),
     expansion_factor: pos().default(8),
-    /** standard, tanh: constrained = unit-norm decoder, penalty on f (Bricken et al. 2023); april = free
-     *  decoder, penalty on f‖d‖ (Anthropic, Apr 2024). gated: paper (stop-gradient aux decoder, unit
-     *  norm) or saelens (no stop-gradient, ‖d‖-weighted penalty, free decoder).
-     *  Default: constrained (standard), april (tanh), paper (gated). */
-    flavour: z.enum(["constrained", "april", "paper", "saelens"]).optional(),
-    /** standard, scaled, gated: λ of the L1 penalty; tanh: A (the slope at 0). Relative to Σ_d (x − x̂)² per token */
-    l1_coefficient: z.number().min(0).default(0.04),
-    /** tanh: B, the inverse saturation scale (penalty (A/B)·tanh(B·f‖d‖)) */
-    tanh_scale: pos().default(4),
-    /** jumprelu: λ of the L0 penalty */
-    l0_coefficient: z.number().min(0).default(0.005),
-    /** jumprelu: ε, the bandwidth of the straight-through rectangle kernel */
-    jumprelu_bandwidth: pos().default(0.001),
-    /** jumprelu: initial threshold θ */
-    jumprelu_init_threshold: pos().default(0.001),
-    /** topk, batchtopk: latents kept per token (batchtopk: on average) */
-    k: int().min(1).default(32),
-    /** topk, batchtopk: AuxK latents per token (capped at the number of dead latents) */
-    k_aux: int().min(1).optional(),
-    /** topk, batchtopk: α of the AuxK loss; 0 turns AuxK off */
-    aux_coefficient: z.number().min(0).default(1 / 32),
-    /** subtract b_dec from the encoder input ("pre-encoder bias"); default true, false for jumprelu (paper) */
+    /** the variant's flavour (docs/variants.md); default: the variant's first */
+    flavour: z.enum(FLAVOUR_NAMES).optional(),
+    /** subtract b_dec from the encoder input ("pre-encoder bias"); default true unless the variant says otherwise */
     apply_b_dec_to_input: z.boolean().optional(),
     /** b_dec init from the data sample: geometric_median (Weiszfeld), mean, or zeros */
     b_dec_init: z.enum(["geometric_median", "mean", "zeros"]).default("geometric_median"),
-    /** norm of each encoder row at init (W_enc = W_decᵀ directions); default 0.1 for the ReLU + penalty variants
-     *  (standard, tanh, scaled: dictionary_learning, SAELens), 1 for the others (unit-norm tied init) */
+    /** norm of each encoder row at init (W_enc = W_decᵀ directions); default: the variant's (0.1 for
+     *  the ReLU + penalty variants, as dictionary_learning and SAELens; 1 otherwise) */
     init_norm: pos().optional(),
+    // and each variant's own keys (src/sae/<name>/index.ts)
+    ...variantKeys(),
   })
   .strict();
-
-/** Freeze groups: parameter names, plus `encoder` (everything before the code: W_enc, b_enc,
- *  b_gate, b_mag, r_mag, log_threshold), `decoder` (W_dec, b_dec), `scale` (s), `threshold`. */
-export const FREEZE_GROUPS = ["encoder", "decoder", "scale", "threshold", "W_enc", "b_enc", "W_dec", "b_dec", "s", "b_gate", "b_mag", "r_mag", "log_threshold"] as const;
-/** Fine-tuning modes of the feature-suppression study, named by what trains (SAELens's finetuning_method). */
-export const FINETUNE_MODES = ["scale", "unrotated_decoder", "decoder", "encoder"] as const;
 
 export const PhaseSchema = z
   .object({
@@ -142,11 +122,12 @@ export const PhaseSchema = z
     sparsity_warmup_steps: int().min(0).optional(),
     /** the penalty's coefficient in this phase (0 removes it); default: the variant's coefficient */
     sparsity_coefficient: z.number().min(0).nullable().optional(),
-    /** parameter groups that do not change in this phase */
-    freeze: z.array(z.enum(FREEZE_GROUPS)).default([]),
-    /** train only what this fine-tuning mode trains: scale (s), unrotated_decoder (s, b_dec),
-     *  decoder (s, W_dec, b_dec), encoder (W_enc, b_enc, s: the negative control) */
-    mode: z.enum(FINETUNE_MODES).nullable().optional(),
+    /** parameters or groups of them (encoder, decoder, scale, threshold) that do not change in this
+     *  phase; checked against the variant's parameters (docs/training.md#freezing) */
+    freeze: z.array(z.string().min(1)).default([]),
+    /** train only what this fine-tuning mode trains: `encoder` (every variant: the decoder frozen),
+     *  or one of the variant's own modes (scaled: scale, unrotated_decoder, decoder) */
+    mode: z.string().min(1).nullable().optional(),
   })
   .strict();
 
@@ -174,8 +155,23 @@ export const TrainSchema = z
     checkpoint_every: int().min(0).default(0),
     /** CPU threads for the native engine; default all cores */
     threads: int().min(1).optional(),
+    /** native: the CPU engine; tfjs: the variant's equations under tfjs autodiff on the best tfjs backend
+     *  (docs/tfjs.md); auto: tfjs when @tensorflow/tfjs-node-gpu finds a GPU, else native */
+    engine: z.enum(["auto", "native", "tfjs"]).default("auto"),
     /** training phases run in order, each with a fresh optimizer state; default: one phase of train.steps */
     phases: z.array(PhaseSchema).min(1).optional(),
+  })
+  .strict();
+
+/** How the downstream loss treats BOS and other special tokens (docs/downstream.md). */
+export const DOWNSTREAM_CONVENTIONS = ["sae", "saelens", "saebench"] as const;
+
+export const EvalSchema = z
+  .object({
+    /** sae: the first data.skip_positions positions (BOS) are left clean and unscored; saelens: as
+     *  SAELens's evals (special tokens by id: neither spliced nor scored; zero ablation everywhere);
+     *  saebench: as SAEBench's core eval (spliced everywhere, special tokens not scored) */
+    downstream_convention: z.enum(DOWNSTREAM_CONVENTIONS).default("sae"),
   })
   .strict();
 
@@ -188,6 +184,7 @@ export const ConfigSchema = z
     data: DataSchema.default(DataSchema.parse({})),
     sae: SaeSchema.default(SaeSchema.parse({})),
     train: TrainSchema.default(TrainSchema.parse({})),
+    eval: EvalSchema.default(EvalSchema.parse({})),
     /** start from another run's final training state (its last checkpoint) instead of a fresh init */
     init_from: z.string().min(1).optional(),
   })
@@ -205,55 +202,32 @@ export interface Phase {
   sparsity_warmup_steps: number;
   /** null: the variant's own coefficient */
   sparsity_coefficient: number | null;
-  freeze: (typeof FREEZE_GROUPS)[number][];
-  mode: (typeof FINETUNE_MODES)[number] | null;
+  freeze: string[];
+  mode: string | null;
 }
 
 export interface Config extends RawConfig {
   data: RawConfig["data"] & { d_in: number };
-  sae: RawConfig["sae"] & { d_sae: number; k_aux: number; init_norm: number; flavour: Flavour; apply_b_dec_to_input: boolean };
+  sae: RawConfig["sae"] & SaeSettings;
   train: Omit<RawConfig["train"], "phases"> & { lr: number; phases: Phase[] };
 }
-
-/** Keys that only one variant reads; setting them for another variant earns a warning. */
-export const VARIANT_KEYS: Record<string, readonly string[]> = {
-  flavour: ["standard", "tanh", "gated"],
-  l1_coefficient: ["standard", "tanh", "scaled", "gated"],
-  tanh_scale: ["tanh"],
-  l0_coefficient: ["jumprelu"],
-  jumprelu_bandwidth: ["jumprelu"],
-  jumprelu_init_threshold: ["jumprelu"],
-  k: ["topk", "batchtopk"],
-  k_aux: ["topk", "batchtopk"],
-  aux_coefficient: ["topk", "batchtopk"],
-};
-
-export type Flavour = "constrained" | "april" | "paper" | "saelens";
-const DEFAULT_FLAVOUR: Partial<Record<RawConfig["sae"]["variant"], Flavour>> = { standard: "constrained", tanh: "april", gated: "paper" };
-export const FLAVOURS: Partial<Record<RawConfig["sae"]["variant"], readonly Flavour[]>> = { standard: ["constrained", "april"], tanh: ["constrained", "april"], gated: ["paper", "saelens"] };
-/** variants trained by sparsity (k), not by a penalty coefficient */
-export const K_VARIANTS = new Set(["topk", "batchtopk"]);
 
 /** Fills the defaults; dataD is the data's own width (read from the files or model), null for synthetic data. */
 export function resolveConfig(raw: RawConfig, dataD: number | null = null): Config {
   const s = raw.sae;
+  const v = variantDef(s.variant);
   const D = dataD ?? raw.data.d_in ?? 256;
   const H = s.d_sae ?? Math.round(s.expansion_factor * D);
-  const topk = K_VARIANTS.has(s.variant);
-  return {
-    ...raw,
-    data: { ...raw.data, d_in: D },
-    sae: {
-      ...s,
-      flavour: s.flavour ?? DEFAULT_FLAVOUR[s.variant] ?? "constrained",
-      apply_b_dec_to_input: s.apply_b_dec_to_input ?? s.variant !== "jumprelu",
-      d_sae: H,
-      expansion_factor: H / D,
-      k_aux: s.k_aux ?? Math.max(1, Math.floor(D / 2)),
-      init_norm: s.init_norm ?? (["standard", "tanh", "scaled"].includes(s.variant) ? 0.1 : 1),
-    },
-    train: resolveTrain(raw.train, topk ? 2e-4 / Math.sqrt(H / 16384) : 1e-3),
-  };
+  const sae = {
+    ...s,
+    flavour: s.flavour ?? v.flavours?.[0],
+    apply_b_dec_to_input: s.apply_b_dec_to_input ?? v.defaults?.apply_b_dec_to_input ?? true,
+    d_sae: H,
+    expansion_factor: H / D,
+    init_norm: s.init_norm ?? v.defaults?.init_norm ?? 1,
+  } as Config["sae"];
+  Object.assign(sae, v.resolve?.(sae, D));
+  return { ...raw, data: { ...raw.data, d_in: D }, sae, train: resolveTrain(raw.train, v.defaultLr(H)) };
 }
 
 function resolveTrain(t: RawConfig["train"], defaultLr: number): Config["train"] {

@@ -7,7 +7,7 @@ import { StreamSource } from "./stream.ts";
 import { SkipStore, manifestPath, openManifest, openNpy, openSafetensors, readManifest, type RowStore } from "./store.ts";
 import { mnistStore, MNIST_D } from "./mnist.ts";
 import { llamaHeader, loadLlama, type LlamaModel } from "../lm/llama.ts";
-import { HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
+import { allStartWithBos, HarvestStore, readTokens, sequenceLength, type HarvestSpec } from "../lm/harvest.ts";
 import { SaeError } from "../errors.ts";
 
 type DataConfig = RawConfig["data"];
@@ -45,6 +45,30 @@ function withSkip(store: RowStore, skip: number | undefined): RowStore {
   if (store.seqLen === null) throw new SaeError("config", `data.skip_positions = ${n}, but ${store.describe()} is not made of sequences`, "remove data.skip_positions (it needs 3-D data or a manifest with seq_len)");
   if (n >= store.seqLen) throw new SaeError("config", `data.skip_positions = ${n} drops every position of sequences of ${store.seqLen}`, `use fewer than ${store.seqLen}`);
   return new SkipStore(store, n);
+}
+
+/**
+ * How training treated the start of the data's token sequences: whether they start with BOS, and
+ * how many leading positions it dropped (as withSkip does). Never drops tokens by id. null for
+ * data that is not made of sequences (synthetic, mnist, flat activation files).
+ */
+export function sequenceStart(c: Config): { startsWithBos: boolean; skip: number } | null {
+  const d = c.data;
+  let bos: boolean;
+  if (d.source === "model") {
+    const m = d.model!;
+    if (!m.tokens) bos = true; // sampled from BOS
+    else {
+      const cfg = llamaHeader(m.checkpoint).config;
+      bos = allStartWithBos(readTokens(m.tokens, sequenceLength(m.context_size, cfg.seqLen, m.tokens), cfg.vocab));
+    }
+  } else if (d.source === "file") {
+    const store = openFileStore(d.file!);
+    store.close?.();
+    if (store.seqLen === null) return null;
+    bos = store.startsWithBos;
+  } else return null;
+  return { startsWithBos: bos, skip: d.skip_positions ?? (bos ? 1 : 0) };
 }
 
 export function openFileStore(f: NonNullable<DataConfig["file"]>): RowStore {
@@ -113,7 +137,7 @@ export function probeData(d: DataConfig, where: (p: string[]) => string): number
 
 /**
  * The input scaling factor c (the SAE trains on c·x), estimated once from a sample
- * (sae-variants.md §1.1): unit_mean_squared_norm → c = 1/√E‖x‖² (so E‖cx‖² = 1);
+ * (docs/variants.md#input-normalisation): unit_mean_squared_norm → c = 1/√E‖x‖² (so E‖cx‖² = 1);
  * sqrt_d_mean_norm → c = √D/E‖x‖; none → 1.
  */
 export function estimateScale(X: Float32Array, N: number, D: number, mode: Config["data"]["normalize"]): number {

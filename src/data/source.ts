@@ -1,13 +1,13 @@
 // What the trainer and the evaluator need from a data source. Batches are addressed by index so
 // that a resumed run sees exactly the batches it would have seen.
+import type { EvalSequences } from "../lm/harvest.ts";
+export type { EvalSequences } from "../lm/harvest.ts";
+
 export interface GroundTruth {
   /** true feature directions [G, D], unit norm */
   features: Float32Array;
   G: number;
 }
-
-/** Token ids of held-out sequences [count, P], for the downstream (language-model) evaluation. */
-export interface EvalSequences { ids: Int32Array; count: number; P: number }
 
 export interface DataSource {
   readonly D: number;

@@ -16,22 +16,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { SaeError } from "../errors.ts";
-import { openOrExplain, readNpyHeader } from "./npy.ts";
+import { openOrExplain, readNpyHeader } from "../io/npy.ts";
+import type { FileDtype, Manifest, RowStore } from "../io/activations.ts";
+export type { FileDtype, Manifest, RowStore } from "../io/activations.ts";
 
-export interface RowStore {
-  readonly rows: number;
-  readonly D: number;
-  /** rows per sequence when the rows are whole sequences in order, else null */
-  readonly seqLen: number | null;
-  /** position 0 of every sequence is the BOS token */
-  readonly startsWithBos: boolean;
-  /** rows [start, start + n) into out[0 .. n·D) */
-  read(start: number, n: number, out: Float32Array): void;
-  describe(): string;
-  close?(): void;
-}
-
-export type FileDtype = "float32" | "float16" | "bfloat16";
 
 const DTYPE_ALIASES: Record<string, FileDtype> = { float32: "float32", f32: "float32", float16: "float16", f16: "float16", bfloat16: "bfloat16", bf16: "bfloat16" };
 
@@ -166,18 +154,6 @@ export function openSafetensors(file: string, tensor: string | undefined): RawFi
   return new RawFileStore(file, 8 + hlen + t.data_offsets[0], rows, D, kind, t.shape.length === 3 ? t.shape[1] : null);
 }
 
-export interface Manifest {
-  format: "sae-activations";
-  version: 1;
-  d_in: number;
-  dtype: FileDtype;
-  seq_len?: number;
-  starts_with_bos?: boolean;
-  shards: { file: string; rows: number }[];
-  rows?: number;
-  tokens?: string;
-  source?: Record<string, unknown>;
-}
 
 export function readManifest(file: string): Manifest {
   let m: Manifest;

@@ -7,13 +7,12 @@
 // buffer, and its rows are served in a seeded random order. Memory is the buffer plus a batch,
 // however big the store. Batch i is a function of (seed, i) alone, so a resumed run sees exactly
 // the batches it would have seen, and two stores with the same rows give the same batches.
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
+import { SEQ_GROUP } from "../lm/harvest.ts";
 import { SaeError } from "../errors.ts";
 import type { DataSource, EvalSequences, GroundTruth } from "./source.ts";
 import type { RowStore } from "./store.ts";
 
-/** sequences per chunk when rows are sequences (also the language model's batch of sequences) */
-export const SEQ_GROUP = 64;
 const ROW_CHUNK = 65536;
 const STREAM = { chunks: 11, rows: 12 } as const;
 

@@ -1,11 +1,11 @@
 // Synthetic activations with known ground-truth features (Sharkey et al. 2022 toy models;
-// HoagyC/sparse_coding; sae-variants.md §6): x = Σ_i c_i g_i + noise, with G unit-norm Gaussian
+// HoagyC/sparse_coding; docs/training.md#synthetic-data): x = Σ_i c_i g_i + noise, with G unit-norm Gaussian
 // directions g_i in R^D, feature i active with probability p_i ∝ decay^i (rescaled so that the
 // expected number of active features is mean_active, unlike HoagyC's generator, which leaves it
 // at ≈0.19·k), and active coefficients c_i ~ U[magnitude_min, magnitude_max].
 // Correlated firing (correlation ρ > 0): feature i fires when Φ(√ρ·s + √(1−ρ)·ε_i) < p_i, with one
 // shared s ~ N(0,1) per token: a Gaussian copula that keeps every marginal p_i.
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
 import type { DataSource, GroundTruth } from "./source.ts";
 import type { Config } from "../config/schema.ts";
 

@@ -1,25 +1,35 @@
-// Downstream loss (sae-variants.md §4): the SAE's reconstruction replaces the activation at its
+// Downstream loss (docs/metrics.md#downstream-loss): the SAE's reconstruction replaces the activation at its
 // layer and site inside the language model's forward pass, and the next-token predictions are
 // compared with the clean model's on held-out sequences. Passes: clean, SAE spliced, zero
-// ablation, mean ablation (the mean activation over the same held-out tokens).
+// ablation, mean ablation (the mean activation over the scored positions of the same sequences).
 //   ce_*                 mean next-token cross-entropy (nats)
 //   ce_loss_recovered    (CE_zero − CE_sae) / (CE_zero − CE_clean); *_mean_ablation: the same with CE_mean
 //   delta_loss           CE_sae − CE_clean
-//   kl_*                 mean over tokens of KL(p_clean ‖ p_patched), summed over the vocabulary
+//   kl_*                 mean over positions of KL(p_clean ‖ p_patched), summed over the vocabulary
 //   kl_score             (KL_zero − KL_sae) / KL_zero
-// Positions before `skip` (BOS, which the SAE did not train on) are neither patched nor scored,
-// as SAEBench and SAELens's exclude_special_tokens do: scored are the predictions made at
-// positions skip .. P−2 (of tokens skip+1 .. P−1).
+// Which positions are patched and which scored is the convention's (docs/downstream.md):
+//   sae       positions before `skip` (BOS, which the SAE did not train on) are left clean in every
+//             pass and not scored; the predictions made at positions skip .. P−2 are scored
+//   saelens   special tokens (by id: <unk>, BOS, EOS, pad) keep their clean activation under the
+//             SAE; the ablations replace every position; predictions made at special tokens are not
+//             scored (CE at positions 0 .. P−2, KL at 0 .. P−1)
+//   saebench  as saelens, but the SAE is spliced at every position and the special tokens are
+//             BOS, EOS and pad
 import type { Engine } from "../engine/types.ts";
-import type { Config } from "../config/schema.ts";
-import type { DataSource } from "../data/source.ts";
+import { DOWNSTREAM_CONVENTIONS, type Config } from "../config/schema.ts";
+import type { DataSource, EvalSequences } from "../data/source.ts";
+import { SEQ_GROUP } from "../lm/harvest.ts";
 import { harvestGroup } from "../lm/harvest.ts";
 import { BOS, loadLlama, type LlamaModel as Lm } from "../lm/llama.ts";
+import { specialTokens, Tokenizer, type SpecialTokens } from "../lm/tokenizer.ts";
 import { SaeError } from "../errors.ts";
 import { recordedSource } from "../data/store.ts";
 import type { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import { LlamaBatch, SITES, type LlamaModel, type Site } from "../lm/llama.ts";
+
+export { DOWNSTREAM_CONVENTIONS };
+export type Convention = (typeof DOWNSTREAM_CONVENTIONS)[number];
 
 export interface DownstreamOptions {
   /** a llama2.c checkpoint; default: the one the run's data came from */
@@ -35,7 +45,7 @@ export interface DownstreamOptions {
  * data (data.model, or the source recorded in a harvested folder's manifest). Returns null when
  * nothing names a model (plain activation files) and no checkpoint was given.
  */
-export function planDownstream(c: Config, data: DataSource, e: Engine, opt: DownstreamOptions): Omit<DownstreamInput, "sae" | "params"> | null {
+export function planDownstream(c: Config, data: DataSource, e: Engine, opt: DownstreamOptions): Omit<DownstreamInput, "sae" | "params" | "convention"> | null {
   const recorded = c.data.source === "model" ? c.data.model! : c.data.source === "file" ? recordedSource(c.data.file!.path) : null;
   const checkpoint = opt.checkpoint ?? recorded?.checkpoint;
   if (!checkpoint) return null;
@@ -62,18 +72,27 @@ export function planDownstream(c: Config, data: DataSource, e: Engine, opt: Down
   let bosFirst = true;
   for (let s = 0; s < seqs.count; s++) if (seqs.ids[s * seqs.P] !== BOS) bosFirst = false;
   const skip = c.data.skip_positions ?? (bosFirst ? 1 : 0);
-  return { e, lm, layer, site, skip, seqs };
+  // a tokenizer file can name a padding token; the other special ids are llama2.c's own
+  const tok = c.data.source === "model" && c.data.model!.tokenizer ? new Tokenizer(c.data.model!.tokenizer, lm.config.vocab) : null;
+  return { e, lm, layer, site, skip, special: specialTokens(tok), seqs };
 }
-import type { EvalSequences } from "../data/source.ts";
-import { SEQ_GROUP } from "../data/stream.ts";
+
 
 export interface DownstreamResult {
+  /** how positions were patched and scored (docs/downstream.md) */
+  convention: Convention;
+  /** sae: the leading positions left clean and unscored; 0 in the other conventions */
+  skip_positions: number;
+  /** saelens, saebench: the token ids that are not scored (and, for saelens, not spliced); [] for sae */
+  special_token_ids: number[];
   model: string;
   layer: number;
   site: Site;
   sequences: number;
-  /** scored predictions */
+  /** scored next-token predictions (CE) */
   tokens: number;
+  /** scored positions of the KL (saelens and saebench also score the last position, whose next token is unknown) */
+  kl_tokens: number;
   ce_clean: number;
   ce_sae: number;
   ce_zero_ablation: number;
@@ -92,74 +111,152 @@ export interface DownstreamInput {
   lm: LlamaModel;
   layer: number;
   site: Site;
+  /** sae convention: leading positions left alone */
   skip: number;
+  /** the ids saelens and saebench look for; default llama2.c's (no pad) */
+  special?: SpecialTokens;
   seqs: EvalSequences;
   /** the SAE in raw activation units (final/ weights) */
   sae: SaeModel;
   params: ParamSet;
+  /** default sae */
+  convention?: Convention;
+}
+
+/** The token ids a convention does not score: SAELens collects every special token its tokenizer
+ *  names (for Llama's: <unk>, BOS, EOS, pad), SAEBench passes BOS, EOS and pad (docs/downstream.md). */
+export function specialIds(convention: Convention, sp: SpecialTokens): number[] {
+  if (convention === "sae") return [];
+  const ids = convention === "saelens" ? [sp.unk, sp.bos, sp.eos] : [sp.bos, sp.eos];
+  if (sp.pad !== null) ids.push(sp.pad);
+  return [...new Set(ids)].sort((a, b) => a - b);
+}
+
+/** Per position of the sequences, [count, P], 1 where a pass or a score applies. */
+export interface PositionMasks {
+  /** the SAE's reconstruction replaces the activation */
+  splice: Uint8Array;
+  /** zero and mean ablation replace the activation */
+  ablate: Uint8Array;
+  /** the prediction made here (of the next token) counts in the CE; never at P − 1 */
+  ce: Uint8Array;
+  /** the KL of the prediction made here counts */
+  kl: Uint8Array;
+}
+
+export function positionMasks(convention: Convention, seqs: EvalSequences, skip: number, sp: SpecialTokens): PositionMasks {
+  const { ids, count, P } = seqs, n = count * P;
+  const m: PositionMasks = { splice: new Uint8Array(n), ablate: new Uint8Array(n), ce: new Uint8Array(n), kl: new Uint8Array(n) };
+  const special = new Set(specialIds(convention, sp));
+  for (let i = 0; i < n; i++) {
+    const pos = i % P;
+    if (convention === "sae") {
+      const on = pos >= skip ? 1 : 0;
+      m.splice[i] = m.ablate[i] = on;
+      m.ce[i] = m.kl[i] = pos < P - 1 ? on : 0;
+    } else {
+      // SAELens and SAEBench mask by the token at the position, wherever it is
+      const plain = special.has(ids[i]) ? 0 : 1;
+      m.splice[i] = convention === "saelens" ? plain : 1;
+      m.ablate[i] = 1;
+      m.kl[i] = plain;
+      m.ce[i] = pos < P - 1 ? plain : 0;
+    }
+  }
+  return m;
 }
 
 type Patch = "clean" | "sae" | "zero" | "mean";
 
 export function downstreamEval(o: DownstreamInput): DownstreamResult {
-  const { lm, seqs } = o;
-  const mean = meanActivation(o);
-  const sums = { ce: { clean: 0, sae: 0, zero: 0, mean: 0 }, kl: { clean: 0, sae: 0, zero: 0, mean: 0 } };
-  let scored = 0;
-  for (let first = 0; first < seqs.count; first += SEQ_GROUP) {
-    const S = Math.min(SEQ_GROUP, seqs.count - first);
-    const clean = run(o, first, S, "clean", mean);
-    scored += S * Math.max(0, seqs.P - 1 - o.skip);
-    for (const patch of ["clean", "sae", "zero", "mean"] as const) {
-      const lp = patch === "clean" ? clean : run(o, first, S, patch, mean);
-      const { ce, kl } = compare(clean, lp, seqs, first, S, lm.config.vocab, o.skip);
-      sums.ce[patch] += ce;
-      sums.kl[patch] += kl;
-    }
-  }
-  const ce = (p: Patch) => sums.ce[p] / scored, kl = (p: Patch) => sums.kl[p] / scored;
-  return {
-    model: lm.file, layer: o.layer, site: o.site, sequences: seqs.count, tokens: scored,
-    ce_clean: ce("clean"), ce_sae: ce("sae"), ce_zero_ablation: ce("zero"), ce_mean_ablation: ce("mean"),
-    ce_loss_recovered: (ce("zero") - ce("sae")) / (ce("zero") - ce("clean")),
-    ce_loss_recovered_mean_ablation: (ce("mean") - ce("sae")) / (ce("mean") - ce("clean")),
-    delta_loss: ce("sae") - ce("clean"),
-    kl_sae: kl("sae"), kl_zero_ablation: kl("zero"), kl_mean_ablation: kl("mean"),
-    kl_score: (kl("zero") - kl("sae")) / kl("zero"),
-  };
+  return downstreamEvals(o, [o.convention ?? "sae"])[0];
 }
 
-/** the site's mean activation over the scored positions of all held-out sequences */
-function meanActivation(o: DownstreamInput): Float32Array {
-  const dim = o.lm.config.dim, acc = new Float64Array(dim);
+/** Several conventions on the same sequences; the clean passes are shared. */
+export function downstreamEvals(o: DownstreamInput, conventions: readonly Convention[]): DownstreamResult[] {
+  const { lm, seqs } = o;
+  const sp = o.special ?? specialTokens();
+  const plans = conventions.map((convention) => {
+    const masks = positionMasks(convention, seqs, o.skip, sp);
+    const sums = { ce: { clean: 0, sae: 0, zero: 0, mean: 0 }, kl: { clean: 0, sae: 0, zero: 0, mean: 0 } };
+    return { convention, masks, sums, mean: new Float32Array(0) as Float32Array };
+  });
+  const means = meanActivations(o, plans.map((p) => p.masks.ce));
+  plans.forEach((p, i) => (p.mean = means[i]));
+  for (let first = 0; first < seqs.count; first += SEQ_GROUP) {
+    const S = Math.min(SEQ_GROUP, seqs.count - first);
+    const clean = run(o, first, S, null);
+    for (const { masks, sums, mean } of plans) {
+      for (const patch of ["clean", "sae", "zero", "mean"] as const) {
+        const lp = patch === "clean" ? clean : run(o, first, S, { patch, masks, mean });
+        const { ce, kl } = compare(clean, lp, seqs, first, S, lm.config.vocab, masks);
+        sums.ce[patch] += ce;
+        sums.kl[patch] += kl;
+      }
+    }
+  }
+  return plans.map(({ convention, masks, sums }) => {
+    const nCe = count(masks.ce), nKl = count(masks.kl);
+    const ce = (p: Patch) => sums.ce[p] / nCe, kl = (p: Patch) => sums.kl[p] / nKl;
+    return {
+      convention, skip_positions: convention === "sae" ? o.skip : 0, special_token_ids: specialIds(convention, sp),
+      model: lm.file, layer: o.layer, site: o.site, sequences: seqs.count, tokens: nCe, kl_tokens: nKl,
+      ce_clean: ce("clean"), ce_sae: ce("sae"), ce_zero_ablation: ce("zero"), ce_mean_ablation: ce("mean"),
+      ce_loss_recovered: (ce("zero") - ce("sae")) / (ce("zero") - ce("clean")),
+      ce_loss_recovered_mean_ablation: (ce("mean") - ce("sae")) / (ce("mean") - ce("clean")),
+      delta_loss: ce("sae") - ce("clean"),
+      kl_sae: kl("sae"), kl_zero_ablation: kl("zero"), kl_mean_ablation: kl("mean"),
+      kl_score: (kl("zero") - kl("sae")) / kl("zero"),
+    };
+  });
+}
+
+function count(m: Uint8Array): number {
   let n = 0;
+  for (const v of m) n += v;
+  return n;
+}
+
+/** for each mask [count, P]: the site's clean mean activation [dim] over the positions it marks (one pass) */
+function meanActivations(o: DownstreamInput, masks: Uint8Array[]): Float32Array[] {
+  const dim = o.lm.config.dim, P = o.seqs.P;
+  const acc = masks.map(() => new Float64Array(dim)), n = masks.map(() => 0);
   for (let first = 0; first < o.seqs.count; first += SEQ_GROUP) {
     const S = Math.min(SEQ_GROUP, o.seqs.count - first);
     forward(o, first, S, {
       layer: o.layer, site: o.site,
       fn: (act, pos) => {
-        if (pos < o.skip) return;
-        for (let s = 0; s < S; s++) for (let d = 0; d < dim; d++) acc[d] += act[s * dim + d];
-        n += S;
+        masks.forEach((m, j) => {
+          for (let s = 0; s < S; s++) {
+            if (!m[(first + s) * P + pos]) continue;
+            for (let d = 0; d < dim; d++) acc[j][d] += act[s * dim + d];
+            n[j]++;
+          }
+        });
       },
     });
   }
-  return Float32Array.from(acc, (v) => v / Math.max(1, n));
+  return acc.map((a, j) => Float32Array.from(a, (v) => v / Math.max(1, n[j])));
 }
 
-/** log-probabilities [S, P, V] of one pass */
-function run(o: DownstreamInput, first: number, S: number, patch: Patch, mean: Float32Array): Float64Array {
-  const dim = o.lm.config.dim;
+/** log-probabilities [S, P, V] of one pass; null: the clean model */
+function run(o: DownstreamInput, first: number, S: number, p: { patch: Exclude<Patch, "clean">; masks: PositionMasks; mean: Float32Array } | null): Float64Array {
+  const dim = o.lm.config.dim, P = o.seqs.P;
   const fn = (act: Float32Array, pos: number) => {
-    if (pos < o.skip || patch === "clean") return;
-    if (patch === "zero") act.fill(0);
-    else if (patch === "mean") for (let s = 0; s < S; s++) act.set(mean, s * dim);
+    if (!p) return;
+    const mask = p.patch === "sae" ? p.masks.splice : p.masks.ablate;
+    const rows: number[] = [];
+    for (let s = 0; s < S; s++) if (mask[(first + s) * P + pos]) rows.push(s);
+    if (rows.length === 0) return;
+    if (p.patch === "zero") for (const s of rows) act.fill(0, s * dim, (s + 1) * dim);
+    else if (p.patch === "mean") for (const s of rows) act.set(p.mean, s * dim);
     else {
+      // every row goes through the SAE, and the masked ones take its output (as SAELens's torch.where)
       const { Xhat } = o.sae.forward({ e: o.e, p: o.params, X: act, B: S, coeff: 0, dead: null });
-      act.set(Xhat);
+      for (const s of rows) act.set(Xhat.subarray(s * dim, (s + 1) * dim), s * dim);
     }
   };
-  return forward(o, first, S, { layer: o.layer, site: o.site, fn, writes: patch !== "clean" });
+  return forward(o, first, S, { layer: o.layer, site: o.site, fn, writes: p !== null });
 }
 
 function forward(o: DownstreamInput, first: number, S: number, hook: { layer: number; site: Site; fn: (a: Float32Array, pos: number) => void; writes?: boolean }): Float64Array {
@@ -168,7 +265,7 @@ function forward(o: DownstreamInput, first: number, S: number, hook: { layer: nu
   const batch = new LlamaBatch(o.lm, o.e, S, P, [hook]);
   const out = new Float64Array(S * P * V);
   const cur = new Int32Array(S);
-  for (let pos = 0; pos < P - 1; pos++) {
+  for (let pos = 0; pos < P; pos++) {
     for (let s = 0; s < S; s++) cur[s] = ids[(first + s) * P + pos];
     const logits = batch.step(cur, pos);
     for (let s = 0; s < S; s++) logSoftmax(logits, s * V, V, out, (s * P + pos) * V);
@@ -185,16 +282,17 @@ function logSoftmax(x: Float64Array, xo: number, V: number, out: Float64Array, o
   for (let i = 0; i < V; i++) out[oo + i] = x[xo + i] - lse;
 }
 
-/** summed cross-entropy of the true next tokens and summed KL(clean ‖ patched), over scored positions */
-function compare(clean: Float64Array, lp: Float64Array, seqs: EvalSequences, first: number, S: number, V: number, skip: number): { ce: number; kl: number } {
+/** summed cross-entropy of the true next tokens and summed KL(clean ‖ patched), over the masks' positions */
+function compare(clean: Float64Array, lp: Float64Array, seqs: EvalSequences, first: number, S: number, V: number, m: PositionMasks): { ce: number; kl: number } {
   const P = seqs.P;
   let ce = 0, kl = 0;
   for (let s = 0; s < S; s++) {
-    for (let pos = skip; pos < P - 1; pos++) {
-      const o = (s * P + pos) * V;
-      ce -= lp[o + seqs.ids[(first + s) * P + pos + 1]];
+    for (let pos = 0; pos < P; pos++) {
+      const i = (first + s) * P + pos, o = (s * P + pos) * V;
+      if (m.ce[i]) ce -= lp[o + seqs.ids[i + 1]];
+      if (!m.kl[i]) continue;
       let k = 0;
-      for (let i = 0; i < V; i++) k += Math.exp(clean[o + i]) * (clean[o + i] - lp[o + i]);
+      for (let j = 0; j < V; j++) k += Math.exp(clean[o + j]) * (clean[o + j] - lp[o + j]);
       kl += k;
     }
   }

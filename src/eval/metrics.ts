@@ -1,4 +1,4 @@
-// Evaluation metrics with exact definitions (sae-variants.md §4; README "Metrics"). All in the
+// Evaluation metrics with exact definitions (docs/metrics.md; README "Metrics"). All in the
 // units of the X passed in (the CLI passes raw activations and folded weights).
 //   mse          mean over tokens of Σ_d (x − x̂)²
 //   fvu          Σ‖x − x̂‖² / Σ‖x − x̄‖², x̄ the per-dim mean over the eval set; explained_variance = 1 − fvu
@@ -13,7 +13,7 @@ import type { Arr, Engine } from "../engine/types.ts";
 import type { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import type { GroundTruth } from "../data/source.ts";
-import type { DownstreamResult } from "./downstream.ts";
+import type { Convention, DownstreamResult } from "./downstream.ts";
 
 export interface EvalResult {
   tokens: number;
@@ -32,6 +32,8 @@ export interface EvalResult {
   ground_truth?: { mmcs_recall: number; mmcs_precision: number; recovered_0_9: number; n_features: number };
   /** the language model's loss with the SAE spliced in (src/eval/downstream.ts) */
   downstream?: DownstreamResult;
+  /** sae eval --convention all: the downstream loss under each convention (docs/downstream.md) */
+  downstream_by_convention?: Partial<Record<Convention, DownstreamResult>>;
 }
 
 export function evaluate(e: Engine, model: SaeModel, p: ParamSet, X: Float32Array, N: number, gt: GroundTruth | null, chunk = 4096): EvalResult {

@@ -12,6 +12,7 @@ import path from "node:path";
 import crypto from "node:crypto";
 import { stringify } from "csv-stringify/sync";
 import { SaeError } from "../errors.ts";
+import { writeFileAtomic } from "./atomic.ts";
 
 export type RunState = "running" | "done" | "failed" | "interrupted";
 
@@ -28,6 +29,18 @@ export interface RunStatus {
   /** input scaling factor c: the SAE trained on c·x */
   scale?: number;
   error?: string;
+  /**
+   * position in the runs folder's training order: 1 + the largest seq there when this run's
+   * training last began (train, finetune, import, resume). Ids and `started` have one-second
+   * and one-millisecond resolution; this is exact. Runs written before it existed lack it.
+   */
+  seq?: number;
+  /**
+   * the sparsity setting `sae runs --wide` shows, when the config's would mislead: an imported
+   * run's as its folder states it ("k=32"), or "-" when the folder states none (the config then
+   * holds a default the SAE was never trained with)
+   */
+  knob?: string;
 }
 
 export function newRunId(name: string, variant: string, now = new Date()): string {
@@ -39,6 +52,7 @@ export function newRunId(name: string, variant: string, now = new Date()): strin
 /** Creates runs/<id>/; refuses to touch an existing folder. */
 export function createRunDir(runsDir: string, id: string): string {
   if (!/^[A-Za-z0-9_.-]+$/.test(id)) throw new SaeError("usage", `run id "${id}" may only hold letters, digits, '.', '_' and '-'`);
+  if (id === "latest") throw new SaeError("usage", `run id "latest" is reserved: it names the most recent run`, "pick another --run-id");
   fs.mkdirSync(runsDir, { recursive: true });
   const dir = path.join(runsDir, id);
   try {
@@ -52,11 +66,25 @@ export function createRunDir(runsDir: string, id: string): string {
   return dir;
 }
 
-/** Writes via a temporary file and rename, so readers never see half a file. */
-export function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, file);
+export { writeFileAtomic } from "./atomic.ts";
+
+/**
+ * The one writer of a run's eval.json: the evaluation of final/ (raw input units), with `extra`
+ * (the run id, the phases' evaluations, an import's source) in front. docs/formats.md#evaljson
+ */
+export function writeEval(dir: string, result: object, extra: Record<string, unknown> = {}): void {
+  const doc = { run: path.basename(path.resolve(dir)), units: "raw input (scale folded into the weights)", ...extra, ...result };
+  writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify(doc, null, 2) + "\n");
+}
+
+/** a run's eval.json, or null when it has none or it cannot be read */
+export function readEvalFile(dir: string): Record<string, unknown> | null {
+  try {
+    const v = JSON.parse(fs.readFileSync(path.join(dir, "eval.json"), "utf8"));
+    return v && typeof v === "object" && !Array.isArray(v) ? v : null;
+  } catch {
+    return null;
+  }
 }
 
 export function writeStatus(dir: string, s: RunStatus): void {
@@ -113,4 +141,89 @@ export function findRun(runsDir: string, arg: string): string {
 export function listRunIds(runsDir: string): string[] {
   if (!fs.existsSync(runsDir)) return [];
   return fs.readdirSync(runsDir).filter((d) => fs.existsSync(path.join(runsDir, d, "config.yaml"))).sort();
+}
+
+/** 1 + the largest seq in runsDir: the next run to begin training comes after every one there. */
+export function nextRunSeq(runsDir: string): number {
+  let max = 0;
+  for (const id of listRunIds(runsDir)) max = Math.max(max, readStatus(path.join(runsDir, id))?.seq ?? 0);
+  return max + 1;
+}
+
+export interface RunEntry { id: string; dir: string; status: RunStatus | null }
+
+/**
+ * Every run in runsDir, oldest first, in the order training began: by seq, and for runs
+ * without one (older, which come first) by `started`, then by id.
+ */
+export function runsInTrainingOrder(runsDir: string): RunEntry[] {
+  const runs = listRunIds(runsDir).map((id) => ({ id, dir: path.join(runsDir, id), status: readStatus(path.join(runsDir, id)) }));
+  const key = (r: RunEntry) => [r.status?.seq ?? 0, r.status?.started ?? ""] as const;
+  return runs.sort((a, b) => {
+    const [sa, ta] = key(a), [sb, tb] = key(b);
+    if (sa !== sb) return sa - sb;
+    if (ta !== tb) return ta < tb ? -1 : 1;
+    return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+  });
+}
+
+/** What a command needs of a run it picks by itself: `finished` (finetune, eval, export), `resumable` (resume). */
+export type RunPurpose = "finished" | "resumable";
+
+const FITS: Record<RunPurpose, { states: RunState[]; what: string }> = {
+  finished: { states: ["done"], what: "finished" },
+  resumable: { states: ["interrupted", "failed"], what: "interrupted or failed" },
+};
+
+export interface ResolvedRun {
+  dir: string;
+  /** how the run was picked, when the argument was left out or was latest / latest~N */
+  picked?: string;
+}
+
+/**
+ * Resolves a command's RUN argument. Left out, or `latest`, it is the run that began training
+ * last among those that fit the purpose; `latest~N` is the N-th before that one. Anything else is
+ * an id, a unique prefix of one or a folder (findRun), taken whatever its status (the command
+ * checks what it needs).
+ */
+export function resolveRun(runsDir: string, arg: string | undefined, purpose: RunPurpose): ResolvedRun {
+  const m = arg === undefined ? null : /^latest(?:~(\d+))?$/.exec(arg);
+  if (arg !== undefined && !m) return { dir: findRun(runsDir, arg) };
+  const back = m?.[1] === undefined ? 0 : Number(m[1]);
+  const { states, what } = FITS[purpose];
+  const all = runsInTrainingOrder(runsDir).reverse(); // newest first
+  const fit = all.filter((r) => r.status !== null && states.includes(r.status.status));
+  const name = back === 0 ? "latest" : `latest~${back}`;
+  if (back < fit.length) {
+    const r = fit[back];
+    const which = back === 0 ? `the latest ${what} run` : `${name}: the ${ordinal(back + 1)} latest ${what} run`;
+    return { dir: r.dir, picked: `using run ${r.id} (${which} in ${runsDir}/)` };
+  }
+  if (all.length === 0) {
+    throw new SaeError("usage", `no runs in ${runsDir}/ to take the latest ${what} run from`, "train one first (sae train configs/quickstart.yaml), or point --runs-dir at the folder that holds your runs");
+  }
+  if (fit.length === 0) {
+    throw new SaeError("usage", `none of the ${all.length} runs in ${runsDir}/ is ${what} (${arg === undefined ? "RUN left out" : name} means the latest ${what} run); the latest runs:\n${listRuns(all.slice(0, 5))}`, purpose === "finished"
+      ? "wait for a running run to finish, resume an interrupted one (sae resume), or name a run by its id"
+      : "a run whose process died while marked running can be resumed by naming its id: sae resume ID");
+  }
+  throw new SaeError("usage", `${name} is the ${ordinal(back + 1)} latest ${what} run, but ${runsDir}/ holds ${fit.length}:\n${listRuns(fit.slice(0, 5), true)}`, fit.length === 1 ? "latest is the only one" : `latest~${fit.length - 1} is the oldest; \`sae runs\` lists every run`);
+}
+
+/** one line per run, indented: [its latest~N name,] id, status */
+function listRuns(rs: RunEntry[], named = false): string {
+  const w = Math.max(...rs.map((r) => r.id.length));
+  return rs.map((r, i) => `  ${named ? `${i === 0 ? "latest" : `latest~${i}`}`.padEnd(10) : ""}${r.id.padEnd(w)}  ${describeStatus(r.status)}`).join("\n");
+}
+
+function describeStatus(s: RunStatus | null): string {
+  if (!s) return "no status.json";
+  const at = `step ${s.step}/${s.steps}`;
+  return s.status === "failed" && s.error ? `failed at ${at}: ${s.error}` : `${s.status}, ${at}`;
+}
+
+function ordinal(n: number): string {
+  const t = n % 100 >= 11 && n % 100 <= 13 ? "th" : ["th", "st", "nd", "rd"][n % 10] ?? "th";
+  return `${n}${t}`;
 }

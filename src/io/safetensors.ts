@@ -3,6 +3,7 @@
 // raw little-endian bytes). Writes go to a temporary file renamed into place, so a crash never
 // leaves a half-written checkpoint under the final name.
 import fs from "node:fs";
+import { writeAtomicWith } from "./atomic.ts";
 import { SaeError } from "../errors.ts";
 
 export type Tensor =
@@ -28,19 +29,14 @@ export function writeSafetensors(file: string, tensors: Record<string, Tensor>, 
   json += " ".repeat((8 - (json.length % 8)) % 8); // align the data to 8 bytes
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, "w");
-  try {
+  writeAtomicWith(file, (fd) => {
     fs.writeSync(fd, head);
     fs.writeSync(fd, Buffer.from(json));
     for (const name of names) {
       const d = tensors[name].data;
       fs.writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
     }
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  });
 }
 
 export function readSafetensors(file: string): { tensors: Record<string, Tensor>; metadata: Record<string, string> } {

@@ -7,13 +7,18 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Engine } from "../engine/types.ts";
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
 import { SaeError } from "../errors.ts";
 import { BOS, LlamaBatch, type LlamaModel, type Site } from "./llama.ts";
-import { SEQ_GROUP } from "../data/stream.ts";
-import { openOrExplain, readNpyHeader, npyHeader, writeNpy } from "../data/npy.ts";
-import type { Manifest, RowStore } from "../data/store.ts";
-import type { EvalSequences } from "../data/source.ts";
+import { openOrExplain, readNpyHeader, npyHeader, writeNpy } from "../io/npy.ts";
+import type { Manifest, RowStore } from "../io/activations.ts";
+import { writeAtomicWith, writeFileAtomic } from "../io/atomic.ts";
+
+/** sequences the model advances together; harvesting, the shuffle buffer's chunks and the downstream pass all group by it */
+export const SEQ_GROUP = 64;
+
+/** Token ids of held-out sequences [count, P], for the downstream (language-model) evaluation. */
+export interface EvalSequences { ids: Int32Array; count: number; P: number }
 
 const SAMPLE_STREAM = 21;
 
@@ -181,7 +186,7 @@ export class HarvestStore implements RowStore {
   }
 }
 
-function allStartWithBos(t: TokenSet): boolean {
+export function allStartWithBos(t: TokenSet): boolean {
   for (let s = 0; s < t.count; s++) if (t.ids[s * t.P] !== BOS) return false;
   return true;
 }
@@ -200,9 +205,7 @@ export function harvestToDisk(spec: HarvestSpec, sequences: number, outDir: stri
   for (let g0 = 0; g0 < nGroups; g0 += groupsPerShard) {
     const name = `acts-${String(shards.length).padStart(5, "0")}.npy`;
     const seqs = Math.min(sequences, (g0 + groupsPerShard) * SEQ_GROUP) - g0 * SEQ_GROUP;
-    const file = path.join(outDir, name), tmp = `${file}.tmp-${process.pid}`;
-    const fd = fs.openSync(tmp, "w");
-    try {
+    writeAtomicWith(path.join(outDir, name), (fd) => {
       fs.writeSync(fd, npyHeader("<f4", [seqs * P, D]));
       for (let g = g0; g < Math.min(nGroups, g0 + groupsPerShard); g++) {
         const { tokens, acts } = harvestGroup(spec, g);
@@ -212,10 +215,7 @@ export function harvestToDisk(spec: HarvestSpec, sequences: number, outDir: stri
         allTokens.set(tokens.subarray(0, keep * P), g * SEQ_GROUP * P);
         progress(g * SEQ_GROUP + keep);
       }
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
+    });
     shards.push({ file: name, rows: seqs * P });
   }
   writeNpy(path.join(outDir, "tokens.npy"), allTokens, [sequences, P]);
@@ -223,8 +223,6 @@ export function harvestToDisk(spec: HarvestSpec, sequences: number, outDir: stri
     format: "sae-activations", version: 1, d_in: D, dtype: "float32", seq_len: P,
     starts_with_bos: spec.tokens ? allStartWithBos(spec.tokens) : true, shards, rows: sequences * P, tokens: "tokens.npy", source,
   };
-  const mf = path.join(outDir, "manifest.json");
-  fs.writeFileSync(`${mf}.tmp-${process.pid}`, JSON.stringify(manifest, null, 2) + "\n");
-  fs.renameSync(`${mf}.tmp-${process.pid}`, mf);
+  writeFileAtomic(path.join(outDir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
   return manifest;
 }

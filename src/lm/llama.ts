@@ -1,5 +1,5 @@
 // A Llama-2-architecture language model in llama2.c's checkpoint format (Karpathy's llama2.c,
-// run.c), run on the engine's GEMMs. Format (../shared/models/README.md): seven little-endian int32
+// run.c), run on the engine's GEMMs. Format (docs/formats.md#llama2c-checkpoints): seven little-endian int32
 // (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len), then float32 weights:
 // token embedding [V, dim], rms_att [L, dim], wq [L, dim, dim], wk [L, kv, dim], wv [L, kv, dim],
 // wo [L, dim, dim], rms_ffn [L, dim], w1 [L, hidden, dim], w2 [L, dim, hidden], w3 [L, hidden, dim],

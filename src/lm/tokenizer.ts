@@ -6,6 +6,19 @@ import fs from "node:fs";
 import { SaeError } from "../errors.ts";
 import { BOS } from "./llama.ts";
 
+/** llama2.c's fixed ids: run.c encodes BOS as 1 and EOS as 2; id 0 is <unk> (its tokenizer export) */
+export const UNK = 0;
+export const EOS = 2;
+
+/** The special tokens, by id; llama2.c's tokenizers have no padding token, so pad is set only when a
+ *  tokenizer file has a piece spelled "<pad>". */
+export interface SpecialTokens { unk: number; bos: number; eos: number; pad: number | null }
+
+export function specialTokens(tokenizer: Tokenizer | null = null): SpecialTokens {
+  const pad = tokenizer ? tokenizer.pieces.findIndex((p) => p.toString("utf8") === "<pad>") : -1;
+  return { unk: UNK, bos: BOS, eos: EOS, pad: pad >= 0 ? pad : null };
+}
+
 export class Tokenizer {
   readonly pieces: Buffer[];
 

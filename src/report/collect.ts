@@ -4,7 +4,9 @@
 import fs from "node:fs";
 import path from "node:path";
 import { loadConfig } from "../config/load.ts";
-import { K_VARIANTS, type Config } from "../config/schema.ts";
+import type { Config } from "../config/schema.ts";
+import { variantDef } from "../sae/index.ts";
+import { knobText } from "../sae/variant.ts";
 import type { EvalResult } from "../eval/metrics.ts";
 import { findRun, listRunIds, readStatus, type RunStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
@@ -69,18 +71,19 @@ function readRun(dir: string, dataset: string | null, group: string | null): Rep
   if (!fs.existsSync(path.join(dir, "config.yaml"))) return { ...base, problem: "not started (no run folder)" };
   let config: Config;
   try {
-    config = loadConfig(path.join(dir, "config.yaml"), [], { checkData: false }).config;
+    config = loadConfig(path.join(dir, "config.yaml")).config;
   } catch (e) {
     return { ...base, problem: `config.yaml unreadable: ${(e as Error).message.split("\n")[0]}` };
   }
   const s = config.sae;
-  const flavour = ["standard", "tanh", "gated"].includes(s.variant) ? s.flavour : null;
-  const knob = K_VARIANTS.has(s.variant) ? `k=${s.k}` : s.variant === "jumprelu" ? `λ0=${s.l0_coefficient}` : `λ=${s.l1_coefficient}`;
+  const def = variantDef(s.variant);
+  const flavour = def.flavours ? s.flavour ?? null : null;
+  const knob = knobText(def, s);
   const finetuneOf = config.init_from ? path.basename(config.init_from) : null;
   const run: ReportRun = {
     ...base,
     dataset: dataset ?? describeData(config),
-    series: group ?? `${s.variant}${flavour && flavour !== defaultFlavour(s.variant) ? `-${flavour}` : ""}${finetuneOf ? "-ft" : ""}`,
+    series: group ?? `${s.variant}${flavour && flavour !== def.flavours?.[0] ? `-${flavour}` : ""}${finetuneOf ? "-ft" : ""}`,
     variant: s.variant, flavour, knob, finetuneOf,
     status: readStatus(dir),
   };
@@ -107,8 +110,6 @@ function readRun(dir: string, dataset: string | null, group: string | null): Rep
   }
   return run;
 }
-
-const defaultFlavour = (v: string) => (v === "standard" ? "constrained" : v === "tanh" ? "april" : v === "gated" ? "paper" : null);
 
 function describeData(c: Config): string {
   const d = c.data;

@@ -1,40 +1,50 @@
-// The variant registry: one entry per file in this folder. Adding a variant = one file + one row.
-import type { Config } from "../config/schema.ts";
+// The variant registry: the only place that lists the variants. Adding one = a folder with its
+// definition (src/sae/<name>/index.ts) + one line here. Everything else asks the registry.
 import type { Arr } from "../engine/types.ts";
-import type { SaeModel } from "./variant.ts";
-import { createStandard } from "./standard/index.ts";
-import { createTanh } from "./tanh/index.ts";
-import { createScaled } from "./scaled/index.ts";
-import { createGated } from "./gated/fast.ts";
-import { createTopK } from "./topk/fast.ts";
-import { createBatchTopK } from "./batchtopk/fast.ts";
-import { createJumpRelu } from "./jumprelu/fast.ts";
+import type { SaeModel, SaeSettings, VariantDef } from "./variant.ts";
+import { standard } from "./standard/index.ts";
+import { tanh } from "./tanh/index.ts";
+import { scaled } from "./scaled/index.ts";
+import { gated } from "./gated/index.ts";
+import { topk } from "./topk/index.ts";
+import { batchtopk } from "./batchtopk/index.ts";
+import { jumprelu } from "./jumprelu/index.ts";
+import { matryoshka } from "./matryoshka/index.ts";
 
-export interface VariantInfo {
-  /** the sparsity coefficient this variant reads from the config, if it has a penalty */
-  coefficient(c: Config): number;
-  create(c: Config, fixedInputBias: Arr | null): SaeModel;
+export const VARIANTS: readonly VariantDef[] = [standard, tanh, scaled, gated, topk, batchtopk, jumprelu, matryoshka];
+
+/** the variant a config gets when it names none */
+export const DEFAULT_VARIANT = topk.name;
+
+export const VARIANT_NAMES = VARIANTS.map((v) => v.name) as [string, ...string[]];
+
+export function variantDef(name: string): VariantDef {
+  const v = VARIANTS.find((d) => d.name === name);
+  if (!v) throw new Error(`no variant named ${name}`); // the schema admits only registered names
+  return v;
 }
 
-const dims = (c: Config) => ({ D: c.data.d_in, H: c.sae.d_sae });
-const l1 = (c: Config) => c.sae.l1_coefficient;
-const none = () => 0;
-const constrained = (c: Config) => c.sae.flavour === "constrained";
+/** Every variant's own keys, merged: a key several variants read is one shared definition (keys.ts). */
+export function variantKeys(): Record<string, VariantDef["keys"][string]> {
+  const out: Record<string, VariantDef["keys"][string]> = {};
+  for (const v of VARIANTS) {
+    for (const [k, t] of Object.entries(v.keys)) {
+      if (out[k] && out[k] !== t) throw new Error(`sae.${k} is defined differently by two variants; share one definition (src/sae/keys.ts)`);
+      out[k] = t;
+    }
+  }
+  return out;
+}
 
-export const REGISTRY: Record<Config["sae"]["variant"], VariantInfo> = {
-  standard: { coefficient: l1, create: (c, f) => createStandard(dims(c), { flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
-  tanh: { coefficient: l1, create: (c, f) => createTanh(dims(c), { tanhScale: c.sae.tanh_scale, flavour: constrained(c) ? "constrained" : "april", applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
-  scaled: { coefficient: l1, create: (c, f) => createScaled(dims(c), { applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
-  gated: { coefficient: l1, create: (c, f) => createGated(dims(c), { flavour: c.sae.flavour === "saelens" ? "saelens" : "paper", applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
-  topk: { coefficient: none, create: (c, f) => createTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
-  batchtopk: { coefficient: none, create: (c, f) => createBatchTopK(dims(c), { k: c.sae.k, kAux: c.sae.k_aux, auxCoefficient: c.sae.aux_coefficient, applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }) },
-  jumprelu: {
-    coefficient: (c) => c.sae.l0_coefficient,
-    create: (c, f) => createJumpRelu(dims(c), { bandwidth: c.sae.jumprelu_bandwidth, unitNormDecoder: true, applyBDecToInput: c.sae.apply_b_dec_to_input, fixedInputBias: f }),
-  },
-};
+/** the variants that read each key of variantKeys() */
+export function keyReaders(): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const v of VARIANTS) for (const k of Object.keys(v.keys)) (out[k] ??= []).push(v.name);
+  for (const v of VARIANTS) if (v.flavours) (out.flavour ??= []).push(v.name);
+  return out;
+}
 
-/** fixedInputBias: see SaeModel.fixedInputBias */
-export function createModel(c: Config, fixedInputBias: Arr | null = null): SaeModel {
-  return REGISTRY[c.sae.variant].create(c, fixedInputBias);
+/** The fast CPU model of a config's SAE. fixedInputBias: see SaeModel.fixedInputBias */
+export function createModel(c: { data: { d_in: number }; sae: SaeSettings }, fixedInputBias: Arr | null = null): SaeModel {
+  return variantDef(c.sae.variant).create({ D: c.data.d_in, H: c.sae.d_sae }, c.sae, fixedInputBias);
 }

@@ -1,11 +1,13 @@
-// Initialisation shared by the variants (sae-variants.md §1.2): random unit directions for the
-// decoder rows, the encoder tied to them (W_enc = W_decᵀ, i.e. the same [H, D] rows here) at norm
-// init_norm, b_enc = 0, b_dec from the data. A free (April-style) decoder starts at init_norm too.
+// Initialisation shared by the variants (docs/variants.md#initialisation): random unit directions
+// for the decoder rows, the encoder tied to them (W_enc = W_decᵀ, i.e. the same [H, D] rows here)
+// at norm init_norm, b_enc = 0, b_dec from the data. A free (April-style) decoder starts at
+// init_norm too. Every other parameter starts at 0 unless the variant's own init says otherwise.
 import type { Arr } from "../engine/types.ts";
 import type { Config } from "../config/schema.ts";
 import type { ParamSet } from "./params.ts";
 import type { SaeModel } from "./variant.ts";
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../rng.ts";
+import { variantDef } from "./index.ts";
 
 export function initParams(model: SaeModel, p: ParamSet, c: Config, sample: Arr, nSample: number): void {
   const { D, H } = model.dims;
@@ -25,11 +27,8 @@ export function initParams(model: SaeModel, p: ParamSet, c: Config, sample: Arr,
       if (!model.unitNormDecoder) Wdec[i * D + d] *= c.sae.init_norm;
     }
   }
-  // every other parameter starts at 0 (b_enc; Gated's b_gate, r_mag, b_mag; BatchTopK's threshold, learned
-  // as a running statistic), except the Scaled SAE's s = 1 and JumpReLU's θ = jumprelu_init_threshold
   for (const { name } of model.specs) if (!["W_enc", "W_dec", "b_dec"].includes(name)) p.get(name).fill(0);
-  if (p.views.s) p.get("s").fill(1);
-  if (p.views.log_threshold) p.get("log_threshold").fill(Math.log(c.sae.jumprelu_init_threshold));
+  variantDef(c.sae.variant).init?.(p, c.sae);
   const bDec = p.get("b_dec");
   if (c.sae.b_dec_init === "zeros") bDec.fill(0);
   else if (c.sae.b_dec_init === "mean") bDec.set(mean(sample, nSample, D));
@@ -69,7 +68,7 @@ export function geometricMedian(X: Arr, N: number, D: number): Float64Array {
 
 /**
  * Folds the input scaling factor c (training saw c·x) into the weights so that raw activations can
- * be fed (SAELens convention, sae-variants.md §1.1): W_enc ← c·W_enc, W_dec ← W_dec/c,
+ * be fed (SAELens convention, docs/variants.md#input-normalisation): W_enc ← c·W_enc, W_dec ← W_dec/c,
  * b_dec ← b_dec/c; b_enc and the latent activations are unchanged.
  */
 export function foldScale(p: ParamSet, c: number): void {

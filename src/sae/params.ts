@@ -7,6 +7,11 @@ export interface ParamSpec {
   name: string;
   /** row-major shape */
   shape: number[];
+  /**
+   * The freeze groups it belongs to (`--freeze encoder` freezes every parameter of the group
+   * `encoder`): encoder (everything before the code), decoder, scale, threshold. docs/training.md#freezing
+   */
+  groups?: readonly string[];
 }
 
 export type FloatCtor = Float32ArrayConstructor | Float64ArrayConstructor;

@@ -1,5 +1,6 @@
-// Pieces shared by the variants whose code is K (index, value) pairs per row (TopK, BatchTopK):
-// the gradient through the selected latents, and AuxK (Gao et al. 2024, sae-variants.md §2.5).
+// Pieces shared by the variants whose code is K (index, value) pairs per row (TopK, BatchTopK,
+// Matryoshka BatchTopK): the gradient through the selected latents, and AuxK (Gao et al. 2024,
+// docs/variants.md#auxk).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims } from "./variant.ts";
 import { Workspace, scaled } from "./variant.ts";
@@ -45,10 +46,22 @@ export class Sparsifier {
  * Shapes: idx, val [B, k]; G, Xc [B, D]; W_dec, dW_dec, dW_enc [H, D].
  */
 export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
-  const { D, H } = dims;
-  e.scatterRows(idx, val, B, k, G, H, D, dWdec);
   const gp = ws.f(name, B * k, G);
+  decoderBackward(e, dims, B, k, idx, val, G, Wdec, dWdec, gp);
+  encoderBackward(e, dims, B, k, idx, val, gp, Xc, dWenc, gpSum);
+}
+
+/**
+ * The decoder half of sparseBackward: dW_dec[idx] += val·G and dF = G·W_dec[idx]ᵀ into gp [B, k]
+ * (0 where val = 0). Matryoshka calls it once per block of latents, each with its own G.
+ */
+export function decoderBackward(e: Engine, { D, H }: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, dWdec: Arr, gp: Arr): void {
+  e.scatterRows(idx, val, B, k, G, H, D, dWdec);
   e.gatherDot(idx, val, B, k, G, Wdec, H, D, gp);
+}
+
+/** The encoder half: dP = dF (gp, overwritten) where val > 0, Σ_b dP into gpSum [H], dW_enc[idx] += dP·Xc. */
+export function encoderBackward(e: Engine, { D, H }: Dims, B: number, k: number, idx: Int32Array, val: Arr, gp: Arr, Xc: Arr, dWenc: Arr, gpSum: Arr): void {
   for (let j = 0; j < B * k; j++) {
     if (!(val[j] > 0)) gp[j] = 0;
     gpSum[idx[j]] += gp[j];
@@ -68,7 +81,8 @@ export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dim
  */
 export const DENSE_AUX_FACTOR = 8;
 
-interface AuxState {
+/** what AuxK's backward needs from its forward; null when AuxK was off */
+export interface AuxState {
   kAux: number;
   diff: Arr;
   den: number;
@@ -82,7 +96,6 @@ interface AuxState {
 }
 
 export class AuxK {
-  private state: AuxState | null = null;
   private sel: { B: number; kAux: number; dead: Uint8Array; idx: Int32Array; val: Arr; ids?: Int32Array; Pd?: Arr } | null = null;
   private readonly ws: Workspace;
   private readonly dims: Dims;
@@ -101,12 +114,11 @@ export class AuxK {
   /**
    * Selection, in up to three calls so that the encoder can hand over its pre-activations block by
    * block: begin(), then select() for each block of rows of P (pre-activations without b_enc,
-   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α.
+   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
    */
   begin(B: number, dead: Uint8Array | null, like: Arr): void {
     const { H } = this.dims;
     const ws = this.ws;
-    this.state = null;
     this.sel = null;
     const nDead = dead ? dead.reduce((s, v) => s + v, 0) : 0;
     if (!dead || nDead === 0 || this.alpha === 0) return;
@@ -135,9 +147,9 @@ export class AuxK {
     }
   }
 
-  finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): number {
+  finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): { loss: number; state: AuxState | null } {
     const sel = this.sel;
-    if (!sel) return 0;
+    if (!sel) return { loss: 0, state: null };
     const { D } = this.dims;
     const { B, kAux, idx, val } = sel;
     const ws = this.ws;
@@ -182,14 +194,12 @@ export class AuxK {
         num += v * v;
       }
     }
-    if (!(den > 0)) return 0;
-    this.state = { ...st, diff, den };
-    return num / den;
+    if (!(den > 0)) return { loss: 0, state: null };
+    return { loss: num / den, state: { ...st, diff, den } };
   }
 
   /** d(α·num/den)/dê = α·2/den·(ê − e), pushed through the aux selection. ê has no b_dec. */
-  backward(e: Engine, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
-    const s = this.state;
+  backward(e: Engine, s: AuxState | null, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
     if (!s) return;
     const { D } = this.dims;
     const Ga = scaled(s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));

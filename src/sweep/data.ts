@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { configFromObject, configToYaml } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
-import { datasetSequences, harvestSpec } from "../data/index.ts";
+import { datasetSequences, harvestSpec, probeData } from "../data/index.ts";
 import { harvestToDisk } from "../lm/harvest.ts";
 import { loadLlama } from "../lm/llama.ts";
 import type { EngineChoice } from "../engine/index.ts";
@@ -27,7 +27,7 @@ export function harvestDir(sweepDir: string, c: Config): string | null {
 export function withHarvestedData(c: Config, dir: string): Config {
   const raw = YAML.parse(configToYaml(c)) as Record<string, any>;
   const { model: _m, ...data } = raw.data;
-  return configFromObject({ ...raw, data: { ...data, source: "file", file: { path: dir } } }).config;
+  return configFromObject({ ...raw, data: { ...data, source: "file", file: { path: dir } } }, [], probeData).config;
 }
 
 /**

@@ -10,6 +10,9 @@ import type { Config } from "../config/schema.ts";
 import type { EngineChoice } from "../engine/index.ts";
 import { createRunDir, readStatus, type RunStatus } from "../io/run.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
+import { probeData } from "../data/index.ts";
+import { resolveTfjs } from "../engine/tfjs.ts";
+import { tfjsStepper } from "../train/tfjs-stepper.ts";
 import { train, type PhaseEval, type TrainReporter } from "../train/loop.ts";
 import type { EvalResult } from "../eval/metrics.ts";
 import { SaeError } from "../errors.ts";
@@ -40,7 +43,7 @@ export function memberState(sweep: Sweep, run: SweepRun): MemberState {
 export function trainingConfig(sweep: Sweep, run: SweepRun): Config {
   if (run.finetune) {
     const parentDir = path.join(sweep.dir, run.finetune.parent);
-    const parent = loadConfig(path.join(parentDir, "config.yaml")).config;
+    const parent = loadConfig(path.join(parentDir, "config.yaml"), [], { probe: probeData }).config;
     return finetuneRunConfig(parent, parentDir, run.finetune.options, run.finetune.origin, run.overrides, sweep.dir).config;
   }
   const h = harvestDir(sweep.dir, run.config);
@@ -91,7 +94,10 @@ export async function runMember(sweep: Sweep, run: SweepRun, o: MemberOptions): 
     }
     if (state.kind === "new" || state.kind === "restart") createRunDir(sweep.dir, run.name);
     const resume = state.kind === "resume";
-    const r = await train({ config, runDir: dir, runId: run.name, engine: o.engine, reporter: o.reporter, control: o.control, resume });
+    // train.engine as `sae train` reads it: tfjs steps on its device, the evaluation on the CPU engine
+    const tfjs = await resolveTfjs(config.train.engine);
+    const on = tfjs ? { engine: { ...o.engine, reason: `${tfjs.reason}; evaluation: ${o.engine.reason}` }, stepper: tfjsStepper(tfjs, config) } : { engine: o.engine };
+    const r = await train({ config, runDir: dir, runId: run.name, reporter: o.reporter, control: o.control, resume, ...on });
     return { outcome: r.status.status === "done" ? "done" : "interrupted", status: r.status, eval: r.eval, phases: r.phases, dir };
   } finally {
     release();

@@ -17,8 +17,9 @@ import path from "node:path";
 import { z } from "zod";
 import { writeFileAtomic } from "../io/run.ts";
 import { configFromObject, loadConfig, readYamlFile, suggest, yamlPosition, type Override } from "../config/load.ts";
-import { FINETUNE_MODES, FREEZE_GROUPS, type Config } from "../config/schema.ts";
-import { finetuneConfig } from "../train/finetune.ts";
+import type { Config } from "../config/schema.ts";
+import { ALL_MODES, finetuneConfig } from "../train/finetune.ts";
+import { probeData } from "../data/index.ts";
 import { SaeError } from "../errors.ts";
 
 const NAME = /^[A-Za-z0-9_.-]+$/;
@@ -30,8 +31,9 @@ const FinetuneSchema = z
   .object({
     /** the group whose runs are fine-tuned (an earlier group) */
     from: name(),
-    mode: z.enum(FINETUNE_MODES).optional(),
-    freeze: z.array(z.enum(FREEZE_GROUPS)).optional(),
+    /** what trains (the variant's fine-tuning modes, e.g. decoder), or freeze: groups or parameters that do not */
+    mode: z.enum(ALL_MODES as [string, ...string[]]).optional(),
+    freeze: z.array(z.string().min(1)).optional(),
     /** default: a tenth of the parent's steps */
     steps: z.number().int().min(1).optional(),
     lr: z.number().positive().optional(),
@@ -114,7 +116,7 @@ export function loadSweep(file: string, opts: LoadSweepOptions = {}): Sweep {
   const s: SweepFile = parsed.data;
   const fileDir = path.dirname(path.resolve(file));
   const base = path.resolve(fileDir, s.base);
-  const baseConfig = loadConfig(base, [], { checkData: false }).config; // fails on a broken base by itself
+  const baseConfig = loadConfig(base).config; // fails on a broken base by itself (its data is checked with each run)
   const sweepName = s.name ?? path.basename(file).replace(/\.ya?ml$/i, "");
   if (!NAME.test(sweepName)) throw new SaeError("config", `${file}: the sweep's name "${sweepName}" (from the file name) may only hold letters, digits, '.', '_' and '-'`, "set name: in the sweep file");
   const dir = path.resolve(opts.runsDir ?? s.runs_dir ?? baseConfig.runs_dir, sweepName);
@@ -182,7 +184,7 @@ export function loadSweep(file: string, opts: LoadSweepOptions = {}): Sweep {
         const runName = [gName, ...varying.map(namePart)].join("-");
         add(
           { name: runName, group: gName, overrides: [...common, ...groupSet, ...varying], varying: Object.fromEntries(varying.map((o) => [o.key, o.value])), stage: 0 },
-          () => loadConfig(base, all.map(toOverride(fileDir))).config,
+          () => loadConfig(base, all.map(toOverride(fileDir)), { probe: probeData }).config,
         );
       }
     }
@@ -198,7 +200,7 @@ export function loadSweep(file: string, opts: LoadSweepOptions = {}): Sweep {
 /** A fine-tune's config from its parent's (validated) config: as `sae finetune` makes it, then the group's overrides. */
 export function finetuneRunConfig(parent: Config, parentDir: string, ft: Finetune, origin: string, groupSet: SweepOverride[], runsDir: string): { config: Config; warnings: string[] } {
   const raw = finetuneConfig(parent, parentDir, { ...ft, runsDir, names: { freeze: `${origin}: finetune.freeze`, mode: `${origin}: finetune.mode` } });
-  return configFromObject(raw, groupSet.map(toOverride(process.cwd())));
+  return configFromObject(raw, groupSet.map(toOverride(process.cwd())), probeData);
 }
 
 function toOverride(baseDir: string): (o: SweepOverride) => Override {

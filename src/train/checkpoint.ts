@@ -9,7 +9,7 @@ import { ParamSet } from "../sae/params.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import type { Config } from "../config/schema.ts";
 import { loadConfig } from "../config/load.ts";
-import { createModel } from "../sae/index.ts";
+import { createModel, variantDef } from "../sae/index.ts";
 import { SaeError } from "../errors.ts";
 
 export const CHECKPOINT_VERSION = 1;
@@ -96,7 +96,7 @@ export function readTrainState(jsonFile: string, model: SaeModel): { state: Trai
 
 /**
  * The starting weights of a fine-tune: the parent run's last checkpoint, mapped by name into the
- * new model. A Standard parent becomes a Scaled child exactly: s_i = ‖d_i‖, d_i ← d_i/‖d_i‖.
+ * new model, or converted exactly by the new variant's convertFrom (standard → scaled).
  */
 export function loadInitFrom(runArg: string, c: Config, model: SaeModel): { p: ParamSet; scale: number; step: number; note: string; fixedInputBias: Float32Array | null } {
   const dir = findRun(c.runs_dir, runArg);
@@ -110,20 +110,13 @@ export function loadInitFrom(runArg: string, c: Config, model: SaeModel): { p: P
   if (parentConfig.sae.apply_b_dec_to_input !== c.sae.apply_b_dec_to_input)
     throw new SaeError("config", `init_from ${dir}: its weights use apply_b_dec_to_input = ${parentConfig.sae.apply_b_dec_to_input}, this config says ${c.sae.apply_b_dec_to_input}`, `set sae.apply_b_dec_to_input: ${parentConfig.sae.apply_b_dec_to_input}`);
   const p = new ParamSet(model.specs);
-  for (const { name } of model.specs) {
-    if (from.views[name]) p.get(name).set(from.get(name));
-    else if (name === "s") {
-      const { D, H } = model.dims;
-      const W = p.get("W_dec"), s = p.get("s");
-      for (let i = 0; i < H; i++) {
-        let n = 0;
-        for (let d = 0; d < D; d++) n += W[i * D + d] ** 2;
-        n = Math.sqrt(n);
-        s[i] = n;
-        if (n > 0) for (let d = 0; d < D; d++) W[i * D + d] /= n;
-      }
-    } else {
-      throw new SaeError("config", `init_from ${dir}: a ${parentModel.variant} SAE has no ${name} for the ${model.variant} variant`, "fine-tune with the parent's variant (a standard run can become scaled)");
+  const convert = parentModel.variant === model.variant ? null : variantDef(model.variant).convertFrom?.[parentModel.variant];
+  if (convert) {
+    convert(from, p, model.dims);
+  } else {
+    for (const { name } of model.specs) {
+      if (!from.views[name]) throw new SaeError("config", `init_from ${dir}: a ${parentModel.variant} SAE has no ${name} for the ${model.variant} variant`, "fine-tune with the parent's variant (or one that converts it, e.g. standard → scaled)");
+      p.get(name).set(from.get(name));
     }
   }
   return { p, scale: meta.scale, step: meta.batch_offset + meta.step, note: `from ${path.basename(dir)} (${parentModel.variant}) at step ${meta.step}`, fixedInputBias };

@@ -1,35 +1,25 @@
-// Which parameters a phase leaves untouched: its `freeze` groups or the complement of what its
-// `mode` trains, the model's non-trainable statistics, and — for the Scaled SAE — s whenever the
-// penalty is on (sae-variants.md §2.3: training s under an L1 on the unscaled code collapses it).
+// Which parameters a phase leaves untouched (docs/training.md#freezing): its `freeze` list (parameter
+// names, or groups of them: every ParamSpec names its groups) or the complement of what its `mode`
+// trains, the model's non-trainable statistics, and what the variant keeps frozen while the
+// penalty is on (Scaled: s, since training it under an L1 on the unscaled code collapses it).
 import type { Phase } from "../config/schema.ts";
 import type { SaeModel } from "../sae/variant.ts";
 import type { ParamSet } from "../sae/params.ts";
-import type { Arr, Engine } from "../engine/types.ts";
-
-const ENCODER = ["W_enc", "b_enc", "b_gate", "b_mag", "r_mag", "log_threshold"];
-const GROUPS: Record<string, string[]> = {
-  encoder: ENCODER,
-  decoder: ["W_dec", "b_dec"],
-  scale: ["s"],
-  threshold: ["log_threshold"],
-};
-const MODE_TRAINS: Record<NonNullable<Phase["mode"]>, string[]> = {
-  scale: ["s"],
-  unrotated_decoder: ["s", "b_dec"],
-  decoder: ["s", "W_dec", "b_dec"],
-  encoder: [...ENCODER, "s"],
-};
+import type { Engine } from "../engine/types.ts";
+import { variantDef } from "../sae/index.ts";
+import { expandFreeze, modeTrains } from "../sae/freeze.ts";
 
 export function frozenParams(model: SaeModel, phase: Phase, coeff: number): Set<string> {
+  const def = variantDef(model.variant);
   const names = new Set(model.specs.map((s) => s.name));
   const frozen = new Set<string>();
   if (phase.mode) {
-    const trains = new Set(MODE_TRAINS[phase.mode]);
+    const trains = new Set(modeTrains(def, model.specs, phase.mode) ?? []);
     for (const n of names) if (!trains.has(n)) frozen.add(n);
   }
-  for (const g of phase.freeze) for (const n of GROUPS[g] ?? [g]) if (names.has(n)) frozen.add(n);
+  for (const entry of phase.freeze) for (const n of expandFreeze(model.specs, entry)) frozen.add(n);
   for (const n of model.nonTrainable ?? []) frozen.add(n);
-  if (model.variant === "scaled" && coeff > 0) frozen.add("s");
+  if (coeff > 0) for (const n of def.frozenUnderPenalty ?? []) frozen.add(n);
   return frozen;
 }
 
@@ -44,18 +34,12 @@ export function needsFixedInputBias(model: SaeModel, frozen: Set<string>): boole
 
 /**
  * Folds a constant input bias b into the encoder biases, for export without it:
- * (x − b)Wᵀ + b_enc = xWᵀ + (b_enc − W b). Gated: both π_gate and π_mag shift with Z.
+ * (x − b)Wᵀ + β = xWᵀ + (β − W b), each variant moving its own biases.
  */
-export function foldInputBias(e: Engine, model: SaeModel, p: ParamSet, bias: Arr): void {
+export function foldInputBias(e: Engine, model: SaeModel, p: ParamSet, bias: ArrayLike<number>): void {
   const { D, H } = model.dims;
   const shift = p.buf instanceof Float64Array ? new Float64Array(H) : new Float32Array(H); // W_enc b  [H]
-  e.gemm(false, false, H, 1, D, 1, p.get("W_enc"), bias, 0, shift);
-  const v = p.views;
-  if (v.b_enc) for (let i = 0; i < H; i++) v.b_enc[i] -= shift[i];
-  if (v.b_gate) {
-    for (let i = 0; i < H; i++) {
-      v.b_gate[i] -= shift[i];
-      v.b_mag[i] -= Math.exp(v.r_mag[i]) * shift[i];
-    }
-  }
+  const b = p.buf instanceof Float64Array ? Float64Array.from(bias) : Float32Array.from(bias);
+  e.gemm(false, false, H, 1, D, 1, p.get("W_enc"), b, 0, shift);
+  variantDef(model.variant).foldInputBias(p, shift);
 }

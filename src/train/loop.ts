@@ -1,26 +1,28 @@
-// The training loop, top to bottom. Set-up: data, input scale, initial weights (fresh, or another
-// run's final state). Then for each phase: fresh Adam state, frozen groups, and per step
-// data → forward → backward → clip → project → Adam → renormalise → dead-latent counters → log →
-// checkpoint. Each phase ends with a checkpoint and an evaluation of the weights with the input
-// scale folded in; the last one is saved as final/ and eval.json.
+// The training loop, top to bottom (docs/training.md#the-loop). Set-up: data, input scale, initial
+// weights (fresh, or another run's final state). Then for each phase: fresh Adam state, frozen
+// groups, and per step data → forward → backward → clip → project → Adam → renormalise →
+// dead-latent counters (a Stepper does these) → log → checkpoint. Each phase ends with a checkpoint
+// and an evaluation of the weights with the input scale folded in; the last one is saved as
+// final/ and eval.json.
 import path from "node:path";
 import fs from "node:fs";
-import type { Config } from "../config/schema.ts";
+import type { Config, Phase } from "../config/schema.ts";
 import { configToYaml } from "../config/load.ts";
 import type { EngineChoice } from "../engine/index.ts";
-import { REGISTRY, createModel } from "../sae/index.ts";
+import type { Engine } from "../engine/types.ts";
+import { createModel, variantDef } from "../sae/index.ts";
 import { ParamSet } from "../sae/params.ts";
 import { initParams, foldScale } from "../sae/init.ts";
-import type { Code, SaeModel } from "../sae/variant.ts";
+import type { SaeModel } from "../sae/variant.ts";
 import { createSource, estimateScale, scaleInPlace } from "../data/index.ts";
 import type { DataSource } from "../data/source.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
-import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type LogWindow, type TrainState } from "./checkpoint.ts";
-import { optimizerStep } from "./step.ts";
+import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type TrainState } from "./checkpoint.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
-import { MetricsLog, readStatus, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
+import { NativeStepper, type PhaseSetup, type Stepper } from "./stepper.ts";
+import { MetricsLog, nextRunSeq, readStatus, writeEval, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
 import { SaeError } from "../errors.ts";
-import { saveFinal } from "../io/weights.ts";
+import { saveFinal } from "../sae/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
 import { downstreamEval, planDownstream, type DownstreamResult } from "../eval/downstream.ts";
@@ -35,6 +37,9 @@ export interface TrainReporter {
   progress?(step: number, total: number, info: { loss: number; l0: number; tokensPerSec: number } | null): void;
 }
 
+/** Builds the Stepper of a phase; the default steps with the host-memory kernels of the engine. */
+export type StepperFactory = (ph: PhaseSetup, s: TrainState) => Stepper | Promise<Stepper>;
+
 export interface TrainOptions {
   config: Config;
   runDir: string;
@@ -45,147 +50,74 @@ export interface TrainOptions {
   control?: { stop: boolean };
   /** continue runDir from its latest checkpoint (exactly: same batches, optimizer state, counters) */
   resume?: boolean;
+  /** another engine's steps (the tfjs engine); default NativeStepper on engine.engine */
+  stepper?: StepperFactory;
 }
 
 export const METRIC_COLUMNS = ["step", "phase", "tokens", "lr", "sparsity_coeff", "loss", "mse", "sparsity_loss", "aux_loss", "fvu", "l0", "dead_frac", "grad_norm", "tokens_per_s"];
 
 export interface PhaseEval extends EvalResult { phase: string; step: number }
 
-export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval: EvalResult | null; phases: PhaseEval[] }> {
-  const { config: c, runDir, engine: { engine: e }, reporter } = o;
-  const t = c.train;
+export interface TrainResult { status: RunStatus; eval: EvalResult | null; phases: PhaseEval[] }
+
+/** What the phases of one run share. */
+interface Run {
+  o: TrainOptions;
+  c: Config;
+  e: Engine;
+  data: DataSource;
+  status: RunStatus;
+  s: TrainState;
+  log: MetricsLog;
+  phaseEvals: PhaseEval[];
+}
+
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const { config: c, runDir, reporter } = o;
+  const e = o.engine.engine;
   const data = createSource(c, e);
-  let model = createModel(c);
-  const { D, H } = model.dims;
-  const B = t.batch_size;
-  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: t.steps, tokens: 0, engine: o.engine.reason };
-  if (o.resume) {
-    const before = readStatus(runDir);
-    if (before) status.started = before.started;
-  } else {
-    writeFileAtomic(path.join(runDir, "config.yaml"), configToYaml(c));
-  }
-  writeStatus(runDir, status);
+  const status = openStatus(o);
+  const { D, H } = { D: c.data.d_in, H: c.sae.d_sae };
+  const t = c.train;
   const phaseNames = t.phases.map((p) => `${p.name} (${p.steps})`).join(", ");
-  reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${B} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
+  reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${t.batch_size} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
   reporter.log(`data: ${data.describe()}`);
 
   try {
-    const { state: s, fixedInputBias } = o.resume ? resumeState(runDir, model, reporter) : initialState(c, model, data, reporter);
-    if (fixedInputBias) model = createModel(c, fixedInputBias);
+    const start = o.resume ? resumeState(runDir, createModel(c), reporter) : initialState(c, createModel(c), data, reporter);
+    let model = createModel(c, start.fixedInputBias);
+    const s = start.state;
     status.scale = s.scale;
     const gt = data.groundTruth();
     if (gt) writeSafetensors(path.join(runDir, "ground_truth.safetensors"), { features: { dtype: "F32", shape: [gt.G, D], data: gt.features } });
-
-    const grads = s.p.like();
-    const dead = new Uint8Array(H);
-    const fired = new Float32Array(H);
     const log = new MetricsLog(runDir, METRIC_COLUMNS);
     if (o.resume) log.dropAfter(s.step); // rows logged after the checkpoint will be logged again
-    const phasesFile = path.join(runDir, "phases.json");
     // a phase that ended exactly at the checkpoint is evaluated again (the process may have stopped
     // between its checkpoint and its evaluation, final/ or eval.json): the numbers are the same
-    const phaseEvals: PhaseEval[] = o.resume && fs.existsSync(phasesFile) ? (JSON.parse(fs.readFileSync(phasesFile, "utf8")) as PhaseEval[]).filter((pe) => pe.step < s.step) : [];
-    let result: EvalResult | null = null;
+    const phaseEvals = o.resume ? readPhaseEvals(runDir).filter((pe) => pe.step < s.step) : [];
+    const run: Run = { o, c, e, data, status, s, log, phaseEvals };
 
+    let result: EvalResult | null = null;
     let phaseStart = 0; // global step at which the phase begins
     for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseStart += t.phases[phaseIndex].steps, phaseIndex++) {
       const ph = t.phases[phaseIndex];
-      if (s.step >= phaseStart + ph.steps && phaseEvals.length > phaseIndex) continue; // done and evaluated before a resume
-      const coefficient = ph.sparsity_coefficient ?? REGISTRY[c.sae.variant].coefficient(c);
-      let frozen = frozenParams(model, ph, coefficient);
-      if (needsFixedInputBias(model, frozen)) {
-        model = createModel(c, Float32Array.from(s.p.get("b_dec")));
-        frozen = frozenParams(model, ph, coefficient);
-        reporter.log(`phase ${ph.name}: b_dec trains with the encoder frozen; the encoder keeps subtracting b_dec's current value, so the code stays fixed`);
+      if (s.step >= phaseStart + ph.steps && run.phaseEvals.length > phaseIndex) continue; // done and evaluated before a resume
+      const setup = setUpPhase(run, model, ph, phaseStart);
+      model = setup.model;
+      const stepper = await (o.stepper ?? ((p, st) => new NativeStepper(e, p, st)))(setup, s);
+      try {
+        const stopped = await runSteps(run, stepper, setup, ph, phaseStart, phaseIndex === t.phases.length - 1);
+        if (stopped) return { status, eval: null, phases: run.phaseEvals };
+      } finally {
+        stepper.dispose();
       }
-      if (t.phases.length > 1 || frozen.size > 0) {
-        reporter.log(`phase ${ph.name}: ${ph.steps} steps, lr ${ph.lr}, sparsity coefficient ${coefficient}${frozen.size ? `, frozen: ${[...frozen].join(", ")}` : ""}`);
-      }
-      if (s.step === phaseStart) {
-        s.m.buf.fill(0); // each phase starts a fresh optimizer state
-        s.v.buf.fill(0);
-        s.adamT = 0;
-      }
-      // the logging interval's sums: restored when resuming inside one
-      let acc: LogWindow = s.logWindow ?? { n: 0, loss: 0, mse: 0, sparsity: 0, aux: 0, gnorm: 0 };
-      s.logWindow = undefined;
-      let windowStart = performance.now(), windowTokens = 0;
-
-      for (let ps = s.step - phaseStart; ps < ph.steps; ps++) {
-        const X = data.trainBatch(s.batchOffset + s.step, B);
-        scaleInPlace(X, s.scale);
-        const lr = lrAt(ps, ph);
-        const coeff = coefficient * sparsityAt(ps, ph);
-        let nDead = 0;
-        for (let i = 0; i < H; i++) nDead += dead[i] = s.sinceFired[i] >= t.dead_tokens_threshold ? 1 : 0;
-
-        const { fwd, gradNorm } = optimizerStep(e, model, s, grads, X, B, {
-          lr, beta1: t.beta1, beta2: t.beta2, eps: t.eps, gradClip: t.grad_clip, coeff, dead: nDead > 0 ? dead : null, frozen,
-        });
-        if (!Number.isFinite(fwd.terms.loss)) throw new Error(`loss became ${fwd.terms.loss} at step ${s.step + 1}; lower train.lr or check the data`);
-
-        // dead-latent counters, in tokens (sae-variants.md §1.5): fired = value > 0 anywhere in the batch
-        firedLatents(e, fwd.code, B, H, fired);
-        for (let i = 0; i < H; i++) s.sinceFired[i] = fired[i] > 0 ? 0 : s.sinceFired[i] + B;
-        s.step++;
-        s.tokens += B;
-        windowTokens += B;
-        acc = { n: acc.n + 1, loss: acc.loss + fwd.terms.loss, mse: acc.mse + fwd.terms.mse, sparsity: acc.sparsity + fwd.terms.sparsity, aux: acc.aux + fwd.terms.aux, gnorm: acc.gnorm + gradNorm };
-
-        const lastOfPhase = ps === ph.steps - 1;
-        const logging = s.step % t.log_every === 0 || lastOfPhase;
-        if (!logging) reporter.progress?.(s.step, t.steps, null);
-        if (logging) {
-          const tps = windowTokens / ((performance.now() - windowStart) / 1000);
-          const row = {
-            step: s.step, phase: ph.name, tokens: s.tokens, lr, sparsity_coeff: coeff, loss: acc.loss / acc.n, mse: acc.mse / acc.n,
-            sparsity_loss: acc.sparsity / acc.n, aux_loss: acc.aux / acc.n, fvu: batchFvu(X, fwd.Xhat, B, D), l0: meanL0(fwd.code, B, H),
-            dead_frac: s.sinceFired.reduce((n, v) => n + (v >= t.dead_tokens_threshold ? 1 : 0), 0) / H, grad_norm: acc.gnorm / acc.n, tokens_per_s: tps,
-          };
-          log.append(row);
-          if (!reporter.progress) {
-            reporter.log(`step ${row.step}/${t.steps} | loss ${row.loss.toPrecision(4)} | mse ${row.mse.toPrecision(4)} | fvu ${row.fvu.toFixed(4)} | l0 ${row.l0.toFixed(1)} | dead ${(100 * row.dead_frac).toFixed(1)}% | lr ${lr.toExponential(2)} | ${Math.round(tps)} tok/s`);
-          }
-          reporter.progress?.(s.step, t.steps, { loss: row.loss, l0: row.l0, tokensPerSec: tps });
-          acc = { n: 0, loss: 0, mse: 0, sparsity: 0, aux: 0, gnorm: 0 };
-          windowStart = performance.now();
-          windowTokens = 0;
-          status.step = s.step;
-          status.tokens = s.tokens;
-          writeStatus(runDir, status);
-        }
-        if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
-        // yield to the event loop so SIGINT handlers run
-        if (o.control) {
-          await new Promise((r) => setImmediate(r));
-          if (o.control.stop && !(lastOfPhase && phaseIndex === t.phases.length - 1)) {
-            const file = saveCheckpoint(runDir, { ...s, logWindow: acc }, model.fixedInputBias);
-            Object.assign(status, { status: "interrupted", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
-            writeStatus(runDir, status);
-            reporter.log(`interrupted at step ${s.step}; state saved to ${path.relative(process.cwd(), file)}`);
-            return { status, eval: null, phases: phaseEvals };
-          }
-        }
-      }
-
-      // end of phase: checkpoint, then evaluate the weights as they are exported (raw input units)
-      saveCheckpoint(runDir, s, model.fixedInputBias);
-      const out = exportable(e, c, model, s.p, s.scale);
-      const Xe = data.evalSet(c.data.eval_tokens);
-      result = evaluate(e, out.model, out.params, Xe, Xe.length / D, gt);
-      if (phaseIndex === t.phases.length - 1) result.downstream = downstream(e, c, data, out.model, out.params, reporter) ?? undefined;
-      phaseEvals.push({ phase: ph.name, step: s.step, ...result });
-      writeFileAtomic(phasesFile, JSON.stringify(phaseEvals, null, 2) + "\n");
-      if (t.phases.length > 1) reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
-      if (phaseIndex === t.phases.length - 1) saveFinal(runDir, out.model, out.params, out.config, s.scale);
+      result = endPhase(run, model, ph, phaseIndex === t.phases.length - 1);
     }
 
-    const evalDoc = { run: o.runId, units: "raw input (scale folded into the weights)", ...result, ...(phaseEvals.length > 1 ? { phases: phaseEvals } : {}) };
-    writeFileAtomic(path.join(runDir, "eval.json"), JSON.stringify(evalDoc, null, 2) + "\n");
+    writeEval(runDir, { ...result, ...(run.phaseEvals.length > 1 ? { phases: run.phaseEvals } : {}) }, { run: o.runId });
     Object.assign(status, { status: "done", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
     writeStatus(runDir, status);
-    return { status, eval: result, phases: phaseEvals };
+    return { status, eval: result, phases: run.phaseEvals };
   } catch (err) {
     Object.assign(status, { status: "failed", finished: new Date().toISOString(), error: (err as Error).message });
     if (fs.existsSync(runDir)) writeStatus(runDir, status);
@@ -193,13 +125,132 @@ export async function train(o: TrainOptions): Promise<{ status: RunStatus; eval:
   }
 }
 
+/** status.json as the run starts (a resume keeps the first start time); the config for a new run */
+function openStatus(o: TrainOptions): RunStatus {
+  const c = o.config;
+  // seq: a resume moves the run to the end of the training order, like a new run
+  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: c.train.steps, tokens: 0, engine: o.engine.reason, seq: nextRunSeq(path.dirname(o.runDir)) };
+  if (o.resume) {
+    const before = readStatus(o.runDir);
+    if (before) status.started = before.started;
+  } else {
+    writeFileAtomic(path.join(o.runDir, "config.yaml"), configToYaml(c));
+  }
+  writeStatus(o.runDir, status);
+  return status;
+}
+
+function readPhaseEvals(runDir: string): PhaseEval[] {
+  const file = path.join(runDir, "phases.json");
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : [];
+}
+
+/** The phase's coefficient and frozen parameters (and the model, when b_dec must become a constant input bias). */
+function setUpPhase(run: Run, model: SaeModel, ph: Phase, phaseStart: number): PhaseSetup & { coefficient: number } {
+  const { c, s, o } = run;
+  const coefficient = ph.sparsity_coefficient ?? variantDef(c.sae.variant).coefficient(c.sae);
+  let frozen = frozenParams(model, ph, coefficient);
+  if (needsFixedInputBias(model, frozen)) {
+    model = createModel(c, Float32Array.from(s.p.get("b_dec")));
+    frozen = frozenParams(model, ph, coefficient);
+    o.reporter.log(`phase ${ph.name}: b_dec trains with the encoder frozen; the encoder keeps subtracting b_dec's current value, so the code stays fixed`);
+  }
+  if (c.train.phases.length > 1 || frozen.size > 0) {
+    o.reporter.log(`phase ${ph.name}: ${ph.steps} steps, lr ${ph.lr}, sparsity coefficient ${coefficient}${frozen.size ? `, frozen: ${[...frozen].join(", ")}` : ""}`);
+  }
+  if (s.step === phaseStart) {
+    s.m.buf.fill(0); // each phase starts a fresh optimizer state
+    s.v.buf.fill(0);
+    s.adamT = 0;
+  }
+  const t = c.train;
+  return { model, frozen, coefficient, beta1: t.beta1, beta2: t.beta2, eps: t.eps, gradClip: t.grad_clip, deadTokens: t.dead_tokens_threshold };
+}
+
+/** The phase's steps from where the state is; true when stopped by o.control (checkpointed, status interrupted). */
+async function runSteps(run: Run, stepper: Stepper, setup: PhaseSetup & { coefficient: number }, ph: Phase, phaseStart: number, lastPhase: boolean): Promise<boolean> {
+  const { c, s, o, data, status } = run;
+  const t = c.train, B = t.batch_size;
+  s.logWindow = undefined; // the stepper took it over
+  let windowStart = performance.now(), windowTokens = 0;
+  for (let ps = s.step - phaseStart; ps < ph.steps; ps++) {
+    const X = data.trainBatch(s.batchOffset + s.step, B);
+    scaleInPlace(X, s.scale);
+    const lr = lrAt(ps, ph);
+    const coeff = setup.coefficient * sparsityAt(ps, ph);
+    stepper.step(X, B, lr, coeff);
+    s.step++;
+    s.tokens += B;
+    windowTokens += B;
+
+    const lastOfPhase = ps === ph.steps - 1;
+    if (s.step % t.log_every === 0 || lastOfPhase) {
+      logRow(run, stepper.flush(), ph, lr, coeff, windowTokens / ((performance.now() - windowStart) / 1000));
+      windowStart = performance.now();
+      windowTokens = 0;
+    } else {
+      o.reporter.progress?.(s.step, t.steps, null);
+    }
+    const checkpoint = () => {
+      stepper.sync();
+      return saveCheckpoint(o.runDir, { ...s, logWindow: stepper.window() }, setup.model.fixedInputBias);
+    };
+    if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) checkpoint();
+    // yield to the event loop so SIGINT handlers run
+    if (o.control) {
+      await new Promise((r) => setImmediate(r));
+      if (o.control.stop && !(lastOfPhase && lastPhase)) {
+        const file = checkpoint();
+        Object.assign(status, { status: "interrupted", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
+        writeStatus(o.runDir, status);
+        o.reporter.log(`interrupted at step ${s.step}; state saved to ${path.relative(process.cwd(), file)}`);
+        return true;
+      }
+    }
+  }
+  stepper.sync();
+  return false;
+}
+
+/** One metrics.csv row and log line; status.json follows the progress. */
+function logRow(run: Run, f: ReturnType<Stepper["flush"]>, ph: Phase, lr: number, coeff: number, tps: number): void {
+  const { c, s, o, status } = run;
+  const row = {
+    step: s.step, phase: ph.name, tokens: s.tokens, lr, sparsity_coeff: coeff, loss: f.loss, mse: f.mse, sparsity_loss: f.sparsity,
+    aux_loss: f.aux, fvu: f.fvu, l0: f.l0, dead_frac: f.deadFrac, grad_norm: f.gradNorm, tokens_per_s: tps,
+  };
+  run.log.append(row);
+  if (!o.reporter.progress) {
+    o.reporter.log(`step ${row.step}/${c.train.steps} | loss ${row.loss.toPrecision(4)} | mse ${row.mse.toPrecision(4)} | fvu ${row.fvu.toFixed(4)} | l0 ${row.l0.toFixed(1)} | dead ${(100 * row.dead_frac).toFixed(1)}% | lr ${lr.toExponential(2)} | ${Math.round(tps)} tok/s`);
+  }
+  o.reporter.progress?.(s.step, c.train.steps, { loss: row.loss, l0: row.l0, tokensPerSec: tps });
+  status.step = s.step;
+  status.tokens = s.tokens;
+  writeStatus(o.runDir, status);
+}
+
+/** End of a phase: checkpoint, then evaluate the weights as they are exported (raw input units); the last phase's go to final/. */
+function endPhase(run: Run, model: SaeModel, ph: Phase, lastPhase: boolean): EvalResult {
+  const { c, s, o, e, data } = run;
+  saveCheckpoint(o.runDir, s, model.fixedInputBias);
+  const out = exportable(e, c, model, s.p, s.scale);
+  const Xe = data.evalSet(c.data.eval_tokens);
+  const result = evaluate(e, out.model, out.params, Xe, Xe.length / c.data.d_in, data.groundTruth());
+  if (lastPhase) result.downstream = downstream(e, c, data, out.model, out.params, o.reporter) ?? undefined;
+  run.phaseEvals.push({ phase: ph.name, step: s.step, ...result });
+  writeFileAtomic(path.join(o.runDir, "phases.json"), JSON.stringify(run.phaseEvals, null, 2) + "\n");
+  if (c.train.phases.length > 1) o.reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
+  if (lastPhase) saveFinal(o.runDir, out.model, out.params, out.config, s.scale);
+  return result;
+}
+
 /** The language-model metrics when the data came from a model (see src/eval/downstream.ts); null otherwise. */
-function downstream(e: EngineChoice["engine"], c: Config, data: DataSource, model: SaeModel, params: ParamSet, reporter: TrainReporter): DownstreamResult | null {
+function downstream(e: Engine, c: Config, data: DataSource, model: SaeModel, params: ParamSet, reporter: TrainReporter): DownstreamResult | null {
   try {
     const plan = planDownstream(c, data, e, { sequences: DOWNSTREAM_SEQUENCES });
     if (!plan) return null;
-    reporter.log(`downstream: splicing the SAE into ${path.basename(plan.lm.file)} layer ${plan.layer} ${plan.site} on ${plan.seqs.count} held-out sequences`);
-    return downstreamEval({ ...plan, sae: model, params });
+    reporter.log(`downstream: splicing the SAE into ${path.basename(plan.lm.file)} layer ${plan.layer} ${plan.site} on ${plan.seqs.count} held-out sequences (${c.eval.downstream_convention} convention)`);
+    return downstreamEval({ ...plan, sae: model, params, convention: c.eval.downstream_convention });
   } catch (err) {
     if (!(err instanceof SaeError)) throw err;
     reporter.log(`downstream metrics skipped: ${err.message}`);
@@ -211,7 +262,7 @@ function downstream(e: EngineChoice["engine"], c: Config, data: DataSource, mode
  * The weights as final/ holds them: the input scale folded in (W_enc·c, W_dec/c, b_dec/c), and a
  * fixed input bias folded into the encoder biases (the model then takes raw x without b_dec).
  */
-function exportable(e: EngineChoice["engine"], c: Config, model: SaeModel, p: ParamSet, scale: number): { model: SaeModel; params: ParamSet; config: Config } {
+function exportable(e: Engine, c: Config, model: SaeModel, p: ParamSet, scale: number): { model: SaeModel; params: ParamSet; config: Config } {
   const params = p.like();
   params.copyFrom(p);
   foldScale(params, scale);
@@ -230,7 +281,7 @@ function resumeState(runDir: string, model: SaeModel, reporter: TrainReporter): 
   return { state, fixedInputBias };
 }
 
-/** A fresh init (input scale and b_dec from a sample training never sees), or init_from's state. */
+/** A fresh init (input scale and b_dec from an estimation sample), or init_from's state. */
 function initialState(c: Config, model: SaeModel, data: DataSource, reporter: TrainReporter): { state: TrainState; fixedInputBias: Float32Array | null } {
   const blank = () => new ParamSet(model.specs);
   const s: TrainState = { p: blank(), m: blank(), v: blank(), sinceFired: new Float64Array(model.dims.H), step: 0, tokens: 0, adamT: 0, scale: 1, batchOffset: 0 };
@@ -248,33 +299,4 @@ function initialState(c: Config, model: SaeModel, data: DataSource, reporter: Tr
   scaleInPlace(sample, s.scale);
   initParams(model, s.p, c, sample, nEst);
   return { state: s, fixedInputBias: null };
-}
-
-/** out[i] > 0 iff latent i is positive on some row of the batch */
-function firedLatents(e: EngineChoice["engine"], code: Code, B: number, H: number, out: Float32Array): void {
-  if (code.kind === "dense") {
-    e.colSum(code.F, B, H, out, false);
-    return;
-  }
-  out.fill(0);
-  for (let j = 0; j < B * code.k; j++) if (code.val[j] > 0) out[code.idx[j]] = 1;
-}
-
-function meanL0(code: Code, B: number, H: number): number {
-  let n = 0;
-  if (code.kind === "dense") for (let j = 0; j < B * H; j++) n += code.F[j] > 0 ? 1 : 0;
-  else for (let j = 0; j < code.val.length; j++) n += code.val[j] > 0 ? 1 : 0;
-  return n / B;
-}
-
-/** Σ‖x − x̂‖² / Σ‖x − x̄_batch‖² over one batch */
-function batchFvu(X: ArrayLike<number>, Xhat: ArrayLike<number>, B: number, D: number): number {
-  const mean = new Float64Array(D);
-  for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += X[b * D + d] / B;
-  let num = 0, den = 0;
-  for (let i = 0; i < B * D; i++) {
-    num += (X[i] - Xhat[i]) ** 2;
-    den += (X[i] - mean[i % D]) ** 2;
-  }
-  return den > 0 ? num / den : NaN;
 }

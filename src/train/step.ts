@@ -31,7 +31,7 @@ export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: 
   grads.buf.fill(0);
   const inp = { e, p: s.p, X, B, coeff: o.coeff, dead: o.dead, training: true };
   const fwd = model.forward(inp);
-  model.backward(inp, grads);
+  model.backward(inp, fwd.state, grads);
   const frozen = new Set([...(o.frozen ?? []), ...(model.nonTrainable ?? [])]);
   for (const name of frozen) grads.get(name).fill(0);
   const gradNorm = Math.sqrt(e.sumSquares(grads.buf));

@@ -1,5 +1,5 @@
 // Gated SAE (Rajamanoharan et al. 2024, "Improving Dictionary Learning with Gated Sparse
-// Autoencoders", arXiv 2404.16014; sae-variants.md §2.4). Separate gate and magnitude paths with
+// Autoencoders", arXiv 2404.16014; docs/variants.md#gated). Separate gate and magnitude paths with
 // tied weights, W_mag = W_gate·diag(exp(r_mag)):
 //   Z = (X − b_dec) W_gateᵀ;  π_gate = Z + b_gate;  π_mag = Z ⊙ e^{r_mag} + b_mag     [B, H]
 //   F = 1[π_gate > 0] ⊙ ReLU(π_mag);  X̂ = F W_dec + b_dec
@@ -13,7 +13,7 @@
 // gradients after the encoder GEMM run over the open (row, latent) pairs only.
 import type { Arr } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
-import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "../variant.ts";
+import { DECODER, ENCODER, Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "../variant.ts";
 import { Sparsifier } from "../sparse.ts";
 import type { ParamSet } from "../params.ts";
 
@@ -26,13 +26,17 @@ export interface GatedOptions {
   path?: "auto" | "dense" | "sparse";
 }
 
-export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
+/** what backward needs. A = ReLU(π_gate) [B, H]; where a gate is open, Z = A − b_gate. */
+interface GatedState {
+  Xc: Arr; A: Arr; F: Arr; E: Arr; Eaux: Arr; norms: Arr; colSumA: Arr; er: Arr;
+  /** the open gates as (index, value) pairs [B, m], when the sparse computation ran */
+  sparse: { m: number; idx: Int32Array; a: Arr; f: Arr } | null;
+}
+
+export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState> {
   const { D, H } = dims;
   const ws = new Workspace();
   const saelens = opt.flavour === "saelens";
-  // cache of the last forward. A = ReLU(π_gate) [B, H]; where a gate is open, Z = A − b_gate.
-  let Xc: Arr, A: Arr, F: Arr, E: Arr, Eaux: Arr, norms: Arr, colSumA: Arr, er: Arr;
-  let sparse: { m: number; idx: Int32Array; a: Arr; f: Arr } | null = null;
   const sparsifier = new Sparsifier(H, opt.path);
 
   return {
@@ -40,30 +44,31 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
     dims,
     workspaceBytes: () => ws.bytes(),
     specs: [
-      { name: "W_enc", shape: [H, D] },
-      { name: "b_gate", shape: [H] },
-      { name: "r_mag", shape: [H] },
-      { name: "b_mag", shape: [H] },
-      { name: "W_dec", shape: [H, D] },
-      { name: "b_dec", shape: [D] },
+      { name: "W_enc", shape: [H, D], groups: ENCODER },
+      { name: "b_gate", shape: [H], groups: ENCODER },
+      { name: "r_mag", shape: [H], groups: ENCODER },
+      { name: "b_mag", shape: [H], groups: ENCODER },
+      { name: "W_dec", shape: [H, D], groups: DECODER },
+      { name: "b_dec", shape: [D], groups: DECODER },
     ],
     unitNormDecoder: !saelens,
     applyBDecToInput: opt.applyBDecToInput,
     fixedInputBias: opt.fixedInputBias ?? null,
 
-    forward({ e, p, X, B, coeff }): ForwardResult {
+    forward({ e, p, X, B, coeff }): ForwardResult<GatedState> {
+      let F: Arr | null = null;
       const Wg = p.get("W_enc"), bGate = p.get("b_gate"), rMag = p.get("r_mag"), bMag = p.get("b_mag");
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
-      A = ws.f("A", B * H, X);
+      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const A = ws.f("A", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wg, 0, A); // Z
-      er = ws.f("expR", H, X);
+      const er = ws.f("expR", H, X);
       for (let i = 0; i < H; i++) er[i] = Math.exp(rMag[i]);
       const mag = (a: number, i: number) => (a > 0 ? Math.max(0, (a - bGate[i]) * er[i] + bMag[i]) : 0);
       const Xhat = ws.f("Xhat", B * D, X), XhatAux = ws.f("XhatAux", B * D, X);
-      colSumA = ws.f("colSumA", H, X);
+      const colSumA = ws.f("colSumA", H, X);
       const sp = sparsifier.run(e, ws, A, bGate, B); // the open gates: Z + b_gate > 0
-      sparse = sp && { m: sp.m, idx: sp.idx, a: sp.val, f: ws.f("spF", B * sp.m, X) };
+      const sparse = sp && { m: sp.m, idx: sp.idx, a: sp.val, f: ws.f("spF", B * sp.m, X) };
       if (!sparse) e.addBias(A, bGate, B, H, true, colSumA); // A = ReLU(Z + b_gate), dense, with its column sums
       if (sparse) {
         const { m, idx, a, f } = sparse;
@@ -80,21 +85,21 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel {
         denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
         denseDecode(e, A, Wdec, bDec, dims, B, XhatAux);
       }
-      E = ws.f("E", B * D, X);
+      const E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
-      Eaux = ws.f("Eaux", B * D, X);
+      const Eaux = ws.f("Eaux", B * D, X);
       const aux = residual(XhatAux, X, Eaux) / B;
-      norms = ws.f("norms", H, X);
+      const norms = ws.f("norms", H, X);
       if (saelens) e.rowNorms(Wdec, H, D, norms);
       else norms.fill(1);
       let pen = 0;
       for (let i = 0; i < H; i++) pen += colSumA[i] * norms[i];
       const sparsity = (coeff * pen) / B;
-      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F };
-      return { terms: { loss: mse + sparsity + aux, mse, sparsity, aux }, code, Xhat };
+      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F: F! };
+      return { terms: { loss: mse + sparsity + aux, mse, sparsity, aux }, code, Xhat, state: { Xc, A, F: F ?? A, E, Eaux, norms, colSumA, er, sparse } };
     },
 
-    backward({ e, p, X, B, coeff }: StepInput, g: ParamSet): void {
+    backward({ e, p, X, B, coeff }: StepInput, { Xc, A, F, E, Eaux, norms, colSumA, er, sparse }: GatedState, g: ParamSet): void {
       const Wg = p.get("W_enc"), bGate = p.get("b_gate"), Wdec = p.get("W_dec");
       const dWg = g.get("W_enc"), dbGate = g.get("b_gate"), drMag = g.get("r_mag"), dbMag = g.get("b_mag");
       const dWdec = g.get("W_dec"), dbDec = g.get("b_dec");

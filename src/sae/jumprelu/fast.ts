@@ -1,5 +1,5 @@
 // JumpReLU SAE (Rajamanoharan et al. 2024, "Jumping Ahead: Improving Reconstruction Fidelity with
-// JumpReLU Sparse Autoencoders", arXiv 2407.14435; sae-variants.md §2.7):
+// JumpReLU Sparse Autoencoders", arXiv 2407.14435; docs/variants.md#jumprelu):
 //   P = (X − a·b_dec) W_encᵀ + b_enc;  F = P ⊙ H(P − θ);  X̂ = F W_dec + b_dec
 //   loss = mean_b [ ‖x − x̂‖² + λ·Σ_i H(P_i − θ_i) ]     (λ = sae.l0_coefficient)
 // θ > 0 is stored as log θ. The step function has no useful derivative; θ learns through the
@@ -24,32 +24,39 @@ export interface JumpReluOptions {
   path?: "auto" | "dense" | "sparse";
 }
 
-export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
+/**
+ * What backward needs. A sparse code keeps every entry with P > θ − ε/2 (the active ones and those
+ * in the kernel's band, which θ's gradient needs), with f = 0 for the band below θ.
+ */
+interface JumpReluState {
+  Xc: Arr; P: Arr; F: Arr; E: Arr; theta: Arr;
+  sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr } | null;
+}
+
+export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpReluState> {
   const { D, H } = dims;
   const ws = new Workspace();
   const eps = opt.bandwidth;
   const sparsifier = new Sparsifier(H, opt.path);
-  // cache of the last forward; a sparse code keeps every entry with P > θ − ε/2 (the active ones
-  // and those in the kernel's band, which θ's gradient needs), with f = 0 for the band below θ
-  let Xc: Arr, P: Arr, F: Arr, E: Arr, theta: Arr;
-  let sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr } | null = null;
 
   return {
     variant: "jumprelu",
     dims,
     workspaceBytes: () => ws.bytes(),
-    specs: [...standardSpecs(dims), { name: "log_threshold", shape: [H] }],
+    specs: [...standardSpecs(dims), { name: "log_threshold", shape: [H], groups: ["encoder", "threshold"] }],
     unitNormDecoder: opt.unitNormDecoder,
     applyBDecToInput: opt.applyBDecToInput,
     fixedInputBias: opt.fixedInputBias ?? null,
 
-    forward({ e, p, X, B, coeff }): ForwardResult {
+    forward({ e, p, X, B, coeff }): ForwardResult<JumpReluState> {
+      let F: Arr | null = null;
+      let sparse: JumpReluState["sparse"] = null;
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       const logT = p.get("log_threshold");
-      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
-      P = ws.f("P", B * H, X);
+      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const P = ws.f("P", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P); // without b_enc
-      theta = ws.f("theta", H, X);
+      const theta = ws.f("theta", H, X);
       for (let i = 0; i < H; i++) theta[i] = Math.exp(logT[i]);
       // candidates: P + b_enc − θ + ε/2 > 0, a superset (by a hair, for rounding) of P + b_enc > θ − ε/2
       const shift = ws.f("shift", H, X);
@@ -81,14 +88,14 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel {
         }
         denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       }
-      E = ws.f("E", B * D, X);
+      const E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
       const sparsity = (coeff * l0) / B;
-      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F };
-      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code, Xhat };
+      const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F: F! };
+      return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code, Xhat, state: { Xc, P, F: F ?? P, E, theta, sparse } };
     },
 
-    backward({ e, p, X, B, coeff }: StepInput, g: ParamSet): void {
+    backward({ e, p, X, B, coeff }: StepInput, { Xc, P, F, E, theta, sparse }: JumpReluState, g: ParamSet): void {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const dLogT = g.get("log_threshold");

@@ -1,5 +1,5 @@
 // TopK SAE (Gao et al. 2024, arXiv 2406.04093; OpenAI sparse_autoencoder, EleutherAI sparsify),
-// with the AuxK auxiliary loss for dead latents (sae-variants.md §2.5).
+// with the AuxK auxiliary loss for dead latents (docs/variants.md#topk).
 //   P = (X − b_dec) W_encᵀ + b_enc; keep each row's K largest entries, ReLU them; X̂ = F W_dec + b_dec.
 //   loss = Σ_d (x − x̂)² (mean over tokens) + α·AuxK
 // The code is sparse: decode gathers K decoder rows, and weight gradients touch only the selected
@@ -7,7 +7,7 @@
 import type { Arr } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
 import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "../variant.ts";
-import { AuxK, sparseBackward } from "../sparse.ts";
+import { AuxK, sparseBackward, type AuxState } from "../sparse.ts";
 import type { ParamSet } from "../params.ts";
 
 export interface TopKOptions {
@@ -27,13 +27,15 @@ export function setEncoderBlockRows(n: number): void {
   ENCODER_BLOCK_ROWS = n;
 }
 
-export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
+/** what backward needs: the centred input, the residual X̂ − X, the code, AuxK's state */
+interface TopKState { Xc: Arr; E: Arr; idx: Int32Array; val: Arr; aux: AuxState | null }
+
+export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
   const { D, H } = dims;
   const K = opt.k;
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
   if (opt.auxPath) auxk.path = opt.auxPath;
-  let Xc: Arr, E: Arr, idx: Int32Array, val: Arr; // cache of the last forward
 
   return {
     variant: "topk",
@@ -44,11 +46,11 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
     applyBDecToInput: opt.applyBDecToInput,
     fixedInputBias: opt.fixedInputBias ?? null,
 
-    forward({ e, p, X, B, dead, auxTarget }): ForwardResult {
+    forward({ e, p, X, B, dead, auxTarget }): ForwardResult<TopKState> {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
-      idx = ws.i("idx", B * K);
-      val = ws.f("val", B * K, X);
+      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const idx = ws.i("idx", B * K);
+      const val = ws.f("val", B * K, X);
       auxk.begin(B, dead, X);
       // Encoder GEMM and selection in blocks of rows, so the dense pre-activations [rows, H] are
       // still in cache when the top-k reads them, and never exist for the whole batch.
@@ -63,13 +65,13 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
       }
       const Xhat = ws.f("Xhat", B * D, X);
       e.gatherRows(idx, val, B, K, Wdec, H, D, bDec, Xhat);
-      E = ws.f("E", B * D, X);
+      const E = ws.f("E", B * D, X);
       const mse = residual(Xhat, X, E) / B;
-      const aux = auxk.finish(e, bEnc, Wdec, E, auxTarget);
-      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: K, idx, val }, Xhat };
+      const { loss: aux, state: auxState } = auxk.finish(e, bEnc, Wdec, E, auxTarget);
+      return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: K, idx, val }, Xhat, state: { Xc, E, idx, val, aux: auxState } };
     },
 
-    backward({ e, p, X, B }: StepInput, g: ParamSet): void {
+    backward({ e, p, X, B }: StepInput, { Xc, E, idx, val, aux }: TopKState, g: ParamSet): void {
       const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const gpSum = ws.f("gpSum", H, X);
@@ -77,7 +79,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel {
       const G = scaled(E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂ [B, D]
       e.colSum(G, B, D, dbDec, true);
       sparseBackward(e, ws, "gp", dims, B, K, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
-      auxk.backward(e, B, Wdec, Xc, dWdec, dWenc, gpSum);
+      auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
     },

@@ -1,23 +1,20 @@
-// Final weights in the SAELens v6 layout (DESIGN.md decision 4; sae-variants.md §5):
-// final/sae_weights.safetensors with W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec [d_in] and per
-// architecture b_enc [d_sae] (standard, topk, jumprelu), threshold [d_sae] (jumprelu), or
-// b_gate, b_mag, r_mag [d_sae] (gated, no b_enc); and final/cfg.json. The input scaling is folded
-// in, so raw activations can be fed. Mappings to SAELens architectures:
-//   standard, tanh → standard; scaled → standard with s folded into the decoder rows;
-//   gated → gated; topk → topk; jumprelu → jumprelu (threshold = e^{log θ});
-//   batchtopk → jumprelu with the global threshold in every entry (SAELens does the same).
+// Final weights in the SAELens v6 layout (docs/formats.md#final-weights):
+// final/sae_weights.safetensors with W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_dec [d_in] and
+// the tensors of the variant's SAELens architecture (each variant's toSaeLens: b_enc, threshold,
+// b_gate/b_mag/r_mag, ...); and final/cfg.json. The input scaling is folded in, so raw
+// activations can be fed.
 import fs from "node:fs";
 import path from "node:path";
-import { readSafetensors, writeSafetensors, type Tensor } from "./safetensors.ts";
-import { writeFileAtomic } from "./run.ts";
-import { ParamSet } from "../sae/params.ts";
-import type { SaeModel } from "../sae/variant.ts";
+import { readSafetensors, writeSafetensors, type Tensor } from "../io/safetensors.ts";
+import { writeFileAtomic } from "../io/run.ts";
+import { ParamSet } from "./params.ts";
+import { f32, type SaeModel } from "./variant.ts";
+import { variantDef } from "./index.ts";
 import type { Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
 
-const ARCHITECTURE: Record<Config["sae"]["variant"], string> = {
-  standard: "standard", tanh: "standard", scaled: "standard", gated: "gated", topk: "topk", batchtopk: "jumprelu", jumprelu: "jumprelu",
-};
+/** the SAELens version whose cfg.json layout export writes (SAELens reads `metadata` only when it names one, ≥ 6) */
+export const SAE_LENS_VERSION = "6.18.0";
 
 /** [rows, cols] → [cols, rows] */
 export function transpose(a: ArrayLike<number>, rows: number, cols: number): Float32Array {
@@ -26,42 +23,36 @@ export function transpose(a: ArrayLike<number>, rows: number, cols: number): Flo
   return out;
 }
 
-/** SAELens tensors from our parameters. */
-export function toSaeLens(model: SaeModel, p: ParamSet): Record<string, Tensor> {
+/** The SAELens tensors of our parameters, with the architecture and extra cfg.json fields. */
+export function toSaeLens(model: SaeModel, p: ParamSet, c: Config): { tensors: Record<string, Tensor>; architecture: string; cfg: Record<string, unknown> } {
   const { D, H } = model.dims;
-  const t = (data: ArrayLike<number>, shape: number[]): Tensor => ({ dtype: "F32", shape, data: Float32Array.from(data) });
-  const out: Record<string, Tensor> = {
+  const out = variantDef(model.variant).toSaeLens(p, model.dims, c.sae);
+  const tensors: Record<string, Tensor> = {
     W_enc: { dtype: "F32", shape: [D, H], data: transpose(p.get("W_enc"), H, D) },
-    W_dec: t(p.get("W_dec"), [H, D]),
-    b_dec: t(p.get("b_dec"), [D]),
+    W_dec: f32(p.get("W_dec"), [H, D]),
+    b_dec: f32(p.get("b_dec"), [D]),
+    ...out.tensors,
   };
-  const v = p.views;
-  if (v.b_enc) out.b_enc = t(v.b_enc, [H]);
-  if (v.s) {
-    const W = out.W_dec.data;
-    for (let i = 0; i < H; i++) for (let d = 0; d < D; d++) W[i * D + d] *= v.s[i];
-  }
-  for (const name of ["b_gate", "b_mag", "r_mag"]) if (v[name]) out[name] = t(v[name], [H]);
-  if (v.log_threshold) out.threshold = t(Array.from(v.log_threshold, Math.exp), [H]);
-  if (v.threshold) out.threshold = t(new Float32Array(H).fill(v.threshold[0]), [H]);
-  return out;
+  return { tensors, architecture: out.architecture, cfg: out.cfg ?? {} };
 }
 
 export function saveFinal(dir: string, model: SaeModel, p: ParamSet, c: Config, scale: number): void {
-  writeSafetensors(path.join(dir, "final", "sae_weights.safetensors"), toSaeLens(model, p));
+  const out = toSaeLens(model, p, c);
+  writeSafetensors(path.join(dir, "final", "sae_weights.safetensors"), out.tensors);
   const cfg = {
     d_in: model.dims.D,
     d_sae: model.dims.H,
     dtype: "float32",
     device: "cpu",
-    architecture: ARCHITECTURE[c.sae.variant],
+    architecture: out.architecture,
     apply_b_dec_to_input: c.sae.apply_b_dec_to_input,
     normalize_activations: "none",
-    ...(c.sae.variant === "topk" ? { k: c.sae.k } : {}),
+    ...out.cfg,
     metadata: {
       sae_tool: "sae",
       variant: c.sae.variant,
-      flavour: c.sae.flavour,
+      // only a variant with flavours has one (an old config may carry a stray sae.flavour)
+      ...(c.sae.flavour !== undefined && variantDef(c.sae.variant).flavours?.includes(c.sae.flavour) ? { flavour: c.sae.flavour } : {}),
       folded_input_scale: scale,
       input_normalization: c.data.normalize,
     },
@@ -88,12 +79,7 @@ export function fromSaeLens(tensors: Record<string, Tensor>, file: string, model
   p.get("W_enc").set(transpose(need("W_enc", [D, H]), D, H));
   p.get("W_dec").set(need("W_dec", [H, D]));
   p.get("b_dec").set(need("b_dec", [D]));
-  const v = p.views;
-  if (v.b_enc) v.b_enc.set(need("b_enc", [H]));
-  if (v.s) v.s.fill(1); // folded into W_dec
-  for (const name of ["b_gate", "b_mag", "r_mag"]) if (v[name]) v[name].set(need(name, [H]));
-  if (v.log_threshold) v.log_threshold.set(Array.from(need("threshold", [H]), Math.log));
-  if (v.threshold) v.threshold[0] = need("threshold", [H])[0];
+  variantDef(model.variant).fromSaeLens(p, need, model.dims);
   return p;
 }
 

@@ -2,6 +2,7 @@
 // header {'descr', 'fortran_order', 'shape'} padded to 64 bytes, then the raw array). Only the
 // header is read here; the data is read in pieces by the stores.
 import fs from "node:fs";
+import { writeAtomicWith } from "./atomic.ts";
 import { SaeError } from "../errors.ts";
 
 export interface NpyHeader {
@@ -55,17 +56,12 @@ export function npyHeader(descr: string, shape: number[]): Buffer {
   return Buffer.concat([head, Buffer.from(dict, "latin1")]);
 }
 
-/** Writes a whole array as .npy (temporary file renamed into place). */
+/** Writes a whole array as .npy, atomically (io/atomic.ts). */
 export function writeNpy(file: string, data: Float32Array | Int32Array, shape: number[]): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, "w");
-  try {
+  writeAtomicWith(file, (fd) => {
     fs.writeSync(fd, npyHeader(data instanceof Float32Array ? "<f4" : "<i4", shape));
     fs.writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  });
 }
 
 export function openOrExplain(file: string): number {
