@@ -170,6 +170,7 @@ test("runs with a missing, broken or failed evaluation are listed with the reaso
 });
 
 const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
+if (!CHROMIUM && process.env.CI) throw new Error("chromium is missing under CI (.ci/run installs Debian's chromium)");
 const skipChromium = CHROMIUM ? false : "Debian's chromium is not installed (.ci/run installs it)";
 
 test("report.html in headless Chromium: every plot is shown (not blank), no console errors, nothing fetched", { skip: skipChromium, timeout: 120_000 }, async () => {
