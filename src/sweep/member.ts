@@ -12,6 +12,7 @@ import { createRunDir, readStatus, type RunStatus } from "../io/run.ts";
 import { latestCheckpoint } from "../train/checkpoint.ts";
 import { probeData } from "../data/index.ts";
 import { resolveTfjs } from "../engine/tfjs.ts";
+import { keyReaders } from "../sae/index.ts";
 import { tfjsStepper } from "../train/tfjs-stepper.ts";
 import { train, type PhaseEval, type TrainReporter } from "../train/loop.ts";
 import type { EvalResult } from "../eval/metrics.ts";
@@ -104,7 +105,7 @@ export async function runMember(sweep: Sweep, run: SweepRun, o: MemberOptions): 
   }
 }
 
-/** Throws when the run's folder was trained from another config than the sweep file gives now (a done run's too). */
+/** Throws when the run's folder was trained with other values than the sweep file gives now (a done run's too). */
 export function checkUnchanged(sweep: Sweep, run: SweepRun): void {
   const dir = path.join(sweep.dir, run.name);
   if (fs.existsSync(path.join(dir, "config.yaml"))) checkSameConfig(dir, trainingConfig(sweep, run), sweep);
@@ -113,12 +114,20 @@ export function checkUnchanged(sweep: Sweep, run: SweepRun): void {
 /** A run folder trained from another config is never continued with this one: the sweep file changed. */
 function checkSameConfig(dir: string, config: Config, sweep: Sweep): void {
   const file = path.join(dir, "config.yaml");
-  const before = YAML.parse(fs.readFileSync(file, "utf8"));
-  const now = YAML.parse(configToYaml(config));
+  const before = readOnly(YAML.parse(fs.readFileSync(file, "utf8")));
+  const now = readOnly(YAML.parse(configToYaml(config)));
   const diff = firstDifference(before, now, []);
   if (diff) {
     throw new SaeError("usage", `run ${path.basename(dir)} was started with ${diff.key} = ${JSON.stringify(diff.before)}, and the sweep file now gives ${JSON.stringify(diff.now)}`, `restore ${path.relative(process.cwd(), sweep.file)}, or give the sweep another name (name:) so that it gets a new folder`);
   }
+}
+
+/** the config without the sae keys its variant does not read (they cannot change what trains) */
+function readOnly(c: { sae?: Record<string, unknown> }): unknown {
+  const variant = c.sae?.variant;
+  if (typeof variant !== "string") return c;
+  const readers = keyReaders();
+  return { ...c, sae: Object.fromEntries(Object.entries(c.sae!).filter(([k]) => !(k in readers) || readers[k].includes(variant))) };
 }
 
 function firstDifference(a: unknown, b: unknown, at: string[]): { key: string; before: unknown; now: unknown } | null {
@@ -130,7 +139,10 @@ function firstDifference(a: unknown, b: unknown, at: string[]): { key: string; b
     }
     return null;
   }
-  return a === b ? null : { key: at.join("."), before: a ?? null, now: b ?? null };
+  // a key that one side lacks is a change of sae's schema (a new key, or one a variant no longer
+  // resolves), not of the sweep file: only values that both configs give are compared
+  if (a === null || a === undefined || b === null || b === undefined) return null;
+  return a === b ? null : { key: at.join("."), before: a, now: b };
 }
 
 /**
