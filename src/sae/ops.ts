@@ -54,6 +54,9 @@ export interface Ops<T> {
 }
 
 /** Everything the equations read besides the parameters and the batch. */
+/** the settings of EqContext that come from a variant's own config keys (VariantDef.eqSettings) */
+export type EqSettings = Pick<EqContext<unknown>, "k" | "kAux" | "auxCoefficient" | "tanhScale" | "bandwidth" | "prefixes">;
+
 export interface EqContext<T> {
   /** the sparsity coefficient at this step (λ, TanH's A); 0 turns the penalty off */
   coeff: number;

@@ -16,7 +16,7 @@ import type { z } from "zod";
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Tensor } from "../io/safetensors.ts";
 import type { ParamSpec, ParamSet } from "./params.ts";
-import type { Equations } from "./ops.ts";
+import type { EqSettings, Equations } from "./ops.ts";
 
 /** The resolved `sae:` section of a config: the keys every variant has, then the variants' own. */
 export interface SaeSettings {
@@ -85,6 +85,8 @@ export interface VariantDef<S extends SaeSettings = SaeSettings> {
   create(dims: Dims, s: S, fixedInputBias: Arr | null): SaeModel;
   /** its forward and loss as equations over Ops (ops.ts): the tfjs engine's step and the autodiff oracle of the fast model's backward */
   readonly equations: Equations;
+  /** the equations' own settings from its config keys (EqContext: k, tanhScale, bandwidth, prefixes, ...) */
+  eqSettings?(s: S): Partial<EqSettings>;
   /**
    * Folds a constant input bias b into the encoder biases: (x − b)Wᵀ + β = xWᵀ + (β − W b).
    * shift = W_enc b [H].

@@ -12,22 +12,13 @@ import type { ParamSet } from "../sae/params.ts";
 import type { LogWindow, TrainState } from "./checkpoint.ts";
 import type { LogFigures, PhaseSetup, Stepper } from "./stepper.ts";
 import type { StepperFactory } from "./loop.ts";
-import type { EqContext, Equations } from "../sae/ops.ts";
+import type { EqContext, EqSettings, Equations } from "../sae/ops.ts";
 
 /** The equations' context from a config's sae: section and the step's own values. */
 export function eqContext<T>(s: SaeSettings, step: { coeff: number; dead: T | null; training: boolean; fixedInputBias: T | null }): EqContext<T> {
-  const num = (v: unknown) => (typeof v === "number" ? v : 0); // a key the variant does not have
-  return {
-    ...step,
-    applyBDecToInput: s.apply_b_dec_to_input,
-    flavour: s.flavour ?? "",
-    k: num(s.k),
-    kAux: num(s.k_aux),
-    auxCoefficient: num(s.aux_coefficient),
-    tanhScale: num(s.tanh_scale),
-    bandwidth: num(s.jumprelu_bandwidth),
-    prefixes: Array.isArray(s.matryoshka_prefixes) ? s.matryoshka_prefixes : [],
-  };
+  // settings a variant does not have stay 0 / empty; its own come from its definition
+  const none: EqSettings = { k: 0, kAux: 0, auxCoefficient: 0, tanhScale: 0, bandwidth: 0, prefixes: [] };
+  return { ...none, ...variantDef(s.variant).eqSettings?.(s), ...step, applyBDecToInput: s.apply_b_dec_to_input, flavour: s.flavour ?? "" };
 }
 
 /** The loop's stepper factory for the tfjs engine. */

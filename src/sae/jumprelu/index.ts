@@ -22,6 +22,7 @@ export const SAELENS_JUMPRELU = "jumprelu";
 export const jumprelu = defineVariant(keys, {
   name: "jumprelu",
   equations: jumpreluEquations,
+  eqSettings: (s) => ({ bandwidth: s.jumprelu_bandwidth }),
   title: "JumpReLU (Rajamanoharan et al. 2024)",
   // the paper's encoder has no pre-encoder bias
   defaults: { init_norm: 1, apply_b_dec_to_input: false },

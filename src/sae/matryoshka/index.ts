@@ -34,6 +34,7 @@ export const matryoshka = defineVariant(keys, {
   ...kSparse,
   name: "matryoshka",
   equations: matryoshkaEquations,
+  eqSettings: (s) => ({ ...kSparse.eqSettings(s), prefixes: s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae) }),
   title: "Matryoshka BatchTopK (Bussmann et al. 2025)",
   resolve: (s, D) => ({ ...kSparse.resolve(s, D), matryoshka_prefixes: s.matryoshka_prefixes ?? defaultPrefixes(s.d_sae) }),
   check: (s, fail) => {

@@ -48,6 +48,7 @@ const keys = {
 export const tanh = defineVariant(keys, {
   name: "tanh",
   equations: tanhEquations,
+  eqSettings: (s) => ({ tanhScale: s.tanh_scale }),
   title: "TanH penalty (Anthropic, Feb 2024)",
   flavours: ["april", "constrained"],
   defaults: { init_norm: 0.1 },

@@ -52,6 +52,8 @@ export const kSparse = {
   resolve: (s: { k_aux?: number; d_sae: number }, D: number) => ({ k_aux: resolvedKAux(s, D) }),
   check: checkK,
   foldInputBias: foldIntoEncoderBias,
+  /** the resolved config holds k_aux (resolve) */
+  eqSettings: (s: { k: number; k_aux?: number; aux_coefficient: number }) => ({ k: s.k, kAux: s.k_aux ?? 0, auxCoefficient: s.aux_coefficient }),
 };
 
 export const topk = defineVariant(topkKeys, {
