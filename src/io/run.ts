@@ -110,7 +110,9 @@ export class MetricsLog {
   /** removes the rows logged after `step` (before a resume re-logs them) */
   dropAfter(step: number): void {
     const lines = fs.readFileSync(this.file, "utf8").split("\n").filter((l) => l.length > 0);
-    const kept = [lines[0], ...lines.slice(1).filter((l) => Number(l.split(",")[0]) <= step)];
+    // a row cut short by a killed process (fewer fields than the header) goes too
+    const fields = lines[0].split(",").length;
+    const kept = [lines[0], ...lines.slice(1).filter((l) => l.split(",").length === fields && Number(l.split(",")[0]) <= step)];
     writeFileAtomic(this.file, kept.join("\n") + "\n");
   }
 

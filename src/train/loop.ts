@@ -92,13 +92,16 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     if (gt) writeSafetensors(path.join(runDir, "ground_truth.safetensors"), { features: { dtype: "F32", shape: [gt.G, D], data: gt.features } });
     const log = new MetricsLog(runDir, METRIC_COLUMNS);
     if (o.resume) log.dropAfter(s.step); // rows logged after the checkpoint will be logged again
-    const run: Run = { o, c, e, data, status, s, log, phaseEvals: o.resume ? readPhaseEvals(runDir) : [] };
+    // a phase that ended exactly at the checkpoint is evaluated again (the process may have stopped
+    // between its checkpoint and its evaluation, final/ or eval.json): the numbers are the same
+    const phaseEvals = o.resume ? readPhaseEvals(runDir).filter((pe) => pe.step < s.step) : [];
+    const run: Run = { o, c, e, data, status, s, log, phaseEvals };
 
     let result: EvalResult | null = null;
     let phaseStart = 0; // global step at which the phase begins
     for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseStart += t.phases[phaseIndex].steps, phaseIndex++) {
       const ph = t.phases[phaseIndex];
-      if (s.step >= phaseStart + ph.steps) continue; // done before a resume
+      if (s.step >= phaseStart + ph.steps && run.phaseEvals.length > phaseIndex) continue; // done and evaluated before a resume
       const setup = setUpPhase(run, model, ph, phaseStart);
       model = setup.model;
       const stepper = await (o.stepper ?? ((p, st) => new NativeStepper(e, p, st)))(setup, s);
