@@ -13,6 +13,8 @@ import { doctorCommand } from "./doctor.ts";
 import { harvestCommand } from "./harvest.ts";
 import { exportCommand, importCommand } from "./exchange.ts";
 import { featuresCommand } from "./features.ts";
+import { sweepCommand } from "./sweep.ts";
+import { reportCommand } from "./report.ts";
 
 export async function main(argv: string[], io: CliIo = processIo): Promise<number> {
   const program = new Command("sae")
@@ -21,7 +23,8 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError("(run with --help for usage)");
-  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, featuresCommand, harvestCommand, exportCommand, importCommand, runsCommand, doctorCommand]) {
+  for (const make of [trainCommand, resumeCommand, finetuneCommand, evalCommand, featuresCommand, harvestCommand, exportCommand, importCommand, runsCommand, doctorCommand,
+    sweepCommand, reportCommand]) {
     program.addCommand(make(io).exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) }));
   }
   try {

@@ -15,7 +15,7 @@ export function runsCommand(io: CliIo): Command {
     .addHelpText("after", `
 Examples:
   sae runs
-  sae runs --wide --runs-dir runs/compare`)
+  sae runs --wide --runs-dir runs/synthetic`)
     .action((opts: { runsDir: string; wide?: boolean }) => {
       const runs = runsInTrainingOrder(opts.runsDir);
       if (runs.length === 0) {

@@ -3,7 +3,7 @@
 // Precedence: schema defaults < YAML file < --set.
 import fs from "node:fs";
 import path from "node:path";
-import YAML, { LineCounter, isMap, isPair, isScalar, type Document } from "yaml";
+import YAML, { LineCounter, isMap, isPair, isScalar, isSeq, type Document } from "yaml";
 import type { z } from "zod";
 import { ConfigSchema, resolveConfig, type Config, type RawConfig } from "./schema.ts";
 import { SaeError } from "../errors.ts";
@@ -30,47 +30,68 @@ const MAX_ALIASES = 100;
 /** the longest string a config value may hold (paths, names) */
 export const MAX_STRING = 4096;
 
+/**
+ * An override: `key.path=value` text (from --set), or a key and an already-parsed value with the
+ * place it came from (a sweep file's "file:line:col"), which then names it in every error; its
+ * relative paths resolve against baseDir (default: the working directory).
+ */
+export type Override = string | { key: string; value: unknown; origin: string; baseDir?: string };
+
 /** probe: opens the data to read D and check it (see DataProbe) */
-export function loadConfig(file: string | null, sets: string[] = [], opts: { probe?: DataProbe } = {}): LoadedConfig {
+export function loadConfig(file: string | null, sets: Override[] = [], opts: { probe?: DataProbe } = {}): LoadedConfig {
   let raw: unknown = {};
   let doc: Document | null = null;
-  const lines = new LineCounter();
+  let lines = new LineCounter();
   if (file !== null) {
-    let text: string;
-    try {
-      const size = fs.statSync(file).size;
-      if (size > MAX_CONFIG_BYTES) throw new SaeError("config", `config file ${file} is ${size} bytes; a config is a few kB of keys (at most ${MAX_CONFIG_BYTES})`, "give the experiment's YAML file (data goes in files that data.file.path names)");
-      text = fs.readFileSync(file, "utf8");
-    } catch (e) {
-      if (e instanceof SaeError) throw e;
-      throw new SaeError("usage", `cannot read config file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, "check the path; configs/ has examples");
-    }
-    doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-    if (doc.errors.length > 0) {
-      const err = doc.errors[0];
-      const pos = lines.linePos(err.pos[0]);
-      throw new SaeError("config", `${file}:${pos.line}:${pos.col}: invalid YAML: ${err.message.split("\n")[0].slice(0, 200)}`, "fix the YAML syntax at that line");
-    }
-    try {
-      // aliases expand into copies: a few nested ones make billions ("billion laughs")
-      raw = doc.toJS({ maxAliasCount: MAX_ALIASES }) ?? {};
-    } catch (e) {
-      throw new SaeError("config", `${file}: its aliases (*name) expand to more than ${MAX_ALIASES} copies (${(e as Error).message})`, "write the values out; a config needs few aliases, if any");
-    }
-    if (typeof raw !== "object" || Array.isArray(raw)) {
+    ({ raw, doc, lines } = readYamlFile(file, "config file", "check the path; configs/ has examples"));
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
       throw new SaeError("config", `${file}: the top level must be a mapping of keys (data:, sae:, train:, ...), found ${Array.isArray(raw) ? "a list" : typeof raw}`, "see configs/quickstart.yaml");
     }
   }
   return validateConfig(raw as Record<string, unknown>, sets, doc, lines, file, opts.probe ?? null);
 }
 
+/** Reads and parses a YAML file, keeping the document and line positions for messages; what = "config file", "sweep file". */
+export function readYamlFile(file: string, what: string, hint: string): { raw: unknown; doc: Document; lines: LineCounter } {
+  let text: string;
+  try {
+    const size = fs.statSync(file).size;
+    if (size > MAX_CONFIG_BYTES) throw new SaeError("config", `${what} ${file} is ${size} bytes; a config is a few kB of keys (at most ${MAX_CONFIG_BYTES})`, "give the experiment's YAML file (data goes in files that data.file.path names)");
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    if (e instanceof SaeError) throw e;
+    throw new SaeError("usage", `cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, hint);
+  }
+  const lines = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const err = doc.errors[0];
+    const pos = lines.linePos(err.pos[0]);
+    throw new SaeError("config", `${file}:${pos.line}:${pos.col}: invalid YAML: ${err.message.split("\n")[0].slice(0, 200)}`, "fix the YAML syntax at that line");
+  }
+  try {
+    // aliases expand into copies: a few nested ones make billions ("billion laughs")
+    return { raw: doc.toJS({ maxAliasCount: MAX_ALIASES }) ?? {}, doc, lines };
+  } catch (e) {
+    throw new SaeError("config", `${file}: its aliases (*name) expand to more than ${MAX_ALIASES} copies (${(e as Error).message})`, "write the values out; a config needs few aliases, if any");
+  }
+}
+
+/** "file:line:col: " of the key (or list item) at path in a parsed YAML file, or of the deepest part of it that exists; "file: " when none does. */
+export function yamlPosition(doc: Document, lines: LineCounter, file: string, path: (string | number)[]): string {
+  const pos = locate(doc, path);
+  if (pos === null) return `${file}: `;
+  const lp = lines.linePos(pos);
+  return `${file}:${lp.line}:${lp.col}: `;
+}
+
 /** Validates a config object (from a file, or built by a command such as finetune) with --set overrides. */
-export function configFromObject(raw: Record<string, unknown>, sets: string[] = [], probe: DataProbe | null = null): LoadedConfig {
+export function configFromObject(raw: Record<string, unknown>, sets: Override[] = [], probe: DataProbe | null = null): LoadedConfig {
   return validateConfig(structuredClone(raw), sets, null, new LineCounter(), null, probe);
 }
 
-function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Document | null, lines: LineCounter, file: string | null, probe: DataProbe | null): LoadedConfig {
-  const setPaths = new Map<string, string>();
+function validateConfig(raw: Record<string, unknown>, sets: Override[], doc: Document | null, lines: LineCounter, file: string | null, probe: DataProbe | null): LoadedConfig {
+  const setPaths: SetPaths = new Map();
   for (const s of sets) applySet(raw, s, setPaths);
   const long = longString(raw);
   if (long) throw new SaeError("config", `${origin(long.path, doc, lines, file, setPaths)}${long.path.join(".")}: a string of ${long.length} characters; config values are names and paths of at most ${MAX_STRING}`, "shorten it");
@@ -108,7 +129,7 @@ function validateConfig(raw: Record<string, unknown>, sets: string[], doc: Docum
 /** Config keys that hold paths: made absolute (so the run's config.yaml works from anywhere), env vars expanded. */
 const PATH_KEYS = [["data", "file", "path"], ["data", "model", "checkpoint"], ["data", "model", "tokens"], ["data", "model", "tokenizer"]];
 
-function resolvePaths(raw: Record<string, any>, file: string | null, setPaths: Map<string, string>, where: (p: string[]) => string): void {
+function resolvePaths(raw: Record<string, any>, file: string | null, setPaths: SetPaths, where: (p: string[]) => string): void {
   for (const keyPath of PATH_KEYS) {
     const parent = keyPath.slice(0, -1).reduce<Record<string, any> | undefined>((o, k) => o?.[k], raw);
     const last = keyPath[keyPath.length - 1];
@@ -118,7 +139,8 @@ function resolvePaths(raw: Record<string, any>, file: string | null, setPaths: M
       throw new SaeError("config", `${where(keyPath)}${keyPath.join(".")}: the environment variable ${name} in "${v}" is not set`, `set ${name}, write \${${name}:-default}, or give the path directly`);
     });
     // relative to the config file's folder; --set values and configs built in code: to the working directory
-    const base = file && !setPaths.has(keyPath.join(".")) ? path.dirname(path.resolve(file)) : process.cwd();
+    const set = setPaths.get(keyPath.join("."));
+    const base = set ? set.baseDir ?? process.cwd() : file ? path.dirname(path.resolve(file)) : process.cwd();
     parent![last] = path.resolve(base, expanded);
   }
 }
@@ -133,19 +155,28 @@ export function expandEnv(s: string, unset: (name: string) => string): string {
   });
 }
 
-/** Applies one `key.path=value` (value parsed as a YAML scalar) to the raw config object. */
-function applySet(raw: Record<string, unknown>, s: string, setPaths: Map<string, string>): void {
-  const eq = s.indexOf("=");
-  if (eq <= 0) throw new SaeError("usage", `--set ${s}: expected key=value, e.g. --set sae.k=64`);
-  const key = s.slice(0, eq).trim();
-  const valueText = s.slice(eq + 1);
-  const path = key.split(".");
-  let value: unknown;
-  try {
-    value = valueText === "" ? "" : YAML.parse(valueText);
-  } catch {
-    value = valueText;
+/** where each overridden key came from: the label that starts its errors, and the folder its relative paths resolve against */
+type SetPaths = Map<string, { label: string; baseDir?: string }>;
+
+/** Applies one override (`key.path=value` text, value parsed as a YAML scalar, or a parsed value) to the raw config object. */
+function applySet(raw: Record<string, unknown>, s: Override, setPaths: SetPaths): void {
+  let key: string, value: unknown, label: string;
+  if (typeof s === "string") {
+    label = `--set ${s}`;
+    const eq = s.indexOf("=");
+    if (eq <= 0) throw new SaeError("usage", `--set ${s}: expected key=value, e.g. --set sae.k=64`);
+    key = s.slice(0, eq).trim();
+    const valueText = s.slice(eq + 1);
+    try {
+      value = valueText === "" ? "" : YAML.parse(valueText);
+    } catch {
+      value = valueText;
+    }
+  } else {
+    ({ key, value } = s);
+    label = s.origin;
   }
+  const path = key.split(".");
   // Walk the schema alongside the path so unknown keys are caught here with a suggestion.
   let shape: Record<string, z.ZodType> | null = objectShape(ConfigSchema);
   let obj = raw;
@@ -154,7 +185,7 @@ function applySet(raw: Record<string, unknown>, s: string, setPaths: Map<string,
     if (!shape || !(part in shape)) {
       const known = shape ? Object.keys(shape) : [];
       const prefix = path.slice(0, i).join(".");
-      throw new SaeError("usage", `--set ${s}: unknown key ${prefix ? prefix + "." : ""}${part}${suggest(part, known)}`, known.length ? `keys here: ${known.join(", ")}` : undefined);
+      throw new SaeError(typeof s === "string" ? "usage" : "config", `${label}: unknown key ${prefix ? prefix + "." : ""}${part}${suggest(part, known)}`, known.length ? `keys here: ${known.join(", ")}` : undefined);
     }
     if (i === path.length - 1) {
       obj[part] = value;
@@ -164,7 +195,7 @@ function applySet(raw: Record<string, unknown>, s: string, setPaths: Map<string,
       shape = objectShape(shape[part]);
     }
   }
-  setPaths.set(key, s);
+  setPaths.set(key, { label, baseDir: typeof s === "string" ? undefined : s.baseDir });
 }
 
 /** The shape of a (possibly default-wrapped / optional) zod object schema, or null. */
@@ -186,7 +217,7 @@ function shapeAt(path: (string | number | symbol)[]): Record<string, z.ZodType> 
   return shape;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, doc: Document | null, lines: LineCounter, file: string | null, setPaths: Map<string, string>): string {
+function describeIssue(issue: z.core.$ZodIssue, doc: Document | null, lines: LineCounter, file: string | null, setPaths: SetPaths): string {
   const path = issue.path.map(String);
   if (issue.code === "unrecognized_keys") {
     const known = Object.keys(shapeAt(issue.path as string[]) ?? {});
@@ -202,24 +233,31 @@ function describeIssue(issue: z.core.$ZodIssue, doc: Document | null, lines: Lin
   return `${origin(path, doc, lines, file, setPaths)}${path.join(".") || "(top level)"}: ${expected}, but found ${show(input)}`;
 }
 
-/** "file:line:col: " for a key from the YAML file, "--set k=v: " for an override, or "". */
-function origin(path: string[], doc: Document | null, lines: LineCounter, file: string | null, setPaths: Map<string, string>): string {
-  const set = setPaths.get(path.join("."));
-  if (set !== undefined) return `--set ${set}: `;
+/** "file:line:col: " for a key from the YAML file, "--set k=v: " (or the override's own origin) for an override, or "". */
+function origin(path: string[], doc: Document | null, lines: LineCounter, file: string | null, setPaths: SetPaths): string {
+  // the key itself or the overridden key above it (an override may set a list such as train.phases)
+  for (let i = path.length; i > 0; i--) {
+    const set = setPaths.get(path.slice(0, i).join("."));
+    if (set !== undefined) return `${set.label}: `;
+  }
   if (!doc || !file) return "";
-  const pos = locate(doc, path);
-  if (pos === null) return `${file}: `;
-  const lp = lines.linePos(pos);
-  return `${file}:${lp.line}:${lp.col}: `;
+  return yamlPosition(doc, lines, file, path);
 }
 
-/** Source offset of the key (or the deepest existing parent key) at path. */
-function locate(doc: Document, path: string[]): number | null {
+/** Source offset of the key (or list item, or the deepest existing parent) at path. */
+function locate(doc: Document, path: (string | number)[]): number | null {
   let node: unknown = doc.contents;
   let found: number | null = null;
   for (const part of path) {
+    if (isSeq(node) && typeof part === "number") {
+      const item = node.items[part];
+      if (!item) break;
+      found = (item as { range?: [number, number, number] }).range?.[0] ?? found;
+      node = item;
+      continue;
+    }
     if (!isMap(node)) break;
-    const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && String(it.key.value) === part);
+    const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && String(it.key.value) === String(part));
     if (!pair || !isPair(pair) || !isScalar(pair.key)) break;
     found = pair.key.range?.[0] ?? found;
     node = pair.value;

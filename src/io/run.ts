@@ -172,6 +172,7 @@ export class MetricsLog {
   dropAfter(step: number): void {
     const header = stringify([this.columns]).trimEnd();
     const lines = fs.readFileSync(this.file, "utf8").split("\n").filter((l) => l.length > 0);
+    // a row cut short by a killed process (fewer fields than the header, or no step) goes too
     const whole = (l: string) => l.split(",").length === this.columns.length && /^\d+$/.test(l.split(",")[0]);
     const kept = [header, ...lines.slice(1).filter((l) => whole(l) && Number(l.split(",")[0]) <= step)];
     writeFileAtomic(this.file, kept.join("\n") + "\n");

@@ -144,7 +144,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
     let phaseStart = 0; // global step at which the phase begins
     for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseStart += t.phases[phaseIndex].steps, phaseIndex++) {
       const ph = t.phases[phaseIndex];
-      if (s.step >= phaseStart + ph.steps) continue; // done before a resume
+      if (s.step >= phaseStart + ph.steps && run.phaseEvals.length > phaseIndex) continue; // done and evaluated before a resume
       const setup = setUpPhase(run, model, ph, phaseStart);
       model = setup.model;
       const stepper = await (o.stepper ?? ((p, st) => new NativeStepper(e, p, st)))(setup, s);
