@@ -243,7 +243,11 @@ function pastStarts(s: RunStatus): RunStart[] {
   return [];
 }
 
-/** phases.json's evaluations of the phases that ended by `step` (a crash may have kept the latest out; redoPhaseEvals adds it) */
+/**
+ * phases.json's evaluations of the phases that ended before `step`: one that ended at the resume
+ * point is evaluated again (a crash may have come between its checkpoint and phases.json, final/
+ * or eval.json; the numbers are the same), as is any that a crash kept out (redoPhaseEvals).
+ */
 function readPhaseEvals(runDir: string, c: Config, step: number): PhaseEval[] {
   const file = path.join(runDir, "phases.json");
   if (!fs.existsSync(file)) return [];
@@ -257,7 +261,7 @@ function readPhaseEvals(runDir: string, c: Config, step: number): PhaseEval[] {
   if (!Array.isArray(v) || v.some((x) => !x || typeof x !== "object" || !names.includes(x.phase) || !Number.isInteger(x.step) || typeof x.fvu !== "number" && x.fvu !== null)) {
     throw new SaeError("usage", `${file} is not a list of phase evaluations ({phase, step, fvu, ...} for the phases ${names.join(", ")})`, "move it out of the run: the resume evaluates each finished phase again from its checkpoint");
   }
-  return (v as PhaseEval[]).filter((x) => x.step <= step);
+  return (v as PhaseEval[]).filter((x) => x.step < step);
 }
 
 /**
@@ -272,7 +276,7 @@ function redoPhaseEvals(run: Run, model: SaeModel): void {
     end += ph.steps;
     if (end > s.step || i === c.train.phases.length - 1 || run.phaseEvals.some((x) => x.phase === ph.name)) return;
     const at = end === s.step ? { state: s, fixedInputBias: model.fixedInputBias ? Float32Array.from(model.fixedInputBias) : null } : readTrainState(path.join(o.runDir, "checkpoints", `${checkpointName(end)}.json`), createModel(c));
-    o.reporter.log(`phase ${ph.name}: its evaluation is missing from phases.json; evaluating its last checkpoint`);
+    o.reporter.log(end === s.step ? `phase ${ph.name} ended at this checkpoint: evaluating it again` : `phase ${ph.name}: its evaluation is missing from phases.json; evaluating its last checkpoint`);
     const r = { ...run, s: at.state };
     endPhase(r, createModel(c, at.fixedInputBias), i);
     run.phaseEvals = r.phaseEvals;
@@ -396,7 +400,7 @@ function finish(run: Run, model: SaeModel): TrainResult {
   const last = c.train.phases[c.train.phases.length - 1];
   if (!run.phaseEvals.some((x) => x.phase === last.name)) {
     // only a resume gets here: the loop evaluates the last phase when it trains it
-    o.reporter.log(`the run had trained every step; its end was cut short: evaluating the last checkpoint, then writing final/ and eval.json`);
+    o.reporter.log("the run had trained every step: evaluating its last checkpoint again, then writing final/ and eval.json");
     endPhase(run, model, c.train.phases.length - 1);
   }
   const { phase: _phase, step: _step, ...result } = run.phaseEvals.find((x) => x.phase === last.name)!;
