@@ -222,12 +222,13 @@ test("a phase's evaluation lost from phases.json is computed again on resume", a
   const text = SMALL.replace("  steps: 40\n", "") + "  phases:\n    - { name: one, steps: 20 }\n    - { name: two, steps: 20, lr: 0.003 }\n";
   const { cfg, runs } = setup(text);
   const ref = results(await trained(cfg, runs, "ref"));
-  // killed inside phase two, after its checkpoint at step 30; phases.json lost
-  const k = child(["train", cfg, "--runs-dir", runs, "--run-id", "a"], { SAE_FAULT: "kill@step-0000030.json" });
+  // killed inside phase two, after its checkpoint at step 30 (at the end's, before its rename); phases.json lost
+  const k = child(["train", cfg, "--runs-dir", runs, "--run-id", "a"], { SAE_FAULT: "kill@step-0000040.safetensors" });
   assert.equal((await k.done).signal, "SIGKILL");
   fs.rmSync(path.join(runs, "a", "phases.json"));
   const r = await cli(["resume", "a", "--runs-dir", runs]);
   assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /resuming from step-0000030\.json/);
   assert.match(r.err, /phase one: its evaluation is missing from phases\.json; evaluating its last checkpoint/);
   assert.deepEqual(json(runs, "a", "eval.json").phases.map((p: { phase: string }) => p.phase), ["one", "two"]);
   assert.deepEqual(results(path.join(runs, "a")), ref);
