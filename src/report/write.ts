@@ -87,6 +87,8 @@ const columns = (onFrontier: (r: ReportRun) => boolean): [string, (r: ReportRun)
   ["delta_loss", (r) => r.eval?.downstream?.delta_loss],
   ["kl_sae", (r) => r.eval?.downstream?.kl_sae],
   ["kl_score", (r) => r.eval?.downstream?.kl_score],
+  // which positions the CE and KL numbers patch and score (docs/downstream.md); runs evaluated before conventions used sae's
+  ["ce_convention", (r) => (r.eval?.downstream ? ((r.eval.downstream as { convention?: string }).convention ?? "sae") : "")],
   ["on_fvu_frontier", (r) => (r.eval ? (onFrontier(r) ? "yes" : "no") : "")],
   ["note", (r) => r.problem ?? ""],
 ];
@@ -113,7 +115,8 @@ const fmt = (v: number | undefined, digits = 4) => (v === undefined || !Number.i
 function section(ds: string, members: ReportRun[], evaluated: ReportRun[], missing: ReportRun[], figures: string[]): string {
   const lm = evaluated.some((r) => r.eval?.downstream);
   const gt = evaluated.some((r) => r.eval?.ground_truth);
-  const head = ["run", "variant", "knob", "L0", "FVU", "MSE", "γ", "dead", "dense", ...(gt ? ["recovered"] : []), ...(lm ? ["CE rec.", "KL"] : [])];
+  const conventions = [...new Set(evaluated.flatMap((r) => (r.eval?.downstream ? [(r.eval.downstream as { convention?: string }).convention ?? "sae"] : [])))];
+  const head = ["run", "variant", "knob", "L0", "FVU", "MSE", "γ", "dead", "dense", ...(gt ? ["recovered"] : []), ...(lm ? [`CE rec. (${conventions.join(", ")} convention)`, "KL"] : [])];
   const rows = members.map((r) => {
     const e = r.eval;
     if (!e) return `<tr class="missing"><td>${esc(r.id)}</td><td>${esc(r.series)}</td><td>${esc(r.knob)}</td><td colspan="${head.length - 3}">${esc(r.problem ?? "no evaluation")}</td></tr>`;
