@@ -1,6 +1,7 @@
 // One error type for everything the user can cause or fix. Only bin/sae.js turns it into an exit
-// code: 2 for usage and config errors, 1 for runtime failures.
-export type ErrorKind = "usage" | "config" | "data" | "runtime";
+// code: 2 for usage and config errors, 1 for runtime failures, 130 for a run stopped by a signal
+// (Ctrl-C, SIGTERM, SIGHUP: checkpointed and marked interrupted).
+export type ErrorKind = "usage" | "config" | "data" | "runtime" | "interrupted";
 
 export class SaeError extends Error {
   readonly kind: ErrorKind;
@@ -12,6 +13,7 @@ export class SaeError extends Error {
     this.hint = hint;
   }
   get exitCode(): number {
+    if (this.kind === "interrupted") return 130;
     return this.kind === "usage" || this.kind === "config" ? 2 : 1;
   }
 }

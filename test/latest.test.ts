@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { cli, tmpDir } from "./helpers.ts";
+import { acquireRunLock } from "../src/io/lock.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { selectEngine } from "../src/engine/index.ts";
 import { createRunDir, readStatus, writeStatus } from "../src/io/run.ts";
@@ -147,7 +148,7 @@ test("resume: RUN left out and latest~1 pick interrupted runs newest first; done
   await interrupted(cfg, runs, SECOND, 2);
   const back = await cli(["resume", "latest~1", "--runs-dir", runs]);
   assert.equal(back.code, 0, back.err);
-  assert.equal(firstLine(back.err), `using run ${FIRST} (latest~1: the 2nd latest interrupted or failed run in ${runs}/)`);
+  assert.equal(firstLine(back.err), `using run ${FIRST} (latest~1: the 2nd latest interrupted, failed or dead run in ${runs}/)`);
   assert.equal(readStatus(path.join(runs, FIRST))!.status, "done");
   assert.equal(readStatus(path.join(runs, SECOND))!.status, "interrupted");
   // the resumed run is now the latest run: sae eval takes it
@@ -155,13 +156,13 @@ test("resume: RUN left out and latest~1 pick interrupted runs newest first; done
 
   const r = await cli(["resume", "--runs-dir", runs]);
   assert.equal(r.code, 0, r.err);
-  assert.equal(firstLine(r.err), `using run ${SECOND} (the latest interrupted or failed run in ${runs}/)`);
+  assert.equal(firstLine(r.err), `using run ${SECOND} (the latest interrupted, failed or dead run in ${runs}/)`);
   assert.equal(readStatus(path.join(runs, SECOND))!.status, "done");
   assert.deepEqual(read(runs, SECOND, "final", "sae_weights.safetensors"), read(runs, "finished", "final", "sae_weights.safetensors"), "same seed: the resumed run is the uninterrupted one");
 
   const none = await cli(["resume", "--runs-dir", runs]);
   assert.equal(none.code, 2);
-  assert.match(none.err, new RegExp(`none of the 3 runs in ${runs}/ is interrupted or failed`));
+  assert.match(none.err, new RegExp(`none of the 3 runs in ${runs}/ is interrupted, failed or dead`));
   assert.match(none.err, new RegExp(`${SECOND}\\s+done, step 4/4`));
 
   await interrupted(cfg, runs, "named", 2);
@@ -173,7 +174,7 @@ test("resume: RUN left out and latest~1 pick interrupted runs newest first; done
 
 test("no runs: every command says so and exits 2", async () => {
   const { runs } = setup();
-  for (const [cmd, what] of [["eval", "finished"], ["finetune", "finished"], ["export", "finished"], ["resume", "interrupted or failed"]]) {
+  for (const [cmd, what] of [["eval", "finished"], ["finetune", "finished"], ["export", "finished"], ["resume", "interrupted, failed or dead"]]) {
     const args = cmd === "export" ? ["--out", path.join(runs, "..", "x")] : cmd === "finetune" ? ["--freeze", "encoder"] : [];
     const r = await cli([cmd, ...args, "--runs-dir", runs]);
     assert.equal(r.code, 2, `${cmd}: ${r.err}`);
@@ -185,9 +186,10 @@ test("no runs: every command says so and exits 2", async () => {
 test("only a running run: no command takes it by default; the error lists it with its status", async () => {
   const { runs, cfg } = setup();
   await interrupted(cfg, runs, "busy", 2);
-  // as a live training process (or one killed without a chance to save) leaves it
+  // as a live training process leaves it: running, its lock held by a live process (this one)
   writeStatus(path.join(runs, "busy"), { ...readStatus(path.join(runs, "busy"))!, status: "running" });
-  for (const [cmd, what] of [["eval", "finished"], ["finetune", "finished"], ["export", "finished"], ["resume", "interrupted or failed"]]) {
+  const lock = acquireRunLock(path.join(runs, "busy"), "train", () => {});
+  for (const [cmd, what] of [["eval", "finished"], ["finetune", "finished"], ["export", "finished"], ["resume", "interrupted, failed or dead"]]) {
     const args = cmd === "export" ? ["--out", path.join(runs, "..", "x")] : cmd === "finetune" ? ["--freeze", "encoder"] : [];
     const r = await cli([cmd, ...args, "--runs-dir", runs]);
     assert.equal(r.code, 2, `${cmd}: ${r.err}`);
@@ -196,6 +198,12 @@ test("only a running run: no command takes it by default; the error lists it wit
   const l = await cli(["eval", "latest", "--runs-dir", runs]);
   assert.match(l.err, /\(latest means the latest finished run\)/);
   assert.deepEqual(fs.readdirSync(runs), ["busy"], "no fine-tune run was started");
+  // killed without a chance to save: the lock's holder is gone, and resume takes the run
+  lock.release();
+  assert.match((await cli(["runs", "--runs-dir", runs])).out, /^busy\s+topk\s+dead\s+2\/4/m);
+  const r = await cli(["resume", "--runs-dir", runs]);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.err, /^using run busy \(the latest interrupted, failed or dead run/);
 });
 
 test("latest~N past the oldest lists the candidates by their latest~N names; `latest` is not a run id", async () => {

@@ -38,7 +38,7 @@ export function fmtNum(v: number): string {
 
 /** The help text of an optional RUN argument. */
 export function runArgHelp(purpose: RunPurpose): string {
-  const what = purpose === "finished" ? "finished" : "interrupted or failed";
+  const what = purpose === "finished" ? "finished" : "interrupted, failed or dead";
   return `run id, a unique prefix of one, a run folder, latest or latest~N (default: the latest ${what} run)`;
 }
 

@@ -13,6 +13,7 @@ import { DOWNSTREAM_CONVENTIONS, downstreamEvals, planDownstream, type Conventio
 import { SITES } from "../config/schema.ts";
 import type { Site } from "../lm/llama.ts";
 import { SaeError } from "../errors.ts";
+import { acquireRunLock } from "../io/lock.ts";
 import { engineOption } from "./train.ts";
 import { resolveTfjs, type EngineName } from "../engine/tfjs.ts";
 import { tfjsInferenceModel } from "../train/tfjs-stepper.ts";
@@ -44,35 +45,46 @@ Examples:
         throw new SaeError("usage", `--site ${opts.site}: expected one of ${SITES.join(", ")}`);
       }
       const dir = pickRun(io, opts.runsDir, arg, "finished");
-      const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
-      const engine = selectEngine(opts.threads ?? config.train.threads);
-      const tfjs = await resolveTfjs(opts.engine ?? config.train.engine);
-      const model = tfjs ? tfjsInferenceModel(tfjs.tf, config, createModel(config)) : createModel(config);
-      if (tfjs) io.err(`forward passes: ${tfjs.reason}`);
-      const p = loadFinal(dir, model);
-      const data = createSource(config, engine.engine);
-      const Xe = data.evalSet(opts.tokens ?? config.data.eval_tokens);
-      const N = Xe.length / config.data.d_in;
-      const result = evaluate(engine.engine, model, p, Xe, N, data.groundTruth());
-      const plan = planDownstream(config, data, engine.engine, { checkpoint: opts.model && path.resolve(opts.model), layer: opts.layer, site: opts.site as Site | undefined, sequences: opts.sequences });
-      if (!plan && opts.convention) throw new SaeError("usage", `--convention ${opts.convention}: the run's data names no language model, so there is no downstream loss`, "pass --model CHECKPOINT (with --layer and --site)");
-      if (plan) {
-        const own = config.eval.downstream_convention;
-        const wanted = !opts.convention ? [own] : opts.convention === "all" ? DOWNSTREAM_CONVENTIONS : [opts.convention];
-        const results = downstreamEvals({ ...plan, sae: model, params: p }, wanted);
-        // with all: `downstream` stays the run's own convention, and every one is kept beside it
-        result.downstream = results.find((r) => r.convention === own) ?? results[0];
-        if (opts.convention === "all") result.downstream_by_convention = Object.fromEntries(results.map((r) => [r.convention, r]));
-      }
-      // keep the per-phase evaluations training wrote and the summary `sae features` wrote; the rest is this evaluation
-      const { phases, features } = (readEval(dir) as { phases?: unknown; features?: unknown } | null) ?? {};
-      writeEval(dir, { ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) });
-      if (opts.json) io.out(JSON.stringify(result, null, 2));
-      else {
-        io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
-        printEval(io, result);
+      // eval.json has one writer at a time; a read-only run is evaluated all the same
+      const lock = acquireRunLock(dir, "eval", (l) => io.err(l), { readOnlyOk: true });
+      try {
+        await evalRun(io, dir, opts);
+      } finally {
+        lock.release();
       }
     });
+}
+
+async function evalRun(io: CliIo, dir: string, opts: { tokens?: number; json?: boolean; threads?: number; model?: string; layer?: number; site?: string; sequences: number; convention?: Convention | "all"; engine?: EngineName }): Promise<void> {
+  const config = finalConfig(dir, loadConfig(path.join(dir, "config.yaml"), [], { probe: probeData }).config);
+  const engine = selectEngine(opts.threads ?? config.train.threads);
+  const tfjs = await resolveTfjs(opts.engine ?? config.train.engine);
+  const model = tfjs ? tfjsInferenceModel(tfjs.tf, config, createModel(config)) : createModel(config);
+  if (tfjs) io.err(`forward passes: ${tfjs.reason}`);
+  const p = loadFinal(dir, model);
+  const data = createSource(config, engine.engine);
+  const Xe = data.evalSet(opts.tokens ?? config.data.eval_tokens);
+  const N = Xe.length / config.data.d_in;
+  const result = evaluate(engine.engine, model, p, Xe, N, data.groundTruth());
+  const plan = planDownstream(config, data, engine.engine, { checkpoint: opts.model && path.resolve(opts.model), layer: opts.layer, site: opts.site as Site | undefined, sequences: opts.sequences });
+  if (!plan && opts.convention) throw new SaeError("usage", `--convention ${opts.convention}: the run's data names no language model, so there is no downstream loss`, "pass --model CHECKPOINT (with --layer and --site)");
+  if (plan) {
+    const own = config.eval.downstream_convention;
+    const wanted = !opts.convention ? [own] : opts.convention === "all" ? DOWNSTREAM_CONVENTIONS : [opts.convention];
+    const results = downstreamEvals({ ...plan, sae: model, params: p }, wanted);
+    // with all: `downstream` stays the run's own convention, and every one is kept beside it
+    result.downstream = results.find((r) => r.convention === own) ?? results[0];
+    if (opts.convention === "all") result.downstream_by_convention = Object.fromEntries(results.map((r) => [r.convention, r]));
+  }
+  // printed first: a run that cannot be written to (read-only) still shows its metrics
+  if (opts.json) io.out(JSON.stringify(result, null, 2));
+  else {
+    io.out(`run ${path.basename(dir)} (${config.sae.variant}, D=${config.data.d_in}, H=${config.sae.d_sae}), ${N} held-out tokens`);
+    printEval(io, result);
+  }
+  // keep the per-phase evaluations training wrote and the summary `sae features` wrote; the rest is this evaluation
+  const { phases, features } = (readEval(dir) as { phases?: unknown; features?: unknown } | null) ?? {};
+  writeEval(dir, { ...result, ...(phases ? { phases } : {}), ...(features ? { features } : {}) });
 }
 
 export function printEval(io: CliIo, r: EvalResult): void {

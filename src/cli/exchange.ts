@@ -4,11 +4,12 @@ import { Command, Option } from "commander";
 import path from "node:path";
 import { configToYaml, loadConfig } from "../config/load.ts";
 import { selectEngine } from "../engine/index.ts";
-import { createRunDir, newRunId, nextRunSeq, writeEval, writeFileAtomic, writeStatus } from "../io/run.ts";
+import { createRunDir, newRunId, nextRunSeq, removeRunDir, writeEval, writeFileAtomic, writeStatus } from "../io/run.ts";
 import { finalConfig, fromSaeLens, saveFinal } from "../sae/weights.ts";
-import { exportRun, importFolder, type ExportFormat, type RunFacts } from "../sae/exchange.ts";
+import { exportRun, importFolder, type ExportFormat, type ImportedSae, type RunFacts } from "../sae/exchange.ts";
+import type { Engine } from "../engine/types.ts";
+import { knobText, type SaeModel } from "../sae/variant.ts";
 import { createModel, variantDef } from "../sae/index.ts";
-import { knobText } from "../sae/variant.ts";
 import { ParamSet } from "../sae/params.ts";
 import { foldScale } from "../sae/init.ts";
 import { createSource, estimateScale, probeData, sequenceStart } from "../data/index.ts";
@@ -75,28 +76,38 @@ Examples:
       const raw = fromSaeLens(imp.tensors, imp.file, model, "the folder does not match its cfg.json; re-export it");
       const id = opts.runId ?? newRunId(`imported-${path.basename(path.resolve(folder))}`.replace(/[^A-Za-z0-9_.-]/g, "-"), config.sae.variant);
       const dir = createRunDir(config.runs_dir, id);
-      writeFileAtomic(path.join(dir, "config.yaml"), configToYaml(config));
-      const data = createSource(config, engine.engine);
-      // training units: the data's input scale c, estimated as a fresh run would; the checkpoint
-      // holds the weights unfolded into those units (W_enc/c, W_dec·c, b_dec·c) for fine-tuning
-      const n = config.data.norm_estimate_tokens;
-      const sample = data.estimationSample(n);
-      const c = estimateScale(sample, sample.length / imp.D, imp.D, config.data.normalize);
-      saveFinal(dir, model, raw, config, c);
-      const p = raw.like();
-      p.copyFrom(raw);
-      foldScale(p, 1 / c);
-      const blank = () => new ParamSet(model.specs);
-      saveCheckpoint(dir, { p, m: blank(), v: blank(), sinceFired: new Float64Array(imp.H), step: 0, tokens: 0, adamT: 0, scale: c, batchOffset: 0 }, null);
-      const now = new Date().toISOString();
-      // the sparsity setting as the folder states it; "-" when it states none (the config's is a default)
-      const def = variantDef(config.sae.variant);
-      const knob = imp.sae[def.knob.key] !== undefined ? knobText(def, config.sae) : "-";
-      writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, seq: nextRunSeq(config.runs_dir), engine: `imported from ${path.resolve(folder)} (${imp.format})`, knob });
-      const Xe = data.evalSet(config.data.eval_tokens);
-      const result = evaluate(engine.engine, model, raw, Xe, Xe.length / imp.D, data.groundTruth());
-      writeEval(dir, result, { imported_from: path.resolve(folder) });
-      io.out(`imported ${imp.format} ${config.sae.variant} SAE (D=${imp.D}, H=${imp.H}) as run ${id}: ${dir}`);
-      printEval(io, result);
+      try {
+        importInto(io, dir, id, folder, imp, config, engine.engine, model, raw);
+      } catch (err) {
+        removeRunDir(dir); // a failed import leaves no folder that blocks its id
+        throw err;
+      }
     });
+}
+
+/** Writes the imported run: config, final/, a checkpoint, eval.json, then status done (last, so that a crash leaves no run that claims to be whole). */
+function importInto(io: CliIo, dir: string, id: string, folder: string, imp: ImportedSae, config: Config, engine: Engine, model: SaeModel, raw: ParamSet): void {
+  writeFileAtomic(path.join(dir, "config.yaml"), configToYaml(config));
+  const data = createSource(config, engine);
+  // training units: the data's input scale c, estimated as a fresh run would; the checkpoint
+  // holds the weights unfolded into those units (W_enc/c, W_dec·c, b_dec·c) for fine-tuning
+  const n = config.data.norm_estimate_tokens;
+  const sample = data.estimationSample(n);
+  const c = estimateScale(sample, sample.length / imp.D, imp.D, config.data.normalize);
+  saveFinal(dir, model, raw, config, c);
+  const p = raw.like();
+  p.copyFrom(raw);
+  foldScale(p, 1 / c);
+  const blank = () => new ParamSet(model.specs);
+  saveCheckpoint(dir, { p, m: blank(), v: blank(), sinceFired: new Float64Array(imp.H), step: 0, tokens: 0, adamT: 0, scale: c, batchOffset: 0 }, null, config);
+  const Xe = data.evalSet(config.data.eval_tokens);
+  const result = evaluate(engine, model, raw, Xe, Xe.length / imp.D, data.groundTruth());
+  writeEval(dir, result, { imported_from: path.resolve(folder) });
+  const now = new Date().toISOString();
+  // the sparsity setting as the folder states it; "-" when it states none (the config's is a default)
+  const def = variantDef(config.sae.variant);
+  const knob = imp.sae[def.knob.key] !== undefined ? knobText(def, config.sae) : "-";
+  writeStatus(dir, { id, status: "done", variant: config.sae.variant, started: now, finished: now, step: 0, steps: 0, tokens: 0, scale: c, seq: nextRunSeq(config.runs_dir), engine: `imported from ${path.resolve(folder)} (${imp.format})`, knob });
+  io.out(`imported ${imp.format} ${config.sae.variant} SAE (D=${imp.D}, H=${imp.H}) as run ${id}: ${dir}`);
+  printEval(io, result);
 }

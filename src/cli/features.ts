@@ -9,6 +9,7 @@ import { loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { selectEngine } from "../engine/index.ts";
 import { readEvalFile, writeEval, writeFileAtomic } from "../io/run.ts";
+import { acquireRunLock } from "../io/lock.ts";
 import { finalConfig, loadFinal } from "../sae/weights.ts";
 import { readSafetensors } from "../io/safetensors.ts";
 import { createModel } from "../sae/index.ts";
@@ -106,7 +107,13 @@ Examples:
       writeFileAtomic(path.join(out, "features.json"), JSON.stringify(doc) + "\n");
       writeFileAtomic(path.join(out, "features.html"), renderFeaturesHtml(doc, images));
       // the summary joins the run's evaluation; everything else in eval.json stays as it was
-      writeEval(dir, { ...(readEvalFile(dir) ?? {}), features: doc.summary });
+      // (read and written under the run's lock, so that no other writer's change is lost)
+      const lock = acquireRunLock(dir, "features", (l) => io.err(l), { readOnlyOk: true });
+      try {
+        writeEval(dir, { ...(readEvalFile(dir) ?? {}), features: doc.summary });
+      } finally {
+        lock.release();
+      }
       printSummary(io, doc.summary);
       io.out(`wrote ${path.join(out, "features.html")} and features.json: ${doc.latents.length} latent pages (${doc.options.selection}), index of ${H} sorted by ${doc.options.sort}`);
     });

@@ -2,6 +2,7 @@
 // 1 runtime failure. Nothing else calls process.exit.
 import { Command, CommanderError } from "commander";
 import { SaeError } from "../errors.ts";
+import { fsError } from "../io/atomic.ts";
 import { processIo, type CliIo } from "./io.ts";
 import { trainCommand } from "./train.ts";
 import { evalCommand } from "./eval.ts";
@@ -34,6 +35,9 @@ export async function main(argv: string[], io: CliIo = processIo): Promise<numbe
       if (e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.code === "commander.help") return 0;
       return 2; // commander already printed the message
     }
+    // an fs error that no caller put into words still names its path (io/atomic.ts fsError)
+    if (!(e instanceof SaeError) && typeof (e as NodeJS.ErrnoException)?.path === "string") e = fsError(e, "access", (e as NodeJS.ErrnoException).path!);
+    if (e instanceof SaeError && e.kind === "interrupted") return e.exitCode; // the loop said where it stopped
     if (e instanceof SaeError) {
       io.err(`error: ${e.message}`);
       if (e.hint) io.err(`hint: ${e.hint}`);

@@ -9,6 +9,7 @@ import { train, type TrainReporter } from "../train/loop.ts";
 import type { CliIo } from "./io.ts";
 import { collect, positiveInt } from "./common.ts";
 import { printEval } from "./eval.ts";
+import { SaeError } from "../errors.ts";
 import { ENGINES, resolveTfjs, type EngineName, type TfjsChoice } from "../engine/tfjs.ts";
 import { tfjsStepper } from "../train/tfjs-stepper.ts";
 
@@ -48,15 +49,21 @@ export async function runTraining(io: CliIo, source: LoadedConfig | Record<strin
   await execute(io, config, runDir, runId, engine, false, tfjs);
 }
 
-/** Trains (or resumes) in runDir with a progress bar or log lines, Ctrl-C handling, and the final table. */
-export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean, tfjs: TfjsChoice | null = null): Promise<void> {
+/** signals that stop a run as Ctrl-C does: a checkpoint, status interrupted, exit 130 (a batch system's SIGTERM, a closed terminal's SIGHUP) */
+const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+/**
+ * Trains (or resumes) in runDir with a progress bar or log lines, signal handling, and the final
+ * table. allowEngineChange: a resume asked for its engine or thread count (--engine, --threads).
+ */
+export async function execute(io: CliIo, config: Config, runDir: string, runId: string, engine: EngineChoice, resume: boolean, tfjs: TfjsChoice | null = null, opts: { allowEngineChange?: boolean } = {}): Promise<void> {
   const control = { stop: false };
-  const onSigint = () => {
+  const onSignal = (sig: NodeJS.Signals) => {
     if (control.stop) process.exit(130);
     control.stop = true;
-    io.err("\nstopping after this step (Ctrl-C again to abort without saving)...");
+    io.err(`\n${sig}: stopping after this step (${sig === "SIGINT" ? "Ctrl-C" : sig} again to abort without saving)...`);
   };
-  process.on("SIGINT", onSigint);
+  for (const sig of STOP_SIGNALS) process.on(sig, onSignal);
   // On a terminal: a progress bar, with log lines printed above it; otherwise plain lines.
   let multi: cliProgress.MultiBar | null = null;
   let bar: cliProgress.SingleBar | null = null;
@@ -74,9 +81,10 @@ export async function execute(io: CliIo, config: Config, runDir: string, runId: 
   }
   try {
     // tfjs: its steps on the device; the evaluation stays on the CPU engine
-    const on = tfjs ? { engine: { ...engine, reason: `${tfjs.reason}; evaluation: ${engine.reason}` }, stepper: tfjsStepper(tfjs, config) } : { engine };
-    const { status, eval: result, phases } = await train({ config, runDir, runId, reporter, control, resume, ...on });
+    const on = tfjs ? { engine: { ...engine, reason: `${tfjs.reason}; evaluation: ${engine.reason}` }, stepper: tfjsStepper(tfjs, config), engineName: "tfjs" } : { engine };
+    const { status, eval: result, phases } = await train({ config, runDir, runId, reporter, control, resume, allowEngineChange: opts.allowEngineChange, ...on });
     multi?.stop();
+    if (status.status === "interrupted") throw new SaeError("interrupted", `run ${runId} interrupted at step ${status.step}`);
     if (result) {
       io.out(`run ${runId} ${status.status}: ${runDir}`);
       if (phases.length > 1) for (const ph of phases) io.out(`  phase ${ph.phase} (step ${ph.step}): fvu ${ph.fvu.toFixed(4)}, l0 ${ph.l0.toFixed(2)}, gamma ${ph.gamma.toFixed(4)}`);
@@ -84,6 +92,6 @@ export async function execute(io: CliIo, config: Config, runDir: string, runId: 
     }
   } finally {
     multi?.stop();
-    process.off("SIGINT", onSigint);
+    for (const sig of STOP_SIGNALS) process.off(sig, onSignal);
   }
 }

@@ -9,6 +9,7 @@ import { ConfigSchema, resolveConfig, type Config, type RawConfig } from "./sche
 import { SaeError } from "../errors.ts";
 import { keyReaders, variantDef } from "../sae/index.ts";
 import { freezeNames, modeNames, modeTrains } from "../sae/freeze.ts";
+import { checkMemory } from "./limits.ts";
 
 /**
  * Opens the data a config names (files, a model) to read its width D and check it; errors are
@@ -21,6 +22,13 @@ export interface LoadedConfig {
   config: Config;
   warnings: string[];
 }
+
+/** the largest config file read: configs are a few kB, and the YAML parser holds several copies of its input */
+export const MAX_CONFIG_BYTES = 1 << 20;
+/** alias expansions allowed (the yaml library's default limit, named) */
+const MAX_ALIASES = 100;
+/** the longest string a config value may hold (paths, names) */
+export const MAX_STRING = 4096;
 
 /**
  * An override: `key.path=value` text (from --set), or a key and an already-parsed value with the
@@ -47,8 +55,11 @@ export function loadConfig(file: string | null, sets: Override[] = [], opts: { p
 export function readYamlFile(file: string, what: string, hint: string): { raw: unknown; doc: Document; lines: LineCounter } {
   let text: string;
   try {
+    const size = fs.statSync(file).size;
+    if (size > MAX_CONFIG_BYTES) throw new SaeError("config", `${what} ${file} is ${size} bytes; a config is a few kB of keys (at most ${MAX_CONFIG_BYTES})`, "give the experiment's YAML file (data goes in files that data.file.path names)");
     text = fs.readFileSync(file, "utf8");
   } catch (e) {
+    if (e instanceof SaeError) throw e;
     throw new SaeError("usage", `cannot read ${what} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, hint);
   }
   const lines = new LineCounter();
@@ -56,9 +67,14 @@ export function readYamlFile(file: string, what: string, hint: string): { raw: u
   if (doc.errors.length > 0) {
     const err = doc.errors[0];
     const pos = lines.linePos(err.pos[0]);
-    throw new SaeError("config", `${file}:${pos.line}:${pos.col}: invalid YAML: ${err.message.split("\n")[0]}`, "fix the YAML syntax at that line");
+    throw new SaeError("config", `${file}:${pos.line}:${pos.col}: invalid YAML: ${err.message.split("\n")[0].slice(0, 200)}`, "fix the YAML syntax at that line");
   }
-  return { raw: doc.toJS() ?? {}, doc, lines };
+  try {
+    // aliases expand into copies: a few nested ones make billions ("billion laughs")
+    return { raw: doc.toJS({ maxAliasCount: MAX_ALIASES }) ?? {}, doc, lines };
+  } catch (e) {
+    throw new SaeError("config", `${file}: its aliases (*name) expand to more than ${MAX_ALIASES} copies (${(e as Error).message})`, "write the values out; a config needs few aliases, if any");
+  }
 }
 
 /** "file:line:col: " of the key (or list item) at path in a parsed YAML file, or of the deepest part of it that exists; "file: " when none does. */
@@ -77,6 +93,8 @@ export function configFromObject(raw: Record<string, unknown>, sets: Override[] 
 function validateConfig(raw: Record<string, unknown>, sets: Override[], doc: Document | null, lines: LineCounter, file: string | null, probe: DataProbe | null): LoadedConfig {
   const setPaths: SetPaths = new Map();
   for (const s of sets) applySet(raw, s, setPaths);
+  const long = longString(raw);
+  if (long) throw new SaeError("config", `${origin(long.path, doc, lines, file, setPaths)}${long.path.join(".")}: a string of ${long.length} characters; config values are names and paths of at most ${MAX_STRING}`, "shorten it");
 
   const parsed = ConfigSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) {
@@ -97,6 +115,7 @@ function validateConfig(raw: Record<string, unknown>, sets: Override[], doc: Doc
   resolvePaths(parsed.data, file, setPaths, where);
   const config = resolveConfig(parsed.data, probe ? probe(parsed.data.data, where) : null);
   crossCheck(config, where);
+  checkMemory(config, where);
 
   const warnings: string[] = [];
   for (const [k, variants] of Object.entries(keyReaders())) {
@@ -252,10 +271,22 @@ function lineOf(msg: string): number {
   return m ? Number(m[1]) : Infinity;
 }
 
+/** the first string longer than MAX_STRING in a config object, with its key path */
+function longString(v: unknown, p: string[] = []): { path: string[]; length: number } | null {
+  if (typeof v === "string") return v.length > MAX_STRING ? { path: p, length: v.length } : null;
+  if (v && typeof v === "object") {
+    for (const [k, x] of Object.entries(v)) {
+      const hit = longString(x, [...p, k]);
+      if (hit) return hit;
+    }
+  }
+  return null;
+}
+
 function show(v: unknown): string {
   if (v === undefined) return "nothing";
   if (v === null) return "null";
-  if (typeof v === "string") return `"${v}" (a string)`;
+  if (typeof v === "string") return `"${v.length > 80 ? v.slice(0, 80) + "…" : v}" (a string)`;
   if (typeof v === "object") return Array.isArray(v) ? "a list" : "a mapping";
   return `${String(v)} (a ${typeof v})`;
 }

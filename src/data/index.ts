@@ -119,7 +119,10 @@ export function probeData(d: DataConfig, where: (p: string[]) => string): number
     if (!d.file) fail(["data", "source"], "source is file, but data.file is missing", "add data.file.path: the .npy, .safetensors or sharded folder");
     const store = wrap(["data", "file", "path"], () => openFileStore(d.file!));
     D = store.D;
-    wrap(["data", "skip_positions"], () => withSkip(store, d.skip_positions));
+    const skipped = wrap(["data", "skip_positions"], () => withSkip(store, d.skip_positions));
+    // the held-out rows are read now (a NaN there would surface only after training, as FVU NaN);
+    // training rows are checked as the shuffle buffer reads them
+    wrap(["data", "file", "path"], () => new StreamSource(skipped, { seed: 0, evalTokens: d.eval_tokens, bufferBytes: d.shuffle_buffer_mb * 2 ** 20 }).evalSet(d.eval_tokens));
     store.close?.();
   }
   if (d.source === "model") {

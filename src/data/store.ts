@@ -17,6 +17,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { SaeError } from "../errors.ts";
 import { openOrExplain, readNpyHeader } from "../io/npy.ts";
+import { checkSafetensorsHeader, MAX_HEADER_BYTES, type TensorInfo } from "../io/safetensors.ts";
 import type { FileDtype, Manifest, RowStore } from "../io/activations.ts";
 export type { FileDtype, Manifest, RowStore } from "../io/activations.ts";
 
@@ -50,12 +51,17 @@ class RawFileStore implements RowStore {
   readonly dtype: FileDtype;
   private staging = Buffer.alloc(0);
 
-  constructor(file: string, offset: number, rows: number, D: number, dtype: FileDtype, seqLen: number | null) {
+  /** exact: the rows end the file (.npy); a safetensors file's other tensors may follow them (its header is checked whole) */
+  constructor(file: string, offset: number, rows: number, D: number, dtype: FileDtype, seqLen: number | null, exact = true) {
     this.file = file; this.offset = offset; this.rows = rows; this.D = D; this.dtype = dtype; this.seqLen = seqLen;
     const bytes = rows * D * (dtype === "float32" ? 4 : 2);
     const size = fs.statSync(file).size;
     if (offset + bytes > size) {
       throw new SaeError("data", `${file} is truncated: its header promises ${rows} rows of ${D} ${dtype} values (${offset + bytes} bytes), the file has ${size} bytes`, "re-create the file; a copy or a harvest may have been cut short");
+    }
+    if (exact && offset + bytes < size) {
+      // numpy writes exactly the array; more bytes mean a header that describes only part of the file
+      throw new SaeError("data", `${file}: its header describes ${rows} rows of ${D} ${dtype} values (${offset + bytes} bytes), but the file has ${size} bytes`, "the header does not match the data (edited, or data appended): re-create the file");
     }
     this.fd = openOrExplain(file);
   }
@@ -113,9 +119,17 @@ export function openNpy(file: string, dtypeName: string = "auto", expectD?: numb
   }
   if (h.shape.length !== 2 && h.shape.length !== 3) throw new SaeError("data", `${file} has shape (${h.shape.join(", ")}); expected 2-D [rows, D] or 3-D [sequences, positions, D]`, "reshape it before saving");
   const D = h.shape[h.shape.length - 1];
-  if (expectD !== undefined && D !== expectD) throw new SaeError("data", `${file} has rows of ${D} values, expected D = ${expectD}`, "all shards of a dataset need the same width");
   const rows = h.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+  checkRows(file, h.shape, rows, D);
+  if (expectD !== undefined && D !== expectD) throw new SaeError("data", `${file} has rows of ${D} values, expected D = ${expectD}`, "all shards of a dataset need the same width");
   return new RawFileStore(file, h.offset, rows, D, kind, h.shape.length === 3 ? h.shape[1] : null);
+}
+
+/** an array that holds rows to train on: D ≥ 1 and at least one row */
+function checkRows(file: string, shape: number[], rows: number, D: number): void {
+  if (D === 0) throw new SaeError("data", `${file} has shape (${shape.join(", ")}): rows of 0 values`, "the last dimension is the activation width D; save the activations, not an empty array");
+  if (rows === 0) throw new SaeError("data", `${file} has shape (${shape.join(", ")}): no rows`, "the file holds no activations; re-create it");
+  if (!Number.isSafeInteger(rows * D * 4)) throw new SaeError("data", `${file} has shape (${shape.join(", ")}), too large to address`, "check the file's header");
 }
 
 const ST_KINDS: Record<string, FileDtype> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
@@ -123,25 +137,29 @@ const ST_KINDS: Record<string, FileDtype> = { F32: "float32", F16: "float16", BF
 /** One tensor of a .safetensors file (the only one when `tensor` is not given). */
 export function openSafetensors(file: string, tensor: string | undefined): RawFileStore {
   const fd = openOrExplain(file);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  let header: Record<string, TensorInfo>;
   let hlen: number;
   const bad = (what: string) => new SaeError("data", `${file} is not a valid safetensors file: ${what}`, "the file may be truncated; re-create it");
   try {
     const head = Buffer.alloc(8);
-    if (fs.readSync(fd, head, 0, 8, 0) < 8) throw bad("shorter than its 8-byte header length");
+    let size: number;
+    try {
+      size = fs.fstatSync(fd).size;
+      if (fs.readSync(fd, head, 0, 8, 0) < 8) throw bad("shorter than its 8-byte header length");
+    } catch (err) {
+      if (err instanceof SaeError) throw err;
+      throw new SaeError("data", `cannot read ${file}: ${(err as NodeJS.ErrnoException).code === "EISDIR" ? "it is a folder, not a file" : (err as NodeJS.ErrnoException).code}`, "give the path of a .safetensors file");
+    }
     hlen = Number(head.readBigUInt64LE(0));
-    if (hlen > 100 << 20) throw bad(`header length ${hlen} is implausible`);
+    if (hlen > MAX_HEADER_BYTES) throw bad(`header length ${hlen} is over the ${MAX_HEADER_BYTES}-byte limit`);
+    if (8 + hlen > size) throw bad(`header length ${hlen} runs past the end of the file (${size} bytes)`);
     const text = Buffer.alloc(hlen);
     if (fs.readSync(fd, text, 0, hlen, 8) < hlen) throw bad(`header length ${hlen} runs past the end of the file`);
-    try {
-      header = JSON.parse(text.toString("utf8"));
-    } catch {
-      throw bad("the JSON header does not parse");
-    }
+    header = checkSafetensorsHeader(text.toString("utf8"), size - 8 - hlen, bad).tensors;
   } finally {
     fs.closeSync(fd);
   }
-  const names = Object.keys(header).filter((k) => k !== "__metadata__");
+  const names = Object.keys(header);
   const name = tensor ?? (names.length === 1 ? names[0] : undefined);
   if (name === undefined) throw new SaeError("data", `${file} holds ${names.length} tensors (${names.join(", ")})`, "name one with data.file.tensor");
   const t = header[name];
@@ -150,10 +168,10 @@ export function openSafetensors(file: string, tensor: string | undefined): RawFi
   if (!kind) throw new SaeError("data", `${file}: tensor ${name} has dtype ${t.dtype}; expected F32, F16 or BF16`, "convert the tensor to float32");
   if (t.shape.length !== 2 && t.shape.length !== 3) throw new SaeError("data", `${file}: tensor ${name} has shape [${t.shape}]; expected [rows, D] or [sequences, positions, D]`, "reshape it before saving");
   const D = t.shape[t.shape.length - 1], rows = t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
-  if (t.data_offsets[1] - t.data_offsets[0] !== rows * D * (kind === "float32" ? 4 : 2)) throw bad(`tensor ${name}: shape [${t.shape}] does not match its byte range`);
-  return new RawFileStore(file, 8 + hlen + t.data_offsets[0], rows, D, kind, t.shape.length === 3 ? t.shape[1] : null);
+  checkRows(`${file} (tensor ${name})`, t.shape, rows, D);
+  const start = 8 + hlen + t.data_offsets[0];
+  return new RawFileStore(file, start, rows, D, kind, t.shape.length === 3 ? t.shape[1] : null, false);
 }
-
 
 export function readManifest(file: string): Manifest {
   let m: Manifest;
@@ -161,9 +179,10 @@ export function readManifest(file: string): Manifest {
     m = JSON.parse(fs.readFileSync(file, "utf8"));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new SaeError("data", `cannot read manifest ${file}: ${code === "ENOENT" ? "no such file" : code ?? "not valid JSON"}`, "a sharded dataset is a folder with manifest.json (see the README, Activation files)");
+    throw new SaeError("data", `cannot read manifest ${file}: ${code === "ENOENT" ? "no such file" : code === "EISDIR" ? "it is a folder" : code ?? "not valid JSON"}`, "a sharded dataset is a folder with manifest.json (see the README, Activation files)");
   }
   const bad = (what: string) => new SaeError("data", `manifest ${file}: ${what}`, "see the README (Activation files) for the manifest format");
+  if (!m || typeof m !== "object" || Array.isArray(m)) throw bad(`holds ${JSON.stringify(m)?.slice(0, 40)}, not an object {format, version, d_in, dtype, shards}`);
   if (m.format !== "sae-activations") throw bad(`"format" is ${JSON.stringify(m.format)}, expected "sae-activations"`);
   if (!Number.isInteger(m.d_in) || m.d_in < 1) throw bad(`"d_in" must be a positive integer, found ${JSON.stringify(m.d_in)}`);
   const dtype = fileDtype(String(m.dtype));
@@ -172,11 +191,27 @@ export function readManifest(file: string): Manifest {
   if (!Array.isArray(m.shards) || m.shards.length === 0) throw bad(`"shards" must be a non-empty list of {file, rows}`);
   m.shards.forEach((s, i) => {
     if (typeof s?.file !== "string" || !Number.isInteger(s.rows) || s.rows < 1) throw bad(`shards[${i}] must be {"file": name, "rows": count}, found ${JSON.stringify(s)}`);
+    const why = insideFolder(s.file);
+    if (why) throw bad(`shards[${i}] is ${JSON.stringify(s.file)}: ${why}`);
   });
+  if (m.tokens !== undefined) {
+    const why = typeof m.tokens === "string" ? insideFolder(m.tokens) : "it must be a file name";
+    if (why) throw bad(`"tokens" is ${JSON.stringify(m.tokens)}: ${why}`);
+  }
   if (m.seq_len !== undefined && (!Number.isInteger(m.seq_len) || m.seq_len < 1)) throw bad(`"seq_len" must be a positive integer`);
   const total = m.shards.reduce((n, s) => n + s.rows, 0);
   if (m.rows !== undefined && m.rows !== total) throw bad(`"rows" is ${m.rows}, the shards add up to ${total}`);
   return m;
+}
+
+/** why a manifest's file name does not name a file inside the dataset folder (null when it does) */
+function insideFolder(name: string): string | null {
+  if (name === "" || name.includes("\0")) return "not a file name";
+  if (path.isAbsolute(name)) return "an absolute path; the manifest names files inside its folder";
+  const parts = name.split(/[\\/]/);
+  if (parts.includes("..")) return "it points outside the dataset folder ('..'); the manifest names files inside its folder";
+  if (parts.every((x) => x === "." || x === "")) return "the folder itself, not a file in it";
+  return null;
 }
 
 /** The manifest a data path names: a folder's manifest.json, or a .json file; null for a plain file. */
@@ -215,7 +250,14 @@ class ShardedStore implements RowStore {
     this.shards = m.shards.map((s, i) => {
       const f = path.resolve(this.dir, s.file);
       if (!fs.existsSync(f)) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] is ${s.file}, which does not exist`, "restore the shard, or remove it from the manifest");
-      const st = openNpy(f, m.dtype === "bfloat16" ? "bfloat16" : "auto", m.d_in);
+      if (!fs.statSync(f).isFile()) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] is ${s.file}, which is not a file`, "name the shard's .npy file");
+      let st: RawFileStore;
+      try {
+        st = openNpy(f, m.dtype === "bfloat16" ? "bfloat16" : "auto", m.d_in);
+      } catch (err) {
+        if (err instanceof SaeError) throw new SaeError(err.kind, `manifest ${manifestFile}: shards[${i}]: ${err.message}`, err.hint);
+        throw err;
+      }
       if (st.rows !== s.rows) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] (${s.file}) should have ${s.rows} rows, the file has ${st.rows}`, "the shard or the manifest is out of date; re-harvest");
       if (st.dtype !== m.dtype) throw new SaeError("data", `manifest ${manifestFile}: shards[${i}] (${s.file}) holds ${st.dtype}, the manifest says ${m.dtype}`, "fix the manifest's dtype");
       return st;

@@ -83,7 +83,18 @@ export class StreamSource implements DataSource {
     const m = Math.min(n, this.evalRows);
     const out = new Float32Array(m * this.D);
     this.store.read(this.trainRows, m, out);
+    this.checkFinite(out, this.trainRows, "held-out");
     return out;
+  }
+
+  /** rows [first, ...) just read into `data` must be numbers: NaN or ±Inf would train (or evaluate) to NaN */
+  private checkFinite(data: Float32Array, first: number, split: string): void {
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i])) {
+        const row = first + Math.floor(i / this.D);
+        throw new SaeError("data", `${this.store.describe()}: row ${row} (${split}) holds ${data[i]} at position ${i % this.D}`, "clean the activations (NaN and infinite values cannot be trained on or evaluated)");
+      }
+    }
   }
 
   evalSequences(count: number): EvalSequences | null {
@@ -130,7 +141,9 @@ export class StreamSource implements DataSource {
       let filled = 0;
       for (const chunk of ids) {
         const first = chunk * this.chunkRows, m = Math.min(this.chunkRows, this.trainRows - first);
-        this.store.read(first, m, data.subarray(filled * this.D, (filled + m) * this.D));
+        const rows = data.subarray(filled * this.D, (filled + m) * this.D);
+        this.store.read(first, m, rows);
+        this.checkFinite(rows, first, "training");
         filled += m;
       }
     }

@@ -50,8 +50,8 @@ export function nativeEngine(addon: NativeAddon): Engine {
 
 export interface EngineChoice { engine: Engine; threads: number; reason: string; info: NativeInfo | null }
 
-export function selectEngine(threads?: number): EngineChoice {
-  const want = process.env.SAE_ENGINE ?? "auto";
+/** want: auto, native or typescript (default: SAE_ENGINE, else auto) */
+export function selectEngine(threads?: number, want = process.env.SAE_ENGINE ?? "auto"): EngineChoice {
   if (!["auto", "native", "typescript"].includes(want)) {
     throw new SaeError("usage", `SAE_ENGINE=${want} is not an engine`, "use SAE_ENGINE=native, SAE_ENGINE=typescript, or unset it");
   }

@@ -14,28 +14,46 @@ export interface NpyHeader {
   itemBytes: number;
 }
 
+/** the longest .npy header read (numpy writes under 100 bytes for the arrays this tool reads) */
+export const MAX_NPY_HEADER = 1 << 20;
+
 export function readNpyHeader(file: string): NpyHeader {
   const fd = openOrExplain(file);
   try {
-    const head = Buffer.alloc(12);
-    const got = fs.readSync(fd, head, 0, 12, 0);
     const bad = (what: string) => new SaeError("data", `${file} is not a valid .npy file: ${what}`, "write it with numpy.save (a C-order array of float32, float16 or bfloat16-as-uint16)");
+    let size: number;
+    const head = Buffer.alloc(12);
+    let got: number;
+    try {
+      size = fs.fstatSync(fd).size;
+      got = fs.readSync(fd, head, 0, 12, 0);
+    } catch (err) {
+      throw new SaeError("data", `cannot read ${file}: ${(err as NodeJS.ErrnoException).code === "EISDIR" ? "it is a folder, not a file" : (err as NodeJS.ErrnoException).code ?? (err as Error).message}`, "give the path of a .npy file");
+    }
     if (got < 10 || head.toString("latin1", 0, 6) !== "\x93NUMPY") throw bad("it does not start with the .npy magic bytes");
     const major = head[6];
+    if (major < 1 || major > 3) throw bad(`format version ${major}.${head[7]}; numpy writes versions 1 to 3`);
+    if (major > 1 && got < 12) throw bad("the header is cut short");
     const hlen = major === 1 ? head.readUInt16LE(8) : head.readUInt32LE(8);
     const start = major === 1 ? 10 : 12;
+    if (hlen > MAX_NPY_HEADER) throw bad(`its header length is ${hlen} bytes (numpy writes a few hundred at most; this reader takes up to ${MAX_NPY_HEADER})`);
+    if (start + hlen > size) throw bad(`its header length ${hlen} runs past the end of the file (${size} bytes)`);
     const text = Buffer.alloc(hlen);
     if (fs.readSync(fd, text, 0, hlen, start) < hlen) throw bad("the header is cut short");
     const h = text.toString("latin1");
     const descr = /'descr':\s*'([^']+)'/.exec(h)?.[1];
     const fortran = /'fortran_order':\s*(True|False)/.exec(h)?.[1];
     const shapeText = /'shape':\s*\(([^)]*)\)/.exec(h)?.[1];
-    if (!descr || !fortran || shapeText === undefined) throw bad(`cannot parse the header ${JSON.stringify(h.trim())}`);
-    if (fortran === "True") throw bad("the array is in Fortran order", );
+    if (!descr || !fortran || shapeText === undefined) throw bad(`cannot parse the header ${JSON.stringify(h.trim().slice(0, 200))}`);
+    if (fortran === "True") throw bad("the array is in Fortran order");
     if (descr[0] === ">") throw bad(`the data is big-endian (${descr})`);
     const kind = descr.replace(/^[<|=]/, "");
-    const shape = shapeText.split(",").map((s) => s.trim()).filter((s) => s !== "").map(Number);
-    const itemBytes = Number(kind.slice(1));
+    const dims = shapeText.split(",").map((x) => x.trim()).filter((x) => x !== "");
+    // Python ints, possibly with an L suffix (numpy 1.x on Python 2): nothing else is a shape
+    if (dims.some((x) => !/^\d+L?$/.test(x))) throw bad(`its shape (${shapeText.trim().slice(0, 80)}) is not a tuple of non-negative integers`);
+    const shape = dims.map((x) => Number(x.replace(/L$/, "")));
+    if (shape.some((x) => !Number.isSafeInteger(x))) throw bad(`its shape (${shapeText.trim()}) has a dimension too large to address`);
+    const itemBytes = Number(/^[a-zA-Z](\d+)$/.exec(kind)?.[1] ?? NaN);
     return { kind, shape, offset: start + hlen, itemBytes };
   } finally {
     fs.closeSync(fd);

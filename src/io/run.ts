@@ -7,12 +7,14 @@
 //   checkpoints/step-NNNNNNN.safetensors + .json   resumable training state (training units)
 //   final/sae_weights.safetensors + final/cfg.json  weights with the input scaling folded in
 //   eval.json              the evaluation of final/
+//   lock                   the process working on the run, while it does (io/lock.ts)
 import fs from "node:fs";
 import path from "node:path";
 import crypto from "node:crypto";
 import { stringify } from "csv-stringify/sync";
 import { SaeError } from "../errors.ts";
-import { writeFileAtomic } from "./atomic.ts";
+import { appendFile, fsError, makeDir, removeStaleTemps, writeFileAtomic } from "./atomic.ts";
+import { runHolder } from "./lock.ts";
 
 export type RunState = "running" | "done" | "failed" | "interrupted";
 
@@ -41,7 +43,14 @@ export interface RunStatus {
    * holds a default the SAE was never trained with)
    */
   knob?: string;
+  /**
+   * where the run began and each resume: the step, the engine and thread count it ran on, and the
+   * config keys the resume changed. Runs written before it existed have only `engine`.
+   */
+  history?: RunStart[];
 }
+
+export interface RunStart { step: number; engine: string; threads: number; changes?: string[] }
 
 export function newRunId(name: string, variant: string, now = new Date()): string {
   const p = (n: number, w = 2) => String(n).padStart(w, "0");
@@ -49,21 +58,48 @@ export function newRunId(name: string, variant: string, now = new Date()): strin
   return `${t}-${name}-${variant}-${crypto.randomBytes(2).toString("hex")}`;
 }
 
-/** Creates runs/<id>/; refuses to touch an existing folder. */
+/** ids are file names that no shell or option parser misreads: a letter, digit or '_' first, then letters, digits, '.', '_', '-' */
+const RUN_ID = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$/;
+
+/**
+ * Creates runs/<id>/ (with checkpoints/ and final/); refuses an existing run. A folder left by a
+ * set-up that never wrote config.yaml (killed, or failed) holds nothing of value: it is reused.
+ */
 export function createRunDir(runsDir: string, id: string): string {
-  if (!/^[A-Za-z0-9_.-]+$/.test(id)) throw new SaeError("usage", `run id "${id}" may only hold letters, digits, '.', '_' and '-'`);
-  if (id === "latest") throw new SaeError("usage", `run id "latest" is reserved: it names the most recent run`, "pick another --run-id");
-  fs.mkdirSync(runsDir, { recursive: true });
+  if (!RUN_ID.test(id)) throw new SaeError("usage", `run id "${id}" must start with a letter, digit or '_' and hold only letters, digits, '.', '_' and '-' (at most 200)`, "pick another --run-id");
+  if (id === "latest" || /^latest~\d+$/.test(id)) throw new SaeError("usage", `run id "${id}" is reserved: it names the most recent run`, "pick another --run-id");
+  if (fs.existsSync(runsDir) && !fs.statSync(runsDir).isDirectory()) throw new SaeError("runtime", `cannot create runs in ${runsDir}: it is a file, not a folder`, "move that file away, or point --runs-dir at a folder");
+  makeDir(runsDir);
   const dir = path.join(runsDir, id);
   try {
     fs.mkdirSync(dir);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") throw new SaeError("usage", `run ${dir} already exists`, "pick another --run-id, or delete that folder first");
-    throw e;
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw fsError(e, "create the run folder", dir);
+    if (!abandonedSetUp(dir)) throw new SaeError("usage", `run ${dir} already exists`, "pick another --run-id, or delete that folder first");
+    removeStaleTemps(dir);
   }
-  fs.mkdirSync(path.join(dir, "checkpoints"));
-  fs.mkdirSync(path.join(dir, "final"));
+  makeDir(path.join(dir, "checkpoints"));
+  makeDir(path.join(dir, "final"));
   return dir;
+}
+
+/** a run folder whose set-up stopped before config.yaml: empty checkpoints/ and final/, and at most a dead process's lock and temporary files */
+function abandonedSetUp(dir: string): boolean {
+  let entries: string[];
+  try {
+    if (!fs.statSync(dir).isDirectory()) return false;
+    entries = fs.readdirSync(dir);
+  } catch {
+    return false;
+  }
+  const h = runHolder(dir);
+  if (h && h.state !== "dead") return false; // a set-up in progress, here or on another host
+  return entries.every((f) => ((f === "checkpoints" || f === "final") && fs.readdirSync(path.join(dir, f)).length === 0) || f === "lock" || /\.tmp-\d+$/.test(f));
+}
+
+/** Removes a new run's folder after its set-up failed before anything was trained (only what set-up writes is there). */
+export function removeRunDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 export { writeFileAtomic } from "./atomic.ts";
@@ -75,6 +111,17 @@ export { writeFileAtomic } from "./atomic.ts";
 export function writeEval(dir: string, result: object, extra: Record<string, unknown> = {}): void {
   const doc = { run: path.basename(path.resolve(dir)), units: "raw input (scale folded into the weights)", ...extra, ...result };
   writeFileAtomic(path.join(dir, "eval.json"), JSON.stringify(doc, null, 2) + "\n");
+}
+
+/**
+ * The top-level entries of the run's eval.json that `doc` would lose (beyond the run and units
+ * lines): a resume that redoes the final evaluation keeps an eval.json that holds more than it
+ * computes (a later `sae eval --convention all`, a downstream loss the model is gone for).
+ */
+export function evalWouldLose(dir: string, result: object): string[] {
+  const old = readEvalFile(dir);
+  if (!old) return [];
+  return Object.keys(old).filter((k) => !(k in result) && k !== "run" && k !== "units");
 }
 
 /** a run's eval.json, or null when it has none or it cannot be read */
@@ -91,12 +138,26 @@ export function writeStatus(dir: string, s: RunStatus): void {
   writeFileAtomic(path.join(dir, "status.json"), JSON.stringify(s, null, 2) + "\n");
 }
 
+/** status.json, or null when it is missing or not a status (garbled, hand-edited) */
 export function readStatus(dir: string): RunStatus | null {
   try {
-    return JSON.parse(fs.readFileSync(path.join(dir, "status.json"), "utf8")) as RunStatus;
+    const s = JSON.parse(fs.readFileSync(path.join(dir, "status.json"), "utf8"));
+    return s && typeof s === "object" && typeof s.status === "string" && Number.isFinite(s.step) ? (s as RunStatus) : null;
   } catch {
     return null;
   }
+}
+
+/** a run marked running whose process is gone (killed, the machine rebooted): no live lock holder */
+export function isDead(dir: string, s: RunStatus | null): boolean {
+  if (s?.status !== "running") return false;
+  const h = runHolder(dir);
+  return h === null || h.state === "dead";
+}
+
+/** the status `sae runs` shows: status.json's, or dead for a running run whose process is gone */
+export function shownStatus(dir: string, s: RunStatus | null): string {
+  return isDead(dir, s) ? "dead" : s?.status ?? "unknown";
 }
 
 export class MetricsLog {
@@ -105,19 +166,20 @@ export class MetricsLog {
   constructor(dir: string, columns: string[]) {
     this.file = path.join(dir, "metrics.csv");
     this.columns = columns;
-    if (!fs.existsSync(this.file)) fs.writeFileSync(this.file, stringify([columns]));
+    if (!fs.existsSync(this.file)) writeFileAtomic(this.file, stringify([columns]));
   }
-  /** removes the rows logged after `step` (before a resume re-logs them) */
+  /** removes the rows logged after `step` (before a resume re-logs them), and a row a crash cut short */
   dropAfter(step: number): void {
+    const header = stringify([this.columns]).trimEnd();
     const lines = fs.readFileSync(this.file, "utf8").split("\n").filter((l) => l.length > 0);
-    // a row cut short by a killed process (fewer fields than the header) goes too
-    const fields = lines[0].split(",").length;
-    const kept = [lines[0], ...lines.slice(1).filter((l) => l.split(",").length === fields && Number(l.split(",")[0]) <= step)];
+    // a row cut short by a killed process (fewer fields than the header, or no step) goes too
+    const whole = (l: string) => l.split(",").length === this.columns.length && /^\d+$/.test(l.split(",")[0]);
+    const kept = [header, ...lines.slice(1).filter((l) => whole(l) && Number(l.split(",")[0]) <= step)];
     writeFileAtomic(this.file, kept.join("\n") + "\n");
   }
 
   append(row: Record<string, number | string>): void {
-    fs.appendFileSync(this.file, stringify([this.columns.map((c) => fmt(row[c]))]));
+    appendFile(this.file, stringify([this.columns.map((c) => fmt(row[c]))]));
   }
 }
 
@@ -172,7 +234,7 @@ export type RunPurpose = "finished" | "resumable";
 
 const FITS: Record<RunPurpose, { states: RunState[]; what: string }> = {
   finished: { states: ["done"], what: "finished" },
-  resumable: { states: ["interrupted", "failed"], what: "interrupted or failed" },
+  resumable: { states: ["interrupted", "failed"], what: "interrupted, failed or dead" },
 };
 
 export interface ResolvedRun {
@@ -193,7 +255,8 @@ export function resolveRun(runsDir: string, arg: string | undefined, purpose: Ru
   const back = m?.[1] === undefined ? 0 : Number(m[1]);
   const { states, what } = FITS[purpose];
   const all = runsInTrainingOrder(runsDir).reverse(); // newest first
-  const fit = all.filter((r) => r.status !== null && states.includes(r.status.status));
+  // a run whose process died while it ran can be resumed like an interrupted one
+  const fit = all.filter((r) => r.status !== null && (states.includes(r.status.status) || (purpose === "resumable" && isDead(r.dir, r.status))));
   const name = back === 0 ? "latest" : `latest~${back}`;
   if (back < fit.length) {
     const r = fit[back];
@@ -206,7 +269,7 @@ export function resolveRun(runsDir: string, arg: string | undefined, purpose: Ru
   if (fit.length === 0) {
     throw new SaeError("usage", `none of the ${all.length} runs in ${runsDir}/ is ${what} (${arg === undefined ? "RUN left out" : name} means the latest ${what} run); the latest runs:\n${listRuns(all.slice(0, 5))}`, purpose === "finished"
       ? "wait for a running run to finish, resume an interrupted one (sae resume), or name a run by its id"
-      : "a run whose process died while marked running can be resumed by naming its id: sae resume ID");
+      : "a run still running cannot be resumed; `sae runs` shows each run's status");
   }
   throw new SaeError("usage", `${name} is the ${ordinal(back + 1)} latest ${what} run, but ${runsDir}/ holds ${fit.length}:\n${listRuns(fit.slice(0, 5), true)}`, fit.length === 1 ? "latest is the only one" : `latest~${fit.length - 1} is the oldest; \`sae runs\` lists every run`);
 }
@@ -214,13 +277,14 @@ export function resolveRun(runsDir: string, arg: string | undefined, purpose: Ru
 /** one line per run, indented: [its latest~N name,] id, status */
 function listRuns(rs: RunEntry[], named = false): string {
   const w = Math.max(...rs.map((r) => r.id.length));
-  return rs.map((r, i) => `  ${named ? `${i === 0 ? "latest" : `latest~${i}`}`.padEnd(10) : ""}${r.id.padEnd(w)}  ${describeStatus(r.status)}`).join("\n");
+  return rs.map((r, i) => `  ${named ? `${i === 0 ? "latest" : `latest~${i}`}`.padEnd(10) : ""}${r.id.padEnd(w)}  ${describeStatus(r)}`).join("\n");
 }
 
-function describeStatus(s: RunStatus | null): string {
+function describeStatus(r: RunEntry): string {
+  const s = r.status;
   if (!s) return "no status.json";
   const at = `step ${s.step}/${s.steps}`;
-  return s.status === "failed" && s.error ? `failed at ${at}: ${s.error}` : `${s.status}, ${at}`;
+  return s.status === "failed" && s.error ? `failed at ${at}: ${s.error}` : `${shownStatus(r.dir, s)}, ${at}`;
 }
 
 function ordinal(n: number): string {

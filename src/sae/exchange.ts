@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { readSafetensors, writeSafetensors, type Tensor } from "../io/safetensors.ts";
 import { writeFileAtomic } from "../io/run.ts";
-import { transpose } from "./weights.ts";
+import { readFinalCfg, transpose } from "./weights.ts";
 import type { Config } from "../config/schema.ts";
 import { SaeError } from "../errors.ts";
 import { VARIANTS, variantDef } from "./index.ts";
@@ -66,7 +66,8 @@ export function exportRun(runDir: string, c: Config, format: ExportFormat, out: 
   const final = path.join(runDir, "final");
   if (!fs.existsSync(path.join(final, "sae_weights.safetensors"))) throw new SaeError("usage", `${runDir} has no final weights`, "export a finished run (`sae runs` shows its status)");
   const { tensors } = readSafetensors(path.join(final, "sae_weights.safetensors"));
-  const cfg = JSON.parse(fs.readFileSync(path.join(final, "cfg.json"), "utf8"));
+  const cfg = readFinalCfg(runDir);
+  if (!cfg) throw new SaeError("usage", `${runDir} has no final/cfg.json`, "export a finished run (`sae runs` shows its status)");
   if (format === "saelens") {
     emptyOutDir(out);
     writeSafetensors(path.join(out, "sae_weights.safetensors"), tensors);
@@ -124,6 +125,7 @@ export function importFolder(dir: string): ImportedSae {
   } catch (err) {
     throw new SaeError("data", `cannot read ${cfgFile}: ${(err as NodeJS.ErrnoException).code ?? "not valid JSON"}`, "give a SAELens or sparsify SAE folder (cfg.json with sae_weights.safetensors or sae.safetensors)");
   }
+  if (!cfg || typeof cfg !== "object" || Array.isArray(cfg)) throw new SaeError("data", `${cfgFile} holds ${JSON.stringify(cfg)?.slice(0, 40)}, not an object of settings`, "give a SAELens or sparsify SAE folder (cfg.json with sae_weights.safetensors or sae.safetensors)");
   const bad = (what: string) => new SaeError("data", `${dir}: ${what}`, "the folder does not match its cfg.json; re-export it");
   const sparsify = path.join(dir, "sae.safetensors");
   if (fs.existsSync(sparsify)) {

@@ -83,13 +83,30 @@ export function fromSaeLens(tensors: Record<string, Tensor>, file: string, model
   return p;
 }
 
+/** final/cfg.json as an object, or null when the run has none yet; a garbled one is an error naming it. */
+export function readFinalCfg(dir: string): Record<string, any> | null {
+  const file = path.join(dir, "final", "cfg.json");
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch {
+    return null; // no final weights yet: loadFinal reports that
+  }
+  let cfg: unknown;
+  try {
+    cfg = JSON.parse(text);
+  } catch (err) {
+    cfg = err;
+  }
+  if (!cfg || typeof cfg !== "object" || Array.isArray(cfg) || cfg instanceof Error) {
+    throw new SaeError("usage", `${file} is not a SAELens cfg.json (a JSON object with d_in, d_sae, architecture, ...)${cfg instanceof Error ? `: ${cfg.message}` : ""}`, `it is written with the final weights: \`sae resume ${path.basename(path.resolve(dir))}\` after deleting final/ writes both again`);
+  }
+  return cfg as Record<string, any>;
+}
+
 /** The run's config as its final weights use it: a phase may have folded the pre-encoder bias away. */
 export function finalConfig(dir: string, c: Config): Config {
-  try {
-    const cfg = JSON.parse(fs.readFileSync(path.join(dir, "final", "cfg.json"), "utf8"));
-    if (typeof cfg.apply_b_dec_to_input === "boolean") return { ...c, sae: { ...c.sae, apply_b_dec_to_input: cfg.apply_b_dec_to_input } };
-  } catch {
-    // no final weights yet: loadFinal reports that
-  }
+  const cfg = readFinalCfg(dir);
+  if (cfg && typeof cfg.apply_b_dec_to_input === "boolean") return { ...c, sae: { ...c.sae, apply_b_dec_to_input: cfg.apply_b_dec_to_input } };
   return c;
 }

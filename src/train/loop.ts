@@ -7,7 +7,7 @@
 import path from "node:path";
 import fs from "node:fs";
 import type { Config, Phase } from "../config/schema.ts";
-import { configToYaml } from "../config/load.ts";
+import { configToYaml, loadConfig } from "../config/load.ts";
 import type { EngineChoice } from "../engine/index.ts";
 import type { Engine } from "../engine/types.ts";
 import { createModel, variantDef } from "../sae/index.ts";
@@ -17,10 +17,14 @@ import type { SaeModel } from "../sae/variant.ts";
 import { createSource, estimateScale, scaleInPlace } from "../data/index.ts";
 import type { DataSource } from "../data/source.ts";
 import { lrAt, sparsityAt } from "./schedule.ts";
-import { latestCheckpoint, loadInitFrom, readTrainState, saveCheckpoint, type TrainState } from "./checkpoint.ts";
+import { listCheckpoints, loadInitFrom, newestGoodCheckpoint, readTrainState, saveCheckpoint, checkpointName, type TrainState } from "./checkpoint.ts";
 import { foldInputBias, frozenParams, needsFixedInputBias } from "./freeze.ts";
 import { NativeStepper, type PhaseSetup, type Stepper } from "./stepper.ts";
-import { MetricsLog, nextRunSeq, readStatus, writeEval, writeFileAtomic, writeStatus, type RunStatus } from "../io/run.ts";
+import { MetricsLog, evalWouldLose, nextRunSeq, readStatus, removeRunDir, writeEval, writeFileAtomic, writeStatus, type RunStart, type RunStatus } from "../io/run.ts";
+import { removeStaleTemps } from "../io/atomic.ts";
+import { acquireRunLock } from "../io/lock.ts";
+import { DivergenceError, DivergenceGuard, smallerLr } from "./guard.ts";
+import { resumeConfig } from "./resume-config.ts";
 import { SaeError } from "../errors.ts";
 import { saveFinal } from "../sae/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
@@ -52,6 +56,10 @@ export interface TrainOptions {
   resume?: boolean;
   /** another engine's steps (the tfjs engine); default NativeStepper on engine.engine */
   stepper?: StepperFactory;
+  /** the name of the engine that steps, as status.json's history records it (default engine.engine.name) */
+  engineName?: string;
+  /** a resume may run on another engine or thread count than the run last did (asked for with --engine or --threads) */
+  allowEngineChange?: boolean;
 }
 
 export const METRIC_COLUMNS = ["step", "phase", "tokens", "lr", "sparsity_coeff", "loss", "mse", "sparsity_loss", "aux_loss", "fvu", "l0", "dead_frac", "grad_norm", "tokens_per_s"];
@@ -70,34 +78,69 @@ interface Run {
   s: TrainState;
   log: MetricsLog;
   phaseEvals: PhaseEval[];
+  guard: DivergenceGuard;
 }
 
+/**
+ * Trains (or resumes) the run in o.runDir, holding its lock. Every state the folder can be left in
+ * by a crash is one a resume continues from (docs/training.md#crashes): before the first
+ * checkpoint it trains again from step 0 (the same result), after it from the newest checkpoint
+ * that reads back whole, and after the last one it redoes what is missing of the end: the
+ * phases' evaluations, final/, eval.json, status done.
+ */
 export async function train(o: TrainOptions): Promise<TrainResult> {
-  const { config: c, runDir, reporter } = o;
-  const e = o.engine.engine;
-  const data = createSource(c, e);
-  const status = openStatus(o);
-  const { D, H } = { D: c.data.d_in, H: c.sae.d_sae };
-  const t = c.train;
-  const phaseNames = t.phases.map((p) => `${p.name} (${p.steps})`).join(", ");
-  reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${t.batch_size} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
-  reporter.log(`data: ${data.describe()}`);
-
+  const lock = acquireRunLock(o.runDir, o.resume ? "resume" : "train", o.reporter.log);
   try {
-    const start = o.resume ? resumeState(runDir, createModel(c), reporter) : initialState(c, createModel(c), data, reporter);
-    let model = createModel(c, start.fixedInputBias);
-    const s = start.state;
+    return await trainLocked(o);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(o: TrainOptions): Promise<TrainResult> {
+  const { runDir, reporter } = o;
+  const e = o.engine.engine;
+  removeStaleTemps(runDir);
+  let c = o.config;
+  let start: { state: TrainState; fixedInputBias: Float32Array | null } | null = null;
+  let changes: string[] = [];
+  if (o.resume) {
+    const found = newestGoodCheckpoint(runDir, createModel(c), reporter.log);
+    // what the run trained with: the checkpoint's record, else (none yet, or an older checkpoint) config.yaml as it is on disk
+    const before = found?.meta.config ?? JSON.parse(JSON.stringify(loadConfig(path.join(runDir, "config.yaml")).config));
+    ({ config: c, changes } = resumeConfig(c, before, found?.state.step ?? 0, o.runId));
+    if (found) {
+      start = { state: found.state, fixedInputBias: found.fixedInputBias };
+      reporter.log(`resuming from ${path.basename(found.file)} (step ${found.state.step})`);
+    } else reporter.log("no checkpoint yet: training again from step 0 (the same batches and initial weights, so the same result)");
+  }
+  let status: RunStatus;
+  try {
+    status = openStatus({ ...o, config: c }, start?.state.step ?? 0, changes);
+  } catch (err) {
+    if (!o.resume) removeRunDir(runDir); // a refused resume leaves the run as it was
+    throw err;
+  }
+  const t = c.train;
+  let stepped = false; // a new run's folder is removed when its set-up fails before the first step
+  try {
+    const data = createSource(c, e);
+    const { D, H } = { D: c.data.d_in, H: c.sae.d_sae };
+    const phaseNames = t.phases.map((p) => `${p.name} (${p.steps})`).join(", ");
+    reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${t.batch_size} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
+    reporter.log(`data: ${data.describe()}`);
+    const init = start ?? initialState(c, createModel(c), data, reporter);
+    let model = createModel(c, init.fixedInputBias);
+    const s = init.state;
     status.scale = s.scale;
     const gt = data.groundTruth();
     if (gt) writeSafetensors(path.join(runDir, "ground_truth.safetensors"), { features: { dtype: "F32", shape: [gt.G, D], data: gt.features } });
     const log = new MetricsLog(runDir, METRIC_COLUMNS);
     if (o.resume) log.dropAfter(s.step); // rows logged after the checkpoint will be logged again
-    // a phase that ended exactly at the checkpoint is evaluated again (the process may have stopped
-    // between its checkpoint and its evaluation, final/ or eval.json): the numbers are the same
-    const phaseEvals = o.resume ? readPhaseEvals(runDir).filter((pe) => pe.step < s.step) : [];
-    const run: Run = { o, c, e, data, status, s, log, phaseEvals };
+    const run: Run = { o: { ...o, config: c }, c, e, data, status, s, log, phaseEvals: o.resume ? readPhaseEvals(runDir, c, s.step) : [], guard: new DivergenceGuard() };
+    // phases that ended before the resume point but whose evaluation a crash kept from phases.json
+    redoPhaseEvals(run, model);
 
-    let result: EvalResult | null = null;
     let phaseStart = 0; // global step at which the phase begins
     for (let phaseIndex = 0; phaseIndex < t.phases.length; phaseStart += t.phases[phaseIndex].steps, phaseIndex++) {
       const ph = t.phases[phaseIndex];
@@ -105,44 +148,139 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       const setup = setUpPhase(run, model, ph, phaseStart);
       model = setup.model;
       const stepper = await (o.stepper ?? ((p, st) => new NativeStepper(e, p, st)))(setup, s);
+      stepped = true;
+      run.guard.reset();
       try {
         const stopped = await runSteps(run, stepper, setup, ph, phaseStart, phaseIndex === t.phases.length - 1);
         if (stopped) return { status, eval: null, phases: run.phaseEvals };
       } finally {
         stepper.dispose();
       }
-      result = endPhase(run, model, ph, phaseIndex === t.phases.length - 1);
+      saveCheckpoint(runDir, s, model.fixedInputBias, c);
+      endPhase(run, model, phaseIndex);
     }
-
-    writeEval(runDir, { ...result, ...(run.phaseEvals.length > 1 ? { phases: run.phaseEvals } : {}) }, { run: o.runId });
-    Object.assign(status, { status: "done", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
-    writeStatus(runDir, status);
-    return { status, eval: result, phases: run.phaseEvals };
+    return finish(run, model);
   } catch (err) {
-    Object.assign(status, { status: "failed", finished: new Date().toISOString(), error: (err as Error).message });
-    if (fs.existsSync(runDir)) writeStatus(runDir, status);
+    if (!o.resume && !stepped && !(err instanceof DivergenceError)) {
+      removeRunDir(runDir); // nothing was trained: the id stays free for another try
+      throw err;
+    }
+    const message = err instanceof DivergenceError ? diverged(runDir, err) : (err as Error).message;
+    Object.assign(status, { status: "failed", finished: new Date().toISOString(), error: message });
+    try {
+      writeStatus(runDir, status);
+    } catch {
+      // a full disk may refuse this too; the run then shows as dead, and resumes the same way
+    }
+    if (err instanceof DivergenceError) throw new SaeError("runtime", `run ${o.runId} stopped: ${message}`, divergenceHint(runDir, o.runId, c, err.step));
     throw err;
   }
 }
 
-/** status.json as the run starts (a resume keeps the first start time); the config for a new run */
-function openStatus(o: TrainOptions): RunStatus {
+/** what the divergence guard found, and which checkpoint holds the weights from before it */
+function diverged(dir: string, err: DivergenceError): string {
+  const ck = listCheckpoints(dir).filter((x) => x.step < err.step).at(-1);
+  return `training diverged: ${err.message}; ${ck ? `the last good checkpoint is ${path.basename(ck.file, ".json")}, written before it` : "no checkpoint was written before it"}`;
+}
+
+/** the command that goes on from that checkpoint with a learning rate ten times smaller than the diverged phase's */
+function divergenceHint(dir: string, id: string, c: Config, step: number): string {
+  let end = 0;
+  const ph = c.train.phases.find((p) => (end += p.steps) >= step) ?? c.train.phases.at(-1)!;
+  const from = listCheckpoints(dir).some((x) => x.step < step) ? "continues from that checkpoint" : "trains it again from step 0";
+  return `resume with a smaller learning rate (it was ${ph.lr}): sae resume ${id} --set train.lr=${smallerLr(ph.lr)} ${from}`;
+}
+
+/**
+ * status.json as the run (re)starts: a resume keeps the first start time and adds an entry to
+ * the history of (step, engine, threads), refusing an engine or thread-count change nobody asked
+ * for (docs/training.md#resume); a new run writes its config.yaml first.
+ */
+function openStatus(o: TrainOptions, step: number, changes: string[]): RunStatus {
   const c = o.config;
   // seq: a resume moves the run to the end of the training order, like a new run
-  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step: 0, steps: c.train.steps, tokens: 0, engine: o.engine.reason, seq: nextRunSeq(path.dirname(o.runDir)) };
+  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step, steps: c.train.steps, tokens: 0, engine: o.engine.reason, seq: nextRunSeq(path.dirname(o.runDir)) };
+  const here: RunStart = { step, engine: o.engineName ?? o.engine.engine.name, threads: o.engine.threads };
+  let history: RunStart[] = [];
   if (o.resume) {
     const before = readStatus(o.runDir);
     if (before) status.started = before.started;
+    history = before ? pastStarts(before) : [];
+    const last = history.at(-1);
+    // the thread count matters to the native engine's reductions only
+    if (last && (last.engine !== here.engine || (here.engine === "native" && last.threads !== here.threads))) {
+      const on = (r: RunStart) => r.engine === "native" ? `native engine with ${r.threads} thread${r.threads === 1 ? "" : "s"}` : `${r.engine} engine`;
+      if (!o.allowEngineChange) {
+        // --engine names the CPU engine `native`; SAE_ENGINE=typescript makes it the TypeScript one
+        const flag = (name: string) => (name === "tfjs" ? "tfjs" : "native");
+        const back = last.engine === "tfjs" ? "resume with --engine tfjs where it runs" : process.env.SAE_ENGINE ? "unset SAE_ENGINE" : "resume where it is available";
+        throw new SaeError("usage", `run ${o.runId} ran on the ${on(last)}; this resume would run on the ${on(here)} (${o.engine.reason}), and continues bit for bit only on the same engine and thread count`,
+          last.engine !== here.engine
+            ? `ask for the change with --engine ${flag(here.engine)}${here.engine === "typescript" ? " (with SAE_ENGINE=typescript, as now)" : ""}; to stay on the ${last.engine} engine, ${back}`
+            : `--threads ${last.threads} continues bit for bit; --threads ${here.threads} asks for the change`);
+      }
+      const was = on(last), now = on(here);
+      o.reporter.log(`engine change at step ${step}, as asked: the ${was} before, the ${now} from here (the result may differ in the last bits from an uninterrupted run)`);
+    }
+    if (changes.length) {
+      o.reporter.log(`resume changes the config from step ${step}: ${changes.join("; ")}`);
+      writeFileAtomic(path.join(o.runDir, "config.yaml"), configToYaml(c));
+    }
   } else {
     writeFileAtomic(path.join(o.runDir, "config.yaml"), configToYaml(c));
   }
+  status.history = [...history, { ...here, ...(changes.length ? { changes } : {}) }];
   writeStatus(o.runDir, status);
   return status;
 }
 
-function readPhaseEvals(runDir: string): PhaseEval[] {
+/** the starts a status records; a status from before the history has only the engine's description */
+function pastStarts(s: RunStatus): RunStart[] {
+  if (Array.isArray(s.history)) return s.history;
+  const native = /^native engine, (\d+) threads?/.exec(s.engine ?? "");
+  if (native) return [{ step: 0, engine: "native", threads: Number(native[1]) }];
+  if (/^TypeScript engine/.test(s.engine ?? "")) return [{ step: 0, engine: "typescript", threads: 1 }];
+  return [];
+}
+
+/**
+ * phases.json's evaluations of the phases that ended before `step`: one that ended at the resume
+ * point is evaluated again (a crash may have come between its checkpoint and phases.json, final/
+ * or eval.json; the numbers are the same), as is any that a crash kept out (redoPhaseEvals).
+ */
+function readPhaseEvals(runDir: string, c: Config, step: number): PhaseEval[] {
   const file = path.join(runDir, "phases.json");
-  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : [];
+  if (!fs.existsSync(file)) return [];
+  let v: unknown;
+  try {
+    v = JSON.parse(fs.readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new SaeError("usage", `${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? `not valid JSON (${(err as Error).message})`}`, "move it out of the run: the resume evaluates each finished phase again from its checkpoint");
+  }
+  const names = c.train.phases.map((p) => p.name);
+  if (!Array.isArray(v) || v.some((x) => !x || typeof x !== "object" || !names.includes(x.phase) || !Number.isInteger(x.step) || typeof x.fvu !== "number" && x.fvu !== null)) {
+    throw new SaeError("usage", `${file} is not a list of phase evaluations ({phase, step, fvu, ...} for the phases ${names.join(", ")})`, "move it out of the run: the resume evaluates each finished phase again from its checkpoint");
+  }
+  return (v as PhaseEval[]).filter((x) => x.step < step);
+}
+
+/**
+ * Evaluates the phases that ended at or before the resume point without an entry in phases.json
+ * (killed between the phase's last checkpoint and phases.json), from the checkpoint at their end;
+ * the last phase's evaluation waits for finish().
+ */
+function redoPhaseEvals(run: Run, model: SaeModel): void {
+  const { c, s, o } = run;
+  let end = 0;
+  c.train.phases.forEach((ph, i) => {
+    end += ph.steps;
+    if (end > s.step || i === c.train.phases.length - 1 || run.phaseEvals.some((x) => x.phase === ph.name)) return;
+    const at = end === s.step ? { state: s, fixedInputBias: model.fixedInputBias ? Float32Array.from(model.fixedInputBias) : null } : readTrainState(path.join(o.runDir, "checkpoints", `${checkpointName(end)}.json`), createModel(c));
+    o.reporter.log(end === s.step ? `phase ${ph.name} ended at this checkpoint: evaluating it again` : `phase ${ph.name}: its evaluation is missing from phases.json; evaluating its last checkpoint`);
+    const r = { ...run, s: at.state };
+    endPhase(r, createModel(c, at.fixedInputBias), i);
+    run.phaseEvals = r.phaseEvals;
+  });
 }
 
 /** The phase's coefficient and frozen parameters (and the model, when b_dec must become a constant input bias). */
@@ -169,7 +307,7 @@ function setUpPhase(run: Run, model: SaeModel, ph: Phase, phaseStart: number): P
 
 /** The phase's steps from where the state is; true when stopped by o.control (checkpointed, status interrupted). */
 async function runSteps(run: Run, stepper: Stepper, setup: PhaseSetup & { coefficient: number }, ph: Phase, phaseStart: number, lastPhase: boolean): Promise<boolean> {
-  const { c, s, o, data, status } = run;
+  const { c, s, o, data, status, guard } = run;
   const t = c.train, B = t.batch_size;
   s.logWindow = undefined; // the stepper took it over
   let windowStart = performance.now(), windowTokens = 0;
@@ -179,13 +317,17 @@ async function runSteps(run: Run, stepper: Stepper, setup: PhaseSetup & { coeffi
     const lr = lrAt(ps, ph);
     const coeff = setup.coefficient * sparsityAt(ps, ph);
     stepper.step(X, B, lr, coeff);
+    const now = stepper.lastStep?.();
+    if (now) guard.check(s.step + 1, now.loss, now.gradNorm);
     s.step++;
     s.tokens += B;
     windowTokens += B;
 
     const lastOfPhase = ps === ph.steps - 1;
     if (s.step % t.log_every === 0 || lastOfPhase) {
-      logRow(run, stepper.flush(), ph, lr, coeff, windowTokens / ((performance.now() - windowStart) / 1000));
+      const f = stepper.flush();
+      guard.check(s.step, f.loss, f.gradNorm, f.n);
+      logRow(run, f, ph, lr, coeff, windowTokens / ((performance.now() - windowStart) / 1000));
       windowStart = performance.now();
       windowTokens = 0;
     } else {
@@ -193,17 +335,20 @@ async function runSteps(run: Run, stepper: Stepper, setup: PhaseSetup & { coeffi
     }
     const checkpoint = () => {
       stepper.sync();
-      return saveCheckpoint(o.runDir, { ...s, logWindow: stepper.window() }, setup.model.fixedInputBias);
+      const w = stepper.window();
+      // an engine that reports only per window: the open window is checked before it is saved
+      if (!now && w.n > 0) guard.check(s.step, w.loss / w.n, w.gnorm / w.n, w.n);
+      return saveCheckpoint(o.runDir, { ...s, logWindow: w }, setup.model.fixedInputBias, c);
     };
     if (t.checkpoint_every > 0 && s.step % t.checkpoint_every === 0 && !lastOfPhase) checkpoint();
-    // yield to the event loop so SIGINT handlers run
+    // yield to the event loop so signal handlers (Ctrl-C, SIGTERM, SIGHUP) run
     if (o.control) {
       await new Promise((r) => setImmediate(r));
       if (o.control.stop && !(lastOfPhase && lastPhase)) {
         const file = checkpoint();
         Object.assign(status, { status: "interrupted", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
         writeStatus(o.runDir, status);
-        o.reporter.log(`interrupted at step ${s.step}; state saved to ${path.relative(process.cwd(), file)}`);
+        o.reporter.log(`interrupted at step ${s.step}; state saved to ${path.relative(process.cwd(), file)}; continue with: sae resume ${o.runId}`);
         return true;
       }
     }
@@ -229,19 +374,45 @@ function logRow(run: Run, f: ReturnType<Stepper["flush"]>, ph: Phase, lr: number
   writeStatus(o.runDir, status);
 }
 
-/** End of a phase: checkpoint, then evaluate the weights as they are exported (raw input units); the last phase's go to final/. */
-function endPhase(run: Run, model: SaeModel, ph: Phase, lastPhase: boolean): EvalResult {
+/**
+ * End of phase i (its last checkpoint written): evaluate the weights as they are exported (raw
+ * input units), the last phase with the downstream loss, into phases.json.
+ */
+function endPhase(run: Run, model: SaeModel, i: number): void {
   const { c, s, o, e, data } = run;
-  saveCheckpoint(o.runDir, s, model.fixedInputBias);
+  const ph = c.train.phases[i], lastPhase = i === c.train.phases.length - 1;
   const out = exportable(e, c, model, s.p, s.scale);
   const Xe = data.evalSet(c.data.eval_tokens);
   const result = evaluate(e, out.model, out.params, Xe, Xe.length / c.data.d_in, data.groundTruth());
   if (lastPhase) result.downstream = downstream(e, c, data, out.model, out.params, o.reporter) ?? undefined;
-  run.phaseEvals.push({ phase: ph.name, step: s.step, ...result });
+  run.phaseEvals = [...run.phaseEvals.filter((x) => x.phase !== ph.name), { phase: ph.name, step: s.step, ...result }].sort((a, b) => a.step - b.step);
   writeFileAtomic(path.join(o.runDir, "phases.json"), JSON.stringify(run.phaseEvals, null, 2) + "\n");
   if (c.train.phases.length > 1) o.reporter.log(`phase ${ph.name} done: fvu ${result.fvu.toFixed(4)}, l0 ${result.l0.toFixed(2)}, gamma ${result.gamma.toFixed(4)}`);
-  if (lastPhase) saveFinal(o.runDir, out.model, out.params, out.config, s.scale);
-  return result;
+}
+
+/**
+ * The end of the run, from the state at its last step: the last phase's evaluation (computed
+ * again when a crash kept it from phases.json), final/, eval.json, status done. A resume after a
+ * crash in this window redoes it; an eval.json holding more than this evaluation is kept.
+ */
+function finish(run: Run, model: SaeModel): TrainResult {
+  const { c, s, o, e, status } = run;
+  const last = c.train.phases[c.train.phases.length - 1];
+  if (!run.phaseEvals.some((x) => x.phase === last.name)) {
+    // only a resume gets here: the loop evaluates the last phase when it trains it
+    o.reporter.log("the run had trained every step: evaluating its last checkpoint again, then writing final/ and eval.json");
+    endPhase(run, model, c.train.phases.length - 1);
+  }
+  const { phase: _phase, step: _step, ...result } = run.phaseEvals.find((x) => x.phase === last.name)!;
+  const out = exportable(e, c, model, s.p, s.scale);
+  saveFinal(o.runDir, out.model, out.params, out.config, s.scale);
+  const doc = { ...result, ...(run.phaseEvals.length > 1 ? { phases: run.phaseEvals } : {}) };
+  const lose = evalWouldLose(o.runDir, doc);
+  if (lose.length) o.reporter.log(`eval.json is kept as it is: it holds ${lose.join(", ")}, which this evaluation lacks (sae eval writes it again)`);
+  else writeEval(o.runDir, doc, { run: o.runId });
+  Object.assign(status, { status: "done", step: s.step, tokens: s.tokens, finished: new Date().toISOString() });
+  writeStatus(o.runDir, status);
+  return { status, eval: result, phases: run.phaseEvals };
 }
 
 /** The language-model metrics when the data came from a model (see src/eval/downstream.ts); null otherwise. */
@@ -270,15 +441,6 @@ function exportable(e: Engine, c: Config, model: SaeModel, p: ParamSet, scale: n
   foldInputBias(e, model, params, Float32Array.from(model.fixedInputBias, (v) => v / scale));
   const config = { ...c, sae: { ...c.sae, apply_b_dec_to_input: false } };
   return { model: createModel(config), params, config };
-}
-
-/** The latest checkpoint of runDir, with everything needed to continue exactly. */
-function resumeState(runDir: string, model: SaeModel, reporter: TrainReporter): { state: TrainState; fixedInputBias: Float32Array | null } {
-  const file = latestCheckpoint(runDir);
-  if (!file) throw new SaeError("usage", `${runDir} has no checkpoint to resume from`, "train.checkpoint_every makes periodic ones; an interrupted run always has one");
-  const { state, fixedInputBias } = readTrainState(file, model);
-  reporter.log(`resuming from ${path.basename(file)} (step ${state.step})`);
-  return { state, fixedInputBias };
 }
 
 /** A fresh init (input scale and b_dec from an estimation sample), or init_from's state. */

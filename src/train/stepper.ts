@@ -46,6 +46,8 @@ export interface Stepper {
   window(): LogWindow;
   /** brings the TrainState up to date (parameters, Adam state, counters), for checkpoints and evaluation */
   sync(): void;
+  /** the last step's loss and gradient norm, where the engine has them at once: the divergence guard then checks every step (else every window) */
+  lastStep?(): { loss: number; gradNorm: number };
   dispose(): void;
 }
 
@@ -57,7 +59,8 @@ export class NativeStepper implements Stepper {
   private readonly dead: Uint8Array;
   private readonly fired: Float32Array;
   private acc: LogWindow;
-  private last: { X: Float32Array; Xhat: ArrayLike<number>; code: Code; B: number } | null = null;
+  private lastBatch: { X: Float32Array; Xhat: ArrayLike<number>; code: Code; B: number } | null = null;
+  private stepFigures = { loss: NaN, gradNorm: NaN };
 
   private readonly e: Engine;
   private readonly ph: PhaseSetup;
@@ -82,17 +85,21 @@ export class NativeStepper implements Stepper {
     const { fwd, gradNorm } = optimizerStep(e, ph.model, s, this.grads, X, B, {
       lr, beta1: ph.beta1, beta2: ph.beta2, eps: ph.eps, gradClip: ph.gradClip, coeff, dead: nDead > 0 ? dead : null, frozen: ph.frozen,
     });
-    if (!Number.isFinite(fwd.terms.loss)) throw new Error(`loss became ${fwd.terms.loss} at step ${s.step + 1}; lower train.lr or check the data`);
     // dead-latent counters, in tokens (docs/variants.md#dead-latents): fired = value > 0 anywhere in the batch
     firedLatents(e, fwd.code, B, H, this.fired);
     for (let i = 0; i < H; i++) s.sinceFired[i] = this.fired[i] > 0 ? 0 : s.sinceFired[i] + B;
     const a = this.acc, t = fwd.terms;
     this.acc = { n: a.n + 1, loss: a.loss + t.loss, mse: a.mse + t.mse, sparsity: a.sparsity + t.sparsity, aux: a.aux + t.aux, gnorm: a.gnorm + gradNorm };
-    this.last = { X, Xhat: fwd.Xhat, code: fwd.code, B };
+    this.lastBatch = { X, Xhat: fwd.Xhat, code: fwd.code, B };
+    this.stepFigures = { loss: t.loss, gradNorm };
+  }
+
+  lastStep(): { loss: number; gradNorm: number } {
+    return this.stepFigures;
   }
 
   flush(): LogFigures {
-    const { acc: a, last, ph, s } = this;
+    const { acc: a, lastBatch: last, ph, s } = this;
     const { D, H } = ph.model.dims;
     let dead = 0;
     for (let i = 0; i < H; i++) dead += s.sinceFired[i] >= ph.deadTokens ? 1 : 0;

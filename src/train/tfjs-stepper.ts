@@ -11,6 +11,7 @@ import type { ForwardResult, SaeModel, SaeSettings, StepInput } from "../sae/var
 import type { ParamSet } from "../sae/params.ts";
 import type { LogWindow, TrainState } from "./checkpoint.ts";
 import type { LogFigures, PhaseSetup, Stepper } from "./stepper.ts";
+import { DivergenceError } from "./guard.ts";
 import type { StepperFactory } from "./loop.ts";
 import type { EqContext, EqSettings, Equations } from "../sae/ops.ts";
 
@@ -175,9 +176,9 @@ export class TfjsStepper implements Stepper {
     s.adamT = this.adamT;
   }
 
-  /** the native step stops at the first non-finite loss; here it shows in the window's sum */
+  /** the native step stops at the first non-finite loss; here it shows in the window's sum (the loop's divergence guard says how to go on) */
   private checkFinite(lossSum: number): void {
-    if (!Number.isFinite(lossSum)) throw new Error(`loss became ${lossSum} within the ${this.n} steps up to step ${this.s.step}; lower train.lr or check the data`);
+    if (!Number.isFinite(lossSum)) throw new DivergenceError(this.s.step, `the loss became ${lossSum} within the ${this.n} steps up to step ${this.s.step}`);
   }
 
   /** host → device, once at the start of the phase */
