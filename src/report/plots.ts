@@ -71,7 +71,8 @@ export function l0Plots(runs: ReportRun[], series: string[]): Plot[] {
     const pts = metricPoints(runs, m);
     if (pts.length === 0) continue;
     const x = { field: "l0", type: "quantitative" as const, title: "L0 (active latents per token, log scale)", scale: { type: "log" as const, nice: false, padding: 12 } };
-    const y = { field: "value", type: "quantitative" as const, title: m.axis, scale: m.log ? { type: "log" as const, nice: false, padding: 12 } : m.domain ? { domain: m.domain } : { zero: false, padding: 12 } };
+    // ticks to 3 significant digits: a log axis over a narrow range would otherwise print every digit
+    const y = { field: "value", type: "quantitative" as const, title: m.axis, axis: { format: ".3~g" }, scale: m.log ? { type: "log" as const, nice: false, padding: 12 } : m.domain ? { domain: m.domain } : { zero: false, padding: 12 } };
     const color = { field: "series", type: "nominal" as const, title: "variant", scale: { domain: series }, sort: series };
     const layers: any[] = [
       { name: "lines", mark: { type: "line", strokeWidth: 1.5, opacity: 0.8 }, encoding: { x, y, color, detail: { field: "series" }, order: { field: "l0" } } },
