@@ -288,6 +288,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("threads", sae::get_threads());
   o.Set("blas", sae::blas_config());
+  o.Set("blasCore", sae::blas_core());
   o.Set("compiler", std::string("g++ ") + __VERSION__);
 #if defined(__AVX512F__)
   o.Set("simd", "avx512");

@@ -23,6 +23,7 @@ void set_threads(int n) {
 }
 int get_threads() { return g_threads; }
 std::string blas_config() { return std::string(openblas_get_config()); }
+std::string blas_core() { return std::string(openblas_get_corename()); }
 
 // Dot product with an explicit SIMD reduction: without it (and without -ffast-math, which we
 // refuse) GCC keeps the float sum in order and scalar, about 8x slower.

@@ -11,6 +11,8 @@ namespace sae {
 void set_threads(int n);
 int get_threads();
 std::string blas_config();
+// the kernel set OpenBLAS chose at load time (its DYNAMIC_ARCH core name, e.g. "SkylakeX")
+std::string blas_core();
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, op(X) = X or Xᵀ (OpenBLAS sgemm).
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,

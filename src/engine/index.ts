@@ -7,11 +7,14 @@ import os from "node:os";
 import { jsEngine } from "./js.ts";
 import type { Engine } from "./types.ts";
 import { SaeError } from "../errors.ts";
+import { blasCoreFor, cpuInfo } from "./cpu.ts";
 
 export type { Arr, Engine } from "./types.ts";
 
-export interface NativeInfo { threads: number; blas: string; compiler: string; simd: string }
+/** blasCore: the kernel set OpenBLAS runs; blasCoreSource: who chose it (docs/engine.md#blas-core) */
+export interface NativeInfo { threads: number; blas: string; blasCore: string; blasCoreSource: string; compiler: string; simd: string }
 interface NativeAddon extends Omit<Engine, "name"> { setThreads(n: number): void; info(): NativeInfo }
+type RawAddon = Omit<NativeAddon, "info"> & { info(): Omit<NativeInfo, "blasCoreSource"> };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const addonPath = path.join(root, "build/Release/sae_native.node");
@@ -26,8 +29,16 @@ export function loadNative(): { addon: NativeAddon | null; error: string | null 
     // from the kernels that follow a GEMM (top-k ran 1.6x slower). A short timeout puts them to
     // sleep at once. Read by OpenBLAS when it loads, so it is set before the addon is.
     process.env.OPENBLAS_THREAD_TIMEOUT ??= "4";
+    // OpenBLAS picks its kernels from the CPU's model number and falls back to SSE3 ones on a model
+    // it does not know (7x slower GEMM on Emerald Rapids): name the set the SIMD flags call for,
+    // unless the user did. Also read when the library loads.
+    const userCore = process.env.OPENBLAS_CORETYPE;
+    const core = userCore ? null : blasCoreFor(cpuInfo());
+    if (core) process.env.OPENBLAS_CORETYPE = core;
     const require = createRequire(import.meta.url);
-    cached = { addon: require(addonPath) as NativeAddon, error: null };
+    const raw = require(addonPath) as RawAddon;
+    const source = userCore ? `OPENBLAS_CORETYPE=${userCore}, set by you` : core ? "chosen by sae from the CPU's flags" : "detected by OpenBLAS";
+    cached = { addon: { ...raw, info: () => ({ ...raw.info(), blasCoreSource: source }) }, error: null };
   } catch (e) {
     cached = { addon: null, error: (e as Error).message.split("\n")[0] };
   }
@@ -66,5 +77,5 @@ export function selectEngine(threads?: number, want = process.env.SAE_ENGINE ?? 
   }
   addon.setThreads(n);
   const info = addon.info();
-  return { engine: nativeEngine(addon), threads: n, reason: `native engine, ${n} threads, ${info.blas.split(" ").slice(0, 2).join(" ")}`, info };
+  return { engine: nativeEngine(addon), threads: n, reason: `native engine, ${n} threads, ${info.blas.split(" ").slice(0, 2).join(" ")} (${info.blasCore} kernels)`, info };
 }
