@@ -177,6 +177,28 @@ for (const { B, D, H, K } of SHAPES) {
   });
 }
 
+test("topkRows on wide rows (the group-maxima path): the reference's choice, ties included", { skip }, () => {
+  // 4096 + 7 columns (a tail of 7), k = 32 and 100: enough columns for 4k groups. Values rounded to
+  // a coarse grid make many ties at the cut, which must still go to the lower column.
+  const rows = 9, cols = 4103;
+  const P = f32(rows * cols, 40), bias = f32(cols, 41, 0.2);
+  for (const coarse of [false, true]) {
+    const X = coarse ? P.map((x) => Math.round(x * 4) / 4) : P;
+    for (const [b, k] of [[bias, 32], [null, 32], [bias, 100]] as const) {
+      const i1 = new Int32Array(rows * k), i2 = new Int32Array(rows * k);
+      const v1 = new Float32Array(rows * k), v2 = new Float32Array(rows * k);
+      nat.topkRows(X, b, null, rows, cols, k, i1, v1);
+      jsEngine.topkRows(X, b, null, rows, cols, k, i2, v2);
+      assert.deepEqual(i1, i2, `coarse ${coarse}, k ${k}, bias ${b !== null}`);
+      assert.deepEqual(v1, v2);
+    }
+  }
+  // a row of equal values: every group maximum ties with the cut; the first k columns win
+  const flat = new Float32Array(cols).fill(0.5), idx = new Int32Array(32), val = new Float32Array(32);
+  nat.topkRows(flat, null, null, 1, cols, 32, idx, val);
+  assert.deepEqual([...idx], Array.from({ length: 32 }, (_, i) => i));
+});
+
 test("topkRows: ties go to the lower column; rows with fewer than K positives keep zeros", { skip }, () => {
   const H = 10, k = 4;
   const P = new Float32Array([
