@@ -9,8 +9,8 @@ import { Workspace, scaled } from "./variant.ts";
 export const SPARSE_DENOMINATOR = 16;
 
 /**
- * The positive entries of P + bias [B, H] as a code of (index, value) pairs per row, padded to the
- * largest row count seen so far (remembered, so re-allocation is rare), or null when some row has
+ * The positive entries of P + bias [B, H] as a code of (index, value) pairs per row, padded to a
+ * width that follows the largest row count (with a margin, so re-allocation is rare), or null when some row has
  * more than H/SPARSE_DENOMINATOR: then the caller's dense computation is cheaper. Used by the
  * ReLU family and Gated. `path` forces one answer (tests).
  */
@@ -30,11 +30,19 @@ export class Sparsifier {
     const H = this.H;
     const limit = this.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
     for (;;) {
-      const idx = ws.i("spIdx", B * this.kmax), val = ws.f("spVal", B * this.kmax, P);
-      const m = e.rowsAbove(P, bias, 0, B, H, this.kmax, idx, val, limit);
-      if (m <= this.kmax) return { m: this.kmax, idx, val };
+      const width = this.kmax;
+      const idx = ws.i("spIdx", B * width), val = ws.f("spVal", B * width, P);
+      const m = e.rowsAbove(P, bias, 0, B, H, width, idx, val, limit);
+      if (m <= width) {
+        // Every later loop (decode, gradients, penalties) walks the padding too: when the widest
+        // row needs less than half the room, the next batch gets 1.5x what this one needed (at
+        // L0 ≈ 0.5% of H the first width, H/16, was 90% padding). Rarely changed, so the
+        // workspace is rarely reallocated; a batch that overflows is scanned again (below).
+        if (2 * m < width) this.kmax = Math.max(1, Math.ceil(1.5 * m));
+        return { m: width, idx, val };
+      }
       if (m > limit) return null;
-      this.kmax = m;
+      this.kmax = Math.min(H, Math.ceil(1.25 * m));
     }
   }
 }
