@@ -275,6 +275,24 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), sae::sum_squares(p, n));
 }
 
+Napi::Value Axpby(const Napi::CallbackInfo& info) {
+  Args a{info, "axpby"};
+  a.count(5);
+  float* X = a.f32(1, "X", -1);
+  const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
+  const float* Y = a.f32(3, "Y", -1, true);
+  const bool hasY = !info[3].IsNull() && !info[3].IsUndefined();
+  const int64_t ny = hasY ? (int64_t)info[3].As<Napi::Float32Array>().ElementLength() : 0;
+  if (hasY && !(ny == n || (ny > 0 && n % ny == 0)))
+    a.fail("Y has length " + std::to_string(ny) + ", expected " + std::to_string(n) +
+               " (as X) or a divisor of it (a row repeated)", true);
+  float* out = a.f32(4, "out", n, true);
+  if (!info[0].IsNumber()) a.fail("a must be a number");
+  if (!info[2].IsNumber()) a.fail("b must be a number");
+  const double alpha = info[0].As<Napi::Number>().DoubleValue(), beta = info[2].As<Napi::Number>().DoubleValue();
+  return Napi::Number::New(info.Env(), sae::axpby(alpha, X, beta, Y, ny, out, n));
+}
+
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   Args a{info, "setThreads"};
   a.count(1);
@@ -316,6 +334,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("projectRows", Napi::Function::New(env, ProjectRows));
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("axpby", Napi::Function::New(env, Axpby));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));

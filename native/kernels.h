@@ -81,6 +81,11 @@ void normalize_rows(float* W, int rows, int cols);
 // sum of squares, accumulated in double
 double sum_squares(const float* a, int64_t n);
 
+// out[i] = a·X[i] + b·Y[i mod ny] (Y null: a·X[i]), computed in double and rounded to float;
+// returns the sum of the squares of the unrounded values. ny divides n (ny = n: elementwise; a
+// row vector of ny = cols repeated over rows). out may be null (the sum only), X or Y.
+double axpby(double a, const float* X, double b, const float* Y, int64_t ny, float* out, int64_t n);
+
 // Causal attention of one new position over a key/value cache, float64 (the language model).
 // q, out: [S, heads·hs]; kc, vc: [S, maxLen, kvHeads·hs]; positions 0..pos are attended. Query head
 // h reads kv head h / (heads / kvHeads) (grouped-query attention). Threads over sequences.

@@ -177,6 +177,25 @@ for (const { B, D, H, K } of SHAPES) {
   });
 }
 
+test("axpby: elementwise, a broadcast row, no Y, sum only, in place; exact where a or b is ±1 or 0", { skip }, () => {
+  const rows = 37, cols = 1000; // 37 000 elements: both threads
+  const X = f32(rows * cols, 50), Y = f32(rows * cols, 51), row = f32(cols, 52);
+  const ref = (a: number, Yv: Float32Array | null, b: number) => {
+    const out = new Float32Array(rows * cols);
+    return { s: jsEngine.axpby(a, X, b, Yv, out), out };
+  };
+  for (const [a, Yv, b, tol] of [[1, Y, -1, 0], [1, row, -1, 0], [0.37, null, 0, 0], [0.37, Y, 1.9, 1e-6]] as const) {
+    const out = new Float32Array(rows * cols);
+    const s = nat.axpby(a, X, b, Yv, out), r = ref(a, Yv, b);
+    close(`axpby(${a}, ${b}, Y of ${Yv?.length ?? 0})`, out, r.out, tol);
+    assert.ok(Math.abs(s - r.s) <= 1e-12 * r.s, `sum ${s} against ${r.s}`);
+    assert.equal(nat.axpby(a, X, b, Yv, null), s, "the sum alone");
+  }
+  const inPlace = X.slice();
+  nat.axpby(1, inPlace, -1, Y, inPlace);
+  close("axpby in place", inPlace, ref(1, Y, -1).out, 0);
+});
+
 test("topkRows on wide rows (the group-maxima path): the reference's choice, ties included", { skip }, () => {
   // 4096 + 7 columns (a tail of 7), k = 32 and 100: enough columns for 4k groups. Values rounded to
   // a coarse grid make many ties at the cut, which must still go to the lower column.
@@ -242,4 +261,10 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
   assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);
   assert.throws(() => a.setThreads(0), /threads must be at least 1/);
+  assert.throws(() => a.axpby(1, x, 1, new Float32Array(4), x), /axpby: Y has length 4, expected 6 \(as X\) or a divisor of it/);
+  assert.throws(() => a.axpby(1, x, 1, new Float32Array(0), x), /Y has length 0/);
+  assert.throws(() => a.axpby(1, x, 1, null, new Float32Array(5)), /out has length 5, expected 6/);
+  assert.throws(() => a.axpby(1, new Float64Array(6) as unknown as Float32Array, 1, null, null), /X must be a Float32Array/);
+  assert.throws(() => (a.axpby as (...args: unknown[]) => number)("1", x, 1, null, null), /a must be a number/);
+  assert.throws(() => (a.axpby as (...args: unknown[]) => number)(1, x, 1, null), /expected 5 arguments/);
 });

@@ -187,6 +187,18 @@ export const jsEngine: Engine = {
     return s;
   },
 
+  axpby(a, X, b, Y, out) {
+    const n = X.length, ny = Y ? Y.length : 0;
+    if (Y && !(ny === n || (ny > 0 && n % ny === 0))) throw new RangeError(`axpby: Y has length ${ny}, expected ${n} (as X) or a divisor of it`);
+    let s = 0;
+    for (let i = 0; i < n; i++) {
+      const v = Y ? a * X[i] + b * Y[i % ny] : a * X[i];
+      if (out) out[i] = v;
+      s += v * v;
+    }
+    return s;
+  },
+
   attention(q, kc, vc, S, pos, maxLen, heads, kvHeads, hs, out) {
     const dim = heads * hs, kv = kvHeads * hs, group = heads / kvHeads, scale = 1 / Math.sqrt(hs);
     const sc = new Float64Array(pos + 1);

@@ -40,6 +40,12 @@ export interface Engine {
   normalizeRows(W: Arr, rows: number, cols: number): void;
   sumSquares(a: Arr): number;
   /**
+   * out[i] = a·X[i] + b·Y[i mod Y.length] (Y null: a·X[i]), in float64 and rounded to out's type;
+   * returns Σ of the squares of the unrounded values. Y.length is X.length or divides it (a row
+   * repeated over the rows of X). out may be null (the sum alone), X or Y.
+   */
+  axpby(a: number, X: Arr, b: number, Y: Arr | null, out: Arr | null): number;
+  /**
    * The language model's causal attention for one new position, float64: q, out [S, heads·hs];
    * kc, vc [S, maxLen, kvHeads·hs] key/value caches; positions 0..pos attended; query head h
    * reads kv head h / (heads / kvHeads).

@@ -187,21 +187,13 @@ export class AuxK {
     }
     // target e = sg(x − x̂) = −E unless a test fixes it; ē its per-dimension batch mean
     const T = auxTarget ?? E, sign = auxTarget ? 1 : -1;
-    const mean = new Float64Array(D);
-    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += T[b * D + d];
-    for (let d = 0; d < D; d++) mean[d] = (sign * mean[d]) / B;
-    let den = 0, num = 0;
+    // the mean accumulates in float64, so that a batch of equal rows has den = 0 exactly
+    const sum = new Float64Array(D), mean = ws.f("auxMean", D, E);
+    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) sum[d] += T[b * D + d];
+    for (let d = 0; d < D; d++) mean[d] = (sign * sum[d]) / B;
+    const den = e.axpby(sign, T, -1, mean, null); // Σ ‖e − ē‖²
     const diff = ws.f("auxDiff", B * D, E);
-    for (let b = 0; b < B; b++) {
-      const o = b * D;
-      for (let d = 0; d < D; d++) {
-        const t = sign * T[o + d];
-        den += (t - mean[d]) ** 2;
-        const v = eHat[o + d] - t;
-        diff[o + d] = v;
-        num += v * v;
-      }
-    }
+    const num = e.axpby(1, eHat, -sign, T, diff); // diff = ê − e, num = Σ ‖ê − e‖²
     if (!(den > 0)) return { loss: 0, state: null };
     return { loss: num / den, state: { ...st, diff, den } };
   }
@@ -210,7 +202,7 @@ export class AuxK {
   backward(e: Engine, s: AuxState | null, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
     if (!s) return;
     const { D } = this.dims;
-    const Ga = scaled(s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
+    const Ga = scaled(e, s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
     if (!s.dead) {
       sparseBackward(e, this.ws, "gpAux", this.dims, B, s.kAux, s.idx!, s.val!, Ga, Wdec, Xc, dWdec, dWenc, gpSum);
       return;
