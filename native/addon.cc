@@ -227,6 +227,20 @@ Napi::Value Adam(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value AdamUnitRows(const Napi::CallbackInfo& info) {
+  Args a{info, "adamUnitRows"};
+  a.count(13);
+  int rows = a.dim(4, "rows"), cols = a.dim(5, "cols");
+  const int64_t n = (int64_t)rows * cols;
+  float* p = a.f32(0, "params", n);
+  const float* g = a.f32(1, "grads", n);
+  float* m = a.f32(2, "m", n);
+  float* v = a.f32(3, "v", n);
+  sae::adam_unit_rows(p, g, m, v, rows, cols, a.num(6, "lr"), a.num(7, "beta1"), a.num(8, "beta2"),
+                      a.num(9, "eps"), a.num(10, "bc1"), a.num(11, "bc2"), a.num(12, "gradScale"));
+  return info.Env().Undefined();
+}
+
 Napi::Value RowNorms(const Napi::CallbackInfo& info) {
   Args a{info, "rowNorms"};
   a.count(4);
@@ -330,6 +344,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));
   exports.Set("adam", Napi::Function::New(env, Adam));
+  exports.Set("adamUnitRows", Napi::Function::New(env, AdamUnitRows));
   exports.Set("rowNorms", Napi::Function::New(env, RowNorms));
   exports.Set("projectRows", Napi::Function::New(env, ProjectRows));
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));

@@ -585,6 +585,37 @@ void normalize_rows(float* W, int rows, int cols) {
   });
 }
 
+void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int cols, float lr,
+                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale) {
+  // A row of each array (3 KB at D = 768) stays in L1 between the projection, the update and the
+  // renormalisation; the separate kernels read W_dec three times and its gradient twice.
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) {
+      float* __restrict w = p + r * cols;
+      const float* __restrict gr = g + r * cols;
+      float* __restrict mr = m + r * cols;
+      float* __restrict vr = v + r * cols;
+      double ww = sumsq(w, cols), gw = 0;
+#pragma omp simd reduction(+ : gw)
+      for (int c = 0; c < cols; c++) gw += (double)gr[c] * w[c];
+      const float a = ww == 0 ? 0.f : (float)(gw / ww);
+      for (int c = 0; c < cols; c++) {
+        const float gp = ww == 0 ? gr[c] : gr[c] - a * w[c];
+        const float gi = gscale * gp;
+        const float mi = beta1 * mr[c] + (1.f - beta1) * gi;
+        const float vi = beta2 * vr[c] + (1.f - beta2) * gi * gi;
+        mr[c] = mi;
+        vr[c] = vi;
+        w[c] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
+      }
+      const double s = sumsq(w, cols);
+      if (s == 0) continue;
+      const float inv = (float)(1.0 / std::sqrt(s));
+      for (int c = 0; c < cols; c++) w[c] *= inv;
+    }
+  });
+}
+
 double sum_squares(const float* a, int64_t n) {
   // per-thread partial sums in fixed chunks, added in order: same result for a given thread count
   int nt = std::max(1, std::min(g_threads, (int)(n >> 16)));

@@ -78,6 +78,12 @@ void project_rows(float* G, const float* W, int rows, int cols);
 // W[i,:] /= ||W[i,:]|| (rows of norm 0 are left alone)
 void normalize_rows(float* W, int rows, int cols);
 
+// Adam for a unit-norm decoder, one row at a time: project_rows's tangent projection of the
+// gradient row (g itself is not changed), adam on it, then normalize_rows: the same arithmetic as
+// those three kernels in turn, in one pass over the [rows, cols] arrays instead of three.
+void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int cols, float lr,
+                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale);
+
 // sum of squares, accumulated in double
 double sum_squares(const float* a, int64_t n);
 

@@ -196,6 +196,35 @@ test("axpby: elementwise, a broadcast row, no Y, sum only, in place; exact where
   close("axpby in place", inPlace, ref(1, Y, -1).out, 0);
 });
 
+test("adamUnitRows: projectRows, adam, normalizeRows in one pass (native, reference, and the three kernels agree)", { skip }, () => {
+  const rows = 70, cols = 97;
+  const W = f32(rows * cols, 60), G = f32(rows * cols, 61), M = f32(rows * cols, 62, 0.01), V = f32(rows * cols, 63, 0.01).map(Math.abs);
+  W.fill(0, 5 * cols, 6 * cols); // a row of norm 0: no projection, no renormalisation
+  const hyper = [1e-2, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7] as const;
+  const run = (how: "fused" | "reference" | "three") => {
+    const p = W.slice(), g = G.slice(), m = M.slice(), v = V.slice();
+    if (how === "fused") nat.adamUnitRows(p, g, m, v, rows, cols, ...hyper);
+    else if (how === "reference") jsEngine.adamUnitRows(p, g, m, v, rows, cols, ...hyper);
+    else {
+      nat.projectRows(g, p, rows, cols);
+      nat.adam(p, g, m, v, ...hyper);
+      nat.normalizeRows(p, rows, cols);
+    }
+    return { p, g, m, v };
+  };
+  const fused = run("fused"), ref = run("reference"), three = run("three");
+  assert.deepEqual(fused.g, G, "the gradient is left as it is");
+  for (const k of ["p", "m", "v"] as const) {
+    close(`adamUnitRows ${k} against the reference`, fused[k], ref[k], 1e-5);
+    close(`adamUnitRows ${k} against the three kernels`, fused[k], three[k], 0);
+  }
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += fused.p[r * cols + c] ** 2;
+    if (r !== 5) assert.ok(Math.abs(s - 1) < 1e-5, `row ${r} has norm² ${s}`);
+  }
+});
+
 test("topkRows on wide rows (the group-maxima path): the reference's choice, ties included", { skip }, () => {
   // 4096 + 7 columns (a tail of 7), k = 32 and 100: enough columns for 4k groups. Values rounded to
   // a coarse grid make many ties at the cut, which must still go to the lower column.
@@ -261,6 +290,9 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
   assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);
   assert.throws(() => a.setThreads(0), /threads must be at least 1/);
+  assert.throws(() => a.adamUnitRows(x, x, x, x, 2, 4, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /adamUnitRows: params has length 6, expected 8/);
+  assert.throws(() => a.adamUnitRows(x, x, new Float32Array(5), x, 2, 3, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /m has length 5, expected 6/);
+  assert.throws(() => (a.adamUnitRows as (...args: unknown[]) => void)(x, x, x, x, 2, 3, "1", 0.9, 0.9, 1e-8, 1, 1, 1), /lr must be a number/);
   assert.throws(() => a.axpby(1, x, 1, new Float32Array(4), x), /axpby: Y has length 4, expected 6 \(as X\) or a divisor of it/);
   assert.throws(() => a.axpby(1, x, 1, new Float32Array(0), x), /Y has length 0/);
   assert.throws(() => a.axpby(1, x, 1, null, new Float32Array(5)), /out has length 5, expected 6/);

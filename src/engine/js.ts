@@ -150,6 +150,13 @@ export const jsEngine: Engine = {
     }
   },
 
+  adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
+    const gp = g.slice();
+    jsEngine.projectRows(gp, p, rows, cols);
+    jsEngine.adam(p, gp, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+    jsEngine.normalizeRows(p, rows, cols);
+  },
+
   rowNorms(W, rows, cols, out) {
     for (let r = 0; r < rows; r++) {
       let s = 0;
