@@ -121,11 +121,12 @@ export class AuxK {
 
   /**
    * Selection, in up to three calls so that the encoder can hand over its pre-activations block by
-   * block: begin(), then select() for each block of rows of P (pre-activations without b_enc,
-   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
+   * block: begin() with the encoder input Xc [B, D] and W_enc, then select() for each block of rows
+   * of P (pre-activations without b_enc, [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
    */
-  begin(B: number, dead: Uint8Array | null, like: Arr): void {
-    const { H } = this.dims;
+  begin(e: Engine, B: number, dead: Uint8Array | null, Xc: Arr, Wenc: Arr): void {
+    const { D, H } = this.dims;
+    const like = Xc;
     const ws = this.ws;
     this.sel = null;
     const nDead = dead ? dead.reduce((s, v) => s + v, 0) : 0;
@@ -136,7 +137,13 @@ export class AuxK {
     if (dense) {
       const ids = ws.i("auxDead", nDead);
       for (let i = 0, j = 0; i < H; i++) if (dead[i]) ids[j++] = i;
-      this.sel = { B, kAux, dead, idx, val, ids, Pd: ws.f("auxP", B * nDead, like) };
+      // the dead latents' pre-activations by a GEMM of their own, Xc·W_enc[dead]ᵀ [B, n]: picking
+      // them out of the encoder's blocks cost 20 ms a block in cache misses, this GEMM 1–2 ms
+      const We = ws.f("auxWe", nDead * D, like);
+      for (let j = 0; j < nDead; j++) We.set(Wenc.subarray(ids[j] * D, (ids[j] + 1) * D), j * D);
+      const Pd = ws.f("auxP", B * nDead, like);
+      e.gemm(false, true, B, nDead, D, 1, Xc.subarray(0, B * D), We, 0, Pd);
+      this.sel = { B, kAux, dead, idx, val, ids, Pd };
     } else {
       this.sel = { B, kAux, dead, idx, val };
     }
@@ -146,13 +153,9 @@ export class AuxK {
     const sel = this.sel;
     if (!sel) return;
     const { H } = this.dims;
-    if (sel.ids) {
-      const n = sel.ids.length, ids = sel.ids, Pd = sel.Pd!;
-      for (let b = 0; b < rows; b++) for (let j = 0; j < n; j++) Pd[(r0 + b) * n + j] = P[b * H + ids[j]];
-    } else {
-      const k = sel.kAux;
-      e.topkRows(P, bEnc, sel.dead, rows, H, k, sel.idx.subarray(r0 * k, (r0 + rows) * k), sel.val.subarray(r0 * k, (r0 + rows) * k));
-    }
+    if (sel.ids) return; // the dense path's pre-activations came from begin()
+    const k = sel.kAux;
+    e.topkRows(P, bEnc, sel.dead, rows, H, k, sel.idx.subarray(r0 * k, (r0 + rows) * k), sel.val.subarray(r0 * k, (r0 + rows) * k));
   }
 
   finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): { loss: number; state: AuxState | null } {

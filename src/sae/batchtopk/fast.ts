@@ -138,7 +138,7 @@ export class BatchSelector {
       const tau = theta[0] > 0 ? this.candidateFraction * theta[0] : null;
       idx = ws.i("idx", B * kc);
       val = ws.f("val", B * kc, X);
-      auxk.begin(B, dead, X);
+      auxk.begin(e, B, dead, Xc, Wenc);
       let widest = 0;
       for (let r0 = 0; r0 < B; r0 += R) {
         const rows = Math.min(R, B - r0);

@@ -51,7 +51,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
       const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const idx = ws.i("idx", B * K);
       const val = ws.f("val", B * K, X);
-      auxk.begin(B, dead, X);
+      auxk.begin(e, B, dead, Xc, Wenc);
       // Encoder GEMM and selection in blocks of rows, so the dense pre-activations [rows, H] are
       // still in cache when the top-k reads them, and never exist for the whole batch.
       const R = Math.min(B, ENCODER_BLOCK_ROWS);
