@@ -77,7 +77,7 @@ Bf16Info bf16_info() {
   r.isa = isa_name(dnnl::get_effective_cpu_isa());
   r.version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
   r.available = has_bf16_isa();
-  if (!r.available) r.reason = "the CPU has no bf16 instructions (oneDNN's best is " + r.isa + "; bf16 needs AVX512-BF16 or AMX-BF16)";
+  if (!r.available) r.reason = "oneDNN finds no bf16 instructions on this CPU (its best: " + r.isa + "; bf16 needs AVX512-BF16 or AMX-BF16)";
   return r;
 }
 

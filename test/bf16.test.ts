@@ -168,9 +168,17 @@ test("train.precision resolves: fp32 as asked, auto falls back to fp32 where bf1
   });
   refused(() => resolvePrecision("bf16", ts, "typescript"), 1, /bf16 cannot run here: bf16 needs the native engine/);
   refused(() => resolvePrecision("bf16", ts, "tfjs"), 2, /applies to the native engine; the tfjs engine trains in float32/);
-  const noCpu = { engine: { ...jsEngine, name: "native" as const }, threads: 2, reason: "native", info: { threads: 2, blas: "", blasCore: "", blasCoreSource: "", compiler: "", simd: "avx2", bf16: { available: false, reason: "the CPU has no bf16 instructions (oneDNN's best is avx2)", isa: "avx2", onednn: "2.6.3", impl: "" } } };
-  refused(() => resolvePrecision("bf16", noCpu, "native"), 1, /the CPU has no bf16 instructions/);
+  const noCpu = { engine: { ...jsEngine, name: "native" as const }, threads: 2, reason: "native", info: { threads: 2, blas: "", blasCore: "", blasCoreSource: "", compiler: "", simd: "avx2", bf16: { available: false, reason: "oneDNN finds no bf16 instructions on this CPU (its best: avx2)", isa: "avx2", onednn: "2.6.3", impl: "" } } };
+  refused(() => resolvePrecision("bf16", noCpu, "native"), 1, /oneDNN finds no bf16 instructions on this CPU/);
   assert.equal(resolvePrecision("auto", noCpu, "native").precision, "fp32");
+});
+
+test("sae doctor names the CPU's bf16 instructions and what train.precision auto picks", async () => {
+  const r = await cli(["doctor"]);
+  assert.equal(r.code, 0, r.err);
+  const line = r.out.split("\n").find((l) => l.startsWith("bf16:")) ?? "";
+  assert.match(line, noBf16 ? /^bf16: +unavailable: .*train\.precision auto picks fp32$/ : /^bf16: +oneDNN \d+\.\d+\.\d+, \w+ .*train\.precision auto picks bf16$/);
+  assert.match(line, /\(CPU: (amx_bf16|avx512_bf16|no bf16 instructions)/);
 });
 
 // Quality at quickstart size (the README's performance section has the full table): the same seed
