@@ -8,44 +8,14 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { cli, tmpDir } from "./helpers.ts";
+import { cli, spawnCli, tinyConfig, tmpDir } from "./helpers.ts";
 
-const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "bin", "sae.js");
-
-const TINY = `name: crash
-seed: 4
-data:
-  d_in: 16
-  synthetic: { n_features: 24, mean_active: 2 }
-  eval_tokens: 512
-  norm_estimate_tokens: 512
-sae:
-  variant: topk
-  d_sae: 32
-  k: 3
-train:
-  batch_size: 64
-  lr: 0.01
-  warmup_steps: 2
-  log_every: 10
-  checkpoint_every: 10
-`;
-
-const ONE_PHASE = TINY + "  steps: 20\n";
-const TWO_PHASES = TINY + "  phases:\n    - { name: one, steps: 10 }\n    - { name: two, steps: 10, lr: 0.003, freeze: [encoder] }\n";
+const TINY = (train: string) => tinyConfig("crash", 4, "  warmup_steps: 2\n" + train);
+const ONE_PHASE = TINY("  steps: 20\n");
+const TWO_PHASES = TINY("  phases:\n    - { name: one, steps: 10 }\n    - { name: two, steps: 10, lr: 0.003, freeze: [encoder] }\n");
 
 /** runs the CLI in a child process; resolves with its exit code, signal and stderr */
-function sae(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; signal: string | null; err: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
-    let err = "";
-    child.stderr.on("data", (d) => (err += d));
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, err }));
-  });
-}
+const sae = (args: string[], env: Record<string, string> = {}) => spawnCli(args, env).done;
 
 /** at most `n` at once */
 async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {

@@ -8,6 +8,8 @@ import { ParamSet } from "../src/sae/params.ts";
 import type { SaeModel, StepInput } from "../src/sae/variant.ts";
 import { Rng } from "../src/rng.ts";
 import { main } from "../src/cli/main.ts";
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
 
 export function randn(n: number, rng: Rng, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {
   const a = new ctor(n);
@@ -70,3 +72,53 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 export const MODELS_DIR = process.env.SAE_SHARED_MODELS;
+
+/** bin/sae.js, for tests that need the CLI in a child process (signals, kills, stops) */
+export const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "bin", "sae.js");
+
+export interface Exit { code: number | null; signal: string | null; err: string }
+
+/** the CLI in a child process; `done` resolves with its exit code, signal and stderr */
+export function spawnCli(args: string[], env: Record<string, string> = {}): { proc: ChildProcess; done: Promise<Exit> } {
+  const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  let err = "";
+  proc.stderr!.on("data", (d) => (err += d));
+  const done = new Promise<Exit>((resolve, reject) => {
+    proc.on("error", reject);
+    proc.on("close", (code, signal) => resolve({ code, signal, err }));
+  });
+  return { proc, done };
+}
+
+/**
+ * The smallest run that trains, logs and checkpoints in a second: synthetic data (d_in 16),
+ * TopK with 32 latents and k = 3, batch 64, a log row and a checkpoint every 10 steps.
+ * `train` adds lines under `train:` (steps, phases, warm-up), each indented two spaces.
+ */
+export function tinyConfig(name: string, seed: number, train: string): string {
+  return `name: ${name}
+seed: ${seed}
+data:
+  d_in: 16
+  synthetic: { n_features: 24, mean_active: 2 }
+  eval_tokens: 512
+  norm_estimate_tokens: 512
+sae:
+  variant: topk
+  d_sae: 32
+  k: 3
+train:
+  batch_size: 64
+  lr: 0.01
+  log_every: 10
+  checkpoint_every: 10
+${train}`;
+}
+
+/** a fresh folder holding `text` as c.yaml; runs go to its runs/ */
+export function configIn(text: string, prefix: string): { dir: string; cfg: string; runs: string } {
+  const dir = tmpDir(prefix);
+  const cfg = path.join(dir, "c.yaml");
+  fs.writeFileSync(cfg, text);
+  return { dir, cfg, runs: path.join(dir, "runs") };
+}

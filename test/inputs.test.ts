@@ -5,36 +5,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { cli, tmpDir } from "./helpers.ts";
+import { cli, configIn, tinyConfig, tmpDir } from "./helpers.ts";
 import { npyHeader } from "../src/io/npy.ts";
 import { latestCheckpoint } from "../src/train/checkpoint.ts";
 import { readStatus } from "../src/io/run.ts";
 
-const SMALL = `name: in
-seed: 2
-data:
-  d_in: 16
-  synthetic: { n_features: 24, mean_active: 2 }
-  eval_tokens: 512
-  norm_estimate_tokens: 512
-sae:
-  variant: topk
-  d_sae: 32
-  k: 3
-train:
-  steps: 20
-  batch_size: 64
-  lr: 0.01
-  log_every: 10
-  checkpoint_every: 10
-`;
-
-function setup(text = SMALL): { dir: string; cfg: string; runs: string } {
-  const dir = tmpDir("sae-in-");
-  const cfg = path.join(dir, "c.yaml");
-  fs.writeFileSync(cfg, text);
-  return { dir, cfg, runs: path.join(dir, "runs") };
-}
+const SMALL = tinyConfig("in", 2, "  steps: 20\n");
+const setup = (text = SMALL) => configIn(text, "sae-in-");
 
 /** a config reading `file` (relative to the config's folder) */
 const fileConfig = (file: string) => `data:\n  source: file\n  file: { path: ${file} }\n  eval_tokens: 16\n  norm_estimate_tokens: 64\nsae: { variant: topk, d_sae: 16, k: 2 }\ntrain: { steps: 2, batch_size: 8 }\n`;

@@ -193,7 +193,7 @@ test("only a running run: no command takes it by default; the error lists it wit
     const args = cmd === "export" ? ["--out", path.join(runs, "..", "x")] : cmd === "finetune" ? ["--freeze", "encoder"] : [];
     const r = await cli([cmd, ...args, "--runs-dir", runs]);
     assert.equal(r.code, 2, `${cmd}: ${r.err}`);
-    assert.match(r.err, new RegExp(`none of the 1 runs in ${runs}/ is ${what} \\(RUN left out means the latest ${what} run\\); the latest runs:\\n  busy  running, step 2/4\\n`), cmd);
+    assert.match(r.err, new RegExp(`the only run in ${runs}/ is not ${what} \\(RUN left out means the latest ${what} run\\); the latest runs:\\n  busy  running, step 2/4\\n`), cmd);
   }
   const l = await cli(["eval", "latest", "--runs-dir", runs]);
   assert.match(l.err, /\(latest means the latest finished run\)/);

@@ -15,7 +15,7 @@ import { downstreamEval } from "../src/eval/downstream.ts";
 import { configFromObject } from "../src/config/load.ts";
 import { createModel } from "../src/sae/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
-import { harvestGroup } from "../src/lm/harvest.ts";
+import { harvestGroup, HarvestStore, SEQ_GROUP } from "../src/lm/harvest.ts";
 import { writeNpy } from "../src/io/npy.ts";
 
 const MODELS = process.env.SAE_SHARED_MODELS;
@@ -90,6 +90,22 @@ test("harvesting: batched sequences are independent of their neighbours' count, 
   assert.deepEqual(b.acts, a.acts);
   const c = harvestGroup({ ...spec, site: "mlp_out" }, 0);
   assert.notDeepEqual(c.acts, a.acts);
+});
+
+test("a harvest store runs each group through the model once: rows first, then their token ids, as sae eval and sae features read them", { skip }, () => {
+  const m = loadLlama(model("aidreams260K.bin"));
+  const P = 8, spec = { model: m, engine: native, layer: 1, site: "resid_post" as const, P, seed: 5, temperature: 1, tokens: null };
+  const store = new HarvestStore(spec, 3 * SEQ_GROUP);
+  const out = new Float32Array(store.rows * store.D);
+  for (let r = 0; r < store.rows; r += 100) store.read(r, Math.min(100, store.rows - r), out.subarray(r * store.D));
+  assert.equal(store.harvests, 3);
+  const seqs = store.sequenceTokens(0, 3 * SEQ_GROUP);
+  assert.equal(store.harvests, 3, "the token ids come from the groups already harvested");
+  for (let g = 0; g < 3; g++) {
+    const h = harvestGroup(spec, g);
+    assert.deepEqual(seqs.ids.subarray(g * SEQ_GROUP * P, (g + 1) * SEQ_GROUP * P), h.tokens);
+    assert.deepEqual(out.subarray(g * SEQ_GROUP * P * store.D, (g + 1) * SEQ_GROUP * P * store.D), h.acts);
+  }
 });
 
 test("downstream loss: an exact SAE recovers all of the loss; zero ablation hurts", { skip }, () => {

@@ -7,40 +7,13 @@ import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { spawn, type ChildProcess } from "node:child_process";
-import { fileURLToPath } from "node:url";
-import { cli, tmpDir, MODELS_DIR } from "./helpers.ts";
+import type { ChildProcess } from "node:child_process";
+import { cli, configIn, spawnCli, tinyConfig, MODELS_DIR } from "./helpers.ts";
 import { listCheckpoints, latestCheckpoint } from "../src/train/checkpoint.ts";
 import { readStatus } from "../src/io/run.ts";
 
-const BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "bin", "sae.js");
-
-const SMALL = `name: rec
-seed: 2
-data:
-  d_in: 16
-  synthetic: { n_features: 24, mean_active: 2 }
-  eval_tokens: 512
-  norm_estimate_tokens: 512
-sae:
-  variant: topk
-  d_sae: 32
-  k: 3
-train:
-  steps: 40
-  batch_size: 64
-  lr: 0.01
-  warmup_steps: 2
-  log_every: 10
-  checkpoint_every: 10
-`;
-
-function setup(text = SMALL): { dir: string; cfg: string; runs: string } {
-  const dir = tmpDir("sae-rec-");
-  const cfg = path.join(dir, "c.yaml");
-  fs.writeFileSync(cfg, text);
-  return { dir, cfg, runs: path.join(dir, "runs") };
-}
+const SMALL = tinyConfig("rec", 2, "  steps: 40\n  warmup_steps: 2\n");
+const setup = (text = SMALL) => configIn(text, "sae-rec-");
 
 const file = (...p: string[]) => fs.readFileSync(path.join(...p));
 const json = (...p: string[]) => JSON.parse(fs.readFileSync(path.join(...p), "utf8"));
@@ -64,14 +37,11 @@ after(() => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
 });
 
-/** the CLI in a child process */
-function child(args: string[], env: Record<string, string> = {}): { proc: ChildProcess; done: Promise<{ code: number | null; signal: string | null; err: string }> } {
-  const proc = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
-  children.push(proc);
-  let err = "";
-  proc.stderr!.on("data", (d) => (err += d));
-  const done = new Promise<{ code: number | null; signal: string | null; err: string }>((resolve) => proc.on("close", (code, signal) => resolve({ code, signal, err })));
-  return { proc, done };
+/** the CLI in a child process, stopped by SIGKILL when the tests end */
+function child(args: string[], env: Record<string, string> = {}): ReturnType<typeof spawnCli> {
+  const c = spawnCli(args, env);
+  children.push(c.proc);
+  return c;
 }
 
 /** resolves once the process has stopped itself (SAE_FAULT=stop@...); polls /proc */

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import os from "node:os";
 import { cli } from "./helpers.ts";
 import { TINY_BASE, TINY_SWEEP, runResults, sweepFolder } from "./sweep-helpers.ts";
 import { loadSweep } from "../src/sweep/spec.ts";
@@ -241,4 +242,27 @@ test("a run killed between a phase's checkpoint and its evaluation resumes to th
     assert.equal(got.weights, want.weights, id);
     assert.equal(got.metrics, want.metrics, id);
   }
+});
+
+test("a sweep run's lock: a live holder refuses the run by name, a dead one's lock is taken over", async () => {
+  const { file, dir } = sweepFolder(`base: base.yaml\nname: tiny\nset: {train.steps: 10, sae.variant: topk}\ngroups:\n  - name: k\n    runs: [{sae.k: 4}]\n`);
+  const out = path.join(dir, "out");
+  const locks = path.join(out, "tiny", "locks");
+  fs.mkdirSync(locks, { recursive: true });
+  const [name] = loadSweep(file, { runsDir: out }).runs.map((r) => r.name);
+  const lock = path.join(locks, `${name}.lock`);
+  // this test's own process holds it: alive
+  fs.writeFileSync(lock, JSON.stringify({ pid: process.pid, host: os.hostname(), command: "sweep", since: "2026-01-01T00:00:00Z" }));
+  const busy = await cli(["sweep", file, "--runs-dir", out]);
+  assert.equal(busy.code, 1, busy.err); // a sweep whose run failed
+  assert.match(busy.err, new RegExp(`1 run failed: ${name} \\(sweep run ${name} is in use by sae sweep \\(pid ${process.pid} on `));
+  assert.equal(fs.existsSync(path.join(out, "tiny", name, "config.yaml")), false, "nothing trained");
+  // a PID that no process has: the lock is taken over, the run trains, the lock is gone after
+  fs.writeFileSync(lock, JSON.stringify({ pid: 2 ** 22 + 17, host: os.hostname(), command: "sweep", since: "2026-01-01T00:00:00Z" }));
+  const r = await cli(["sweep", file, "--runs-dir", out]);
+  assert.equal(r.code, 0, r.err);
+  const log = fs.readFileSync(path.join(out, "tiny", "logs", `${name}.log`), "utf8");
+  assert.match(log, new RegExp(`taking over the lock of sweep run ${name}: its holder \\(sae sweep \\(pid ${2 ** 22 + 17}`));
+  assert.equal(fs.existsSync(lock), false);
+  assert.deepEqual(fs.readdirSync(locks), [], "no temporary lock file is left");
 });

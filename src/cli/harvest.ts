@@ -10,6 +10,7 @@ import { Tokenizer } from "../lm/tokenizer.ts";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
 import { collect, nonNegativeInt, positiveInt } from "./common.ts";
+import { count } from "../text.ts";
 
 export function harvestCommand(io: CliIo): Command {
   return new Command("harvest")
@@ -69,7 +70,7 @@ Examples:
         const rate = (done * spec.P) / ((last - t0) / 1000);
         io.err(`  ${done}/${sequences} sequences, ${Math.round(rate)} tok/s`);
       });
-      io.out(`wrote ${manifest.shards.length} shard${manifest.shards.length === 1 ? "" : "s"}, ${sequences * spec.P} rows, tokens.npy and manifest.json to ${opts.out}`);
+      io.out(`wrote ${count(manifest.shards.length, "shard")}, ${sequences * spec.P} rows, tokens.npy and manifest.json to ${opts.out}`);
       if (tok) {
         const all = readTokens(path.join(opts.out, "tokens.npy"), spec.P, lm.config.vocab).ids;
         for (let s = 0; s < Math.min(opts.show, sequences); s++) io.out(`[${s}] ${tok.decode(all.subarray(s * spec.P, (s + 1) * spec.P))}`);

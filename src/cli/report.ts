@@ -3,6 +3,7 @@ import path from "node:path";
 import { SaeError } from "../errors.ts";
 import type { CliIo } from "./io.ts";
 import { positiveFloat } from "./common.ts";
+import { count } from "../text.ts";
 
 export function reportCommand(io: CliIo): Command {
   return new Command("report")
@@ -31,6 +32,6 @@ Examples:
       const t0 = performance.now();
       const r = await writeReport(runs, { out: opts.out, scale: opts.scale, title: opts.title });
       for (const m of r.missing) io.err(`warning: ${m.id}: ${m.problem}; left out of the plots`);
-      io.out(`wrote ${path.relative(process.cwd(), r.html)} with ${r.plots.length} plots (.svg and .png) and ${path.relative(process.cwd(), r.table)}: ${runs.length} runs, ${runs.length - r.missing.length} evaluated (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+      io.out(`wrote ${path.relative(process.cwd(), r.html)} with ${count(r.plots.length, "plot")} (.svg and .png) and ${path.relative(process.cwd(), r.table)}: ${count(runs.length, "run")}, ${runs.length - r.missing.length} evaluated (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
     });
 }

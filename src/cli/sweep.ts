@@ -13,6 +13,7 @@ import { ensureHarvested, harvestDir } from "../sweep/data.ts";
 import type { CliIo } from "./io.ts";
 import { collect, nonNegativeInt, positiveInt } from "./common.ts";
 import { printEval } from "./eval.ts";
+import { count } from "../text.ts";
 
 interface SweepOpts {
   jobs: number; threads?: number; runsDir?: string; dryRun?: boolean; status?: boolean; index?: number; prepare?: boolean;
@@ -71,13 +72,13 @@ Examples:
         else io.out(`submit with: ${rel(plan.submitScript)}  (or: sae sweep ${file} --slurm ... --submit)`);
         return;
       }
-      io.err(`sweep ${sweep.name}: ${sweep.runs.length} runs in ${rel(sweep.dir)}, ${jobs} at a time with ${threads} thread${threads === 1 ? "" : "s"} each`);
+      io.err(`sweep ${sweep.name}: ${count(sweep.runs.length, "run")} in ${rel(sweep.dir)}, ${jobs} at a time with ${count(threads, "thread")} each`);
       const t0 = performance.now();
       const s = await runLocal(sweep, { jobs, threads, sweepArgs, log: (l) => io.err(l) });
       const secs = (performance.now() - t0) / 1000;
       io.out(`sweep ${sweep.name}: ${s.done.length} trained, ${s.skipped.length} already done${s.failed.length ? `, ${s.failed.length} failed` : ""}${s.interrupted.length ? `, ${s.interrupted.length} interrupted` : ""}${s.notStarted.length ? `, ${s.notStarted.length} not started` : ""} in ${fmtTime(secs)}; ${rel(sweep.dir)}`);
       if (s.failed.length) {
-        throw new SaeError("runtime", `${s.failed.length} run${s.failed.length === 1 ? "" : "s"} failed: ${s.failed.map((f) => `${f.name} (${f.reason})`).join("; ")}`, `see ${rel(path.join(sweep.dir, "logs"))}; fix the cause and run the same command again (finished runs are kept)`);
+        throw new SaeError("runtime", `${count(s.failed.length, "run")} failed: ${s.failed.map((f) => `${f.name} (${f.reason})`).join("; ")}`, `see ${rel(path.join(sweep.dir, "logs"))}; fix the cause and run the same command again (finished runs are kept)`);
       }
       if (s.stopped || s.interrupted.length || s.notStarted.length) {
         throw new SaeError("runtime", `the sweep stopped before every run finished`, `run the same command again to resume: sae sweep ${file}${opts.runsDir ? ` --runs-dir ${opts.runsDir}` : ""}`);
@@ -146,11 +147,11 @@ async function prepare(io: CliIo, sweep: Sweep, threads: number | undefined): Pr
     const h = run.finetune ? null : harvestDir(sweep.dir, run.config);
     if (h && ensureHarvested(run.config, h, engine, (l) => io.err(l))) n++;
   }
-  io.out(n ? `harvested ${n} dataset${n === 1 ? "" : "s"} into ${rel(path.join(sweep.dir, "data"))}` : "the sweep's data is ready (nothing to harvest)");
+  io.out(n ? `harvested ${count(n, "dataset")} into ${rel(path.join(sweep.dir, "data"))}` : "the sweep's data is ready (nothing to harvest)");
 }
 
 function dryRun(io: CliIo, sweep: Sweep, jobs: number, threads: number): void {
-  io.out(`sweep ${sweep.name}: ${sweep.runs.length} runs from ${rel(sweep.base)} into ${rel(sweep.dir)}; ${jobs} at a time, ${threads} thread${threads === 1 ? "" : "s"} each`);
+  io.out(`sweep ${sweep.name}: ${count(sweep.runs.length, "run")} from ${rel(sweep.base)} into ${rel(sweep.dir)}; ${jobs} at a time, ${count(threads, "thread")} each`);
   const data = new Set<string>();
   for (const run of sweep.runs) {
     const h = run.finetune ? null : harvestDir(sweep.dir, run.config);
@@ -194,7 +195,7 @@ function printStatus(io: CliIo, sweep: Sweep): void {
     else if (state === "waiting") detail = `after ${run.finetune!.parent}`;
     io.out(`${run.name.padEnd(width)}  ${state.padEnd(11)} ${steps.padStart(11)}  ${detail}`.trimEnd());
   }
-  io.out(`${sweep.runs.length} runs: ${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}`);
+  io.out(`${count(sweep.runs.length, "run")}: ${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}`);
 }
 
 function readEvalSafe(dir: string) {

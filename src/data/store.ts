@@ -19,6 +19,7 @@ import { SaeError } from "../errors.ts";
 import { openOrExplain, readNpyHeader } from "../io/npy.ts";
 import { checkSafetensorsHeader, MAX_HEADER_BYTES, type TensorInfo } from "../io/safetensors.ts";
 import type { FileDtype, Manifest, RowStore } from "../io/activations.ts";
+import { count } from "../text.ts";
 export type { FileDtype, Manifest, RowStore } from "../io/activations.ts";
 
 
@@ -315,7 +316,7 @@ export class SkipStore implements RowStore {
   }
 
   describe(): string {
-    return `${this.inner.describe()}, first ${this.skip} position${this.skip === 1 ? "" : "s"} of each sequence skipped`;
+    return `${this.inner.describe()}, first ${count(this.skip, "position")} of each sequence skipped`;
   }
 
   read(start: number, n: number, out: Float32Array): void {

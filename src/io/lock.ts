@@ -37,9 +37,20 @@ let exitHook = false;
  * its metrics there, then says that eval.json cannot be written).
  */
 export function acquireRunLock(dir: string, command: string, log: (line: string) => void, opts: { readOnlyOk?: boolean } = {}): RunLock {
-  const file = path.join(dir, "lock");
+  const run = path.basename(path.resolve(dir));
+  return acquireLock(path.join(dir, "lock"), { what: `run ${run}`, busyHint: "one process works on a run at a time: wait for it to finish, or stop it (Ctrl-C or kill PID: it saves a checkpoint) and resume" }, command, log, opts);
+}
+
+/**
+ * The lock file `file` (its folder exists) for `command`, taken as acquireRunLock describes. `what`
+ * names the locked thing in messages ("run x", "sweep run y"); `busyHint` is the fix offered when
+ * a live process holds it.
+ */
+export function acquireLock(file: string, names: { what: string; busyHint: string }, command: string, log: (line: string) => void, opts: { readOnlyOk?: boolean } = {}): RunLock {
+  const dir = path.dirname(file);
+  const { what } = names;
   const mine: LockInfo = { pid: process.pid, host: os.hostname(), command, since: new Date().toISOString(), pid_start: processStart(process.pid) ?? undefined };
-  const tmp = path.join(dir, `lock.tmp-${process.pid}`);
+  const tmp = `${file}.tmp-${process.pid}`;
   try {
     fs.writeFileSync(tmp, JSON.stringify(mine) + "\n");
   } catch (err) {
@@ -58,12 +69,9 @@ export function acquireRunLock(dir: string, command: string, log: (line: string)
       const holder = readLock(file);
       if (holder === undefined) continue; // released meanwhile
       const state = holder ? holderState(holder) : "dead";
-      const run = path.basename(path.resolve(dir));
-      if (state === "alive") {
-        throw new SaeError("usage", `run ${run} is in use by ${describe(holder!)}`, "one process works on a run at a time: wait for it to finish, or stop it (Ctrl-C or kill PID: it saves a checkpoint) and resume");
-      }
+      if (state === "alive") throw new SaeError("usage", `${what} is in use by ${describe(holder!)}`, names.busyHint);
       if (state === "elsewhere") {
-        throw new SaeError("usage", `run ${run} is locked by ${describe(holder!)}; whether that process still runs cannot be checked from ${os.hostname()}`, `if no sae process works on it there any more, delete ${file}`);
+        throw new SaeError("usage", `${what} is locked by ${describe(holder!)}; whether that process still runs cannot be checked from ${os.hostname()}`, `if no sae process works on it there any more, delete ${file}`);
       }
       // the holder is gone: move its lock aside and try again (if another process took it over
       // first, the link above fails again and finds that process alive)
@@ -82,7 +90,7 @@ export function acquireRunLock(dir: string, command: string, log: (line: string)
           // it took the lock again meanwhile
         }
       } else {
-        log(`taking over the lock of run ${run}: ${holder ? `its holder (${describe(holder)}) is gone` : "its lock file was unreadable"}`);
+        log(`taking over the lock of ${what}: ${holder ? `its holder (${describe(holder)}) is gone` : "its lock file was unreadable"}`);
       }
       fs.rmSync(aside, { force: true });
     }

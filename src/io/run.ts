@@ -269,7 +269,7 @@ export function resolveRun(runsDir: string, arg: string | undefined, purpose: Ru
     throw new SaeError("usage", `no runs in ${runsDir}/ to take the latest ${what} run from`, "train one first (sae train configs/quickstart.yaml), or point --runs-dir at the folder that holds your runs");
   }
   if (fit.length === 0) {
-    throw new SaeError("usage", `none of the ${all.length} runs in ${runsDir}/ is ${what} (${arg === undefined ? "RUN left out" : name} means the latest ${what} run); the latest runs:\n${listRuns(all.slice(0, 5))}`, purpose === "finished"
+    throw new SaeError("usage", `${all.length === 1 ? `the only run in ${runsDir}/ is not ${what}` : `none of the ${all.length} runs in ${runsDir}/ is ${what}`} (${arg === undefined ? "RUN left out" : name} means the latest ${what} run); the latest runs:\n${listRuns(all.slice(0, 5))}`, purpose === "finished"
       ? "wait for a running run to finish, resume an interrupted one (sae resume), or name a run by its id"
       : "a run still running cannot be resumed; `sae runs` shows each run's status");
   }

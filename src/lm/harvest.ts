@@ -146,6 +146,11 @@ export class HarvestStore implements RowStore {
   readonly sequences: number;
   private readonly spec: HarvestSpec;
   private cache: { g: number; tokens: Int32Array; acts: Float32Array } | null = null;
+  /** every harvested group's token ids ([SEQ_GROUP × P] int32, small beside its activations), so
+   * that asking for tokens after the rows (sae features, sae eval) does not run the model again */
+  private tokens = new Map<number, Int32Array>();
+  /** how many times a group went through the model (what reading costs) */
+  harvests = 0;
 
   constructor(spec: HarvestSpec, sequences: number) {
     this.spec = spec;
@@ -162,7 +167,11 @@ export class HarvestStore implements RowStore {
   }
 
   private group(g: number): { tokens: Int32Array; acts: Float32Array } {
-    if (this.cache?.g !== g) this.cache = { g, ...harvestGroup(this.spec, g) };
+    if (this.cache?.g !== g) {
+      this.cache = { g, ...harvestGroup(this.spec, g) };
+      this.harvests++;
+      this.tokens.set(g, this.cache.tokens);
+    }
     return this.cache;
   }
 
@@ -180,7 +189,7 @@ export class HarvestStore implements RowStore {
     const P = this.seqLen, ids = new Int32Array(count * P);
     for (let s = 0; s < count; s++) {
       const i = first + s, g = Math.floor(i / SEQ_GROUP);
-      ids.set(this.group(g).tokens.subarray((i % SEQ_GROUP) * P, (i % SEQ_GROUP + 1) * P), s * P);
+      ids.set((this.tokens.get(g) ?? this.group(g).tokens).subarray((i % SEQ_GROUP) * P, (i % SEQ_GROUP + 1) * P), s * P);
     }
     return { ids, count, P };
   }

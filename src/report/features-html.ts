@@ -7,6 +7,7 @@
 // row and the digits as PNG images (MNIST), or the best-matching true feature (synthetic).
 import type { ExampleOut, FeatureDocument, LatentPage } from "../eval/features.ts";
 import { divergingPng, greyPng, pngDataUri } from "./features-png.ts";
+import { count } from "../text.ts";
 
 /** MNIST pixels: the decoder row of latent i and held-out row r, [28·28] each */
 export interface FeatureImages { side: number; decoderRow(i: number): ArrayLike<number>; inputRow(row: number): ArrayLike<number> }
@@ -85,7 +86,7 @@ function histogramSvg(h: LatentPage["histogram"]): string {
   return `<svg width="${W}" height="${Hh}" viewBox="0 0 ${W} ${Hh}" role="img" aria-label="activation histogram">`
     + `<line x1="${pad}" y1="${Hh - pad}" x2="${W - pad}" y2="${Hh - pad}" stroke="#999"/>${bars}`
     + `<text x="${pad}" y="${Hh - 4}">0</text><text x="${W - pad}" y="${Hh - 4}" text-anchor="end">${num(h.max)}</text>`
-    + `<text x="${pad}" y="12">tallest bar: ${top} token${top === 1 ? "" : "s"}</text></svg>`;
+    + `<text x="${pad}" y="12">tallest bar: ${count(top, "token")}</text></svg>`;
 }
 
 function exampleLine(x: ExampleOut, max: number, images: FeatureImages | null): string {

@@ -7,6 +7,7 @@ import { writeFileAtomic } from "../io/run.ts";
 import type { ReportRun } from "./collect.ts";
 import { datasetPlots, L0_METRICS, metricPoints, type Plot } from "./plots.ts";
 import { namespaceIds, renderSvg, svgToPng } from "./render.ts";
+import { count } from "../text.ts";
 
 export interface ReportOptions {
   out: string;
@@ -126,12 +127,12 @@ function section(ds: string, members: ReportRun[], evaluated: ReportRun[], missi
     return `<tr><td>${esc(r.id)}</td><td>${esc(r.series)}</td><td>${esc(r.knob)}</td>${cells.map((c) => `<td class="num">${esc(c)}</td>`).join("")}</tr>`;
   });
   const note = missing.length
-    ? `<p class="warn">${missing.length} of ${members.length} runs have no evaluation and are left out of the plots: ${missing.map((r) => `${esc(r.id)} (${esc(r.problem ?? "")})`).join("; ")}.</p>`
+    ? `<p class="warn">${missing.length} of ${count(members.length, "run")} ${missing.length === 1 ? "has" : "have"} no evaluation and are left out of the plots: ${missing.map((r) => `${esc(r.id)} (${esc(r.problem ?? "")})`).join("; ")}.</p>`
     : "";
   const none = evaluated.length === 0 ? `<p class="warn">No run of ${esc(ds)} has an evaluation yet, so there is nothing to plot against L0.</p>` : "";
   return `<section>
 <h2>${esc(ds)}</h2>
-<p>${members.length} runs, ${evaluated.length} evaluated.</p>
+<p>${count(members.length, "run")}, ${evaluated.length} evaluated.</p>
 ${note}${none}
 ${figures.join("\n")}
 <table>
@@ -162,7 +163,7 @@ tr.missing td { color: #a33; }
 </head>
 <body>
 <h1>${esc(title)}</h1>
-<p>${runs.length} runs; written ${esc(new Date().toISOString().slice(0, 16).replace("T", " "))} UTC by <code>sae report</code>. Every figure is also a file beside this page (.svg and .png); <a href="table.csv">table.csv</a> has every metric of every run.</p>
+<p>${count(runs.length, "run")}; written ${esc(new Date().toISOString().slice(0, 16).replace("T", " "))} UTC by <code>sae report</code>. Every figure is also a file beside this page (.svg and .png); <a href="table.csv">table.csv</a> has every metric of every run.</p>
 ${sections.join("\n")}
 </body>
 </html>

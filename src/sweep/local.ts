@@ -17,6 +17,7 @@ import { selectEngine } from "../engine/index.ts";
 import { ensureHarvested, harvestDir } from "./data.ts";
 import { checkUnchanged, memberState } from "./member.ts";
 import type { Sweep, SweepRun } from "./spec.ts";
+import { count } from "../text.ts";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/sae.js");
 /** set in a child's environment: take stop orders on stdin */
@@ -53,7 +54,7 @@ export async function runLocal(sweep: Sweep, o: LocalOptions): Promise<LocalSumm
       summary.skipped.push(run.name);
     } else pending.push(run);
   }
-  if (summary.skipped.length) o.log(`${summary.skipped.length} of ${sweep.runs.length} runs are done already`);
+  if (summary.skipped.length) o.log(`${summary.skipped.length} of ${count(sweep.runs.length, "run")} ${summary.skipped.length === 1 ? "is" : "are"} done already`);
   if (pending.length === 0) return summary;
 
   // shared data first, with every core: each child then finds it on disk
@@ -78,7 +79,7 @@ export async function runLocal(sweep: Sweep, o: LocalOptions): Promise<LocalSumm
   const onSignal = () => {
     stopping++;
     if (stopping === 1) {
-      o.log(`\nstopping: ${running.size} running run${running.size === 1 ? "" : "s"} save a checkpoint after this step (Ctrl-C again to abort them without saving)...`);
+      o.log(`\nstopping: ${count(running.size, "running run")} save a checkpoint after this step (Ctrl-C again to abort them without saving)...`);
       order("stop");
     } else {
       order("abort");

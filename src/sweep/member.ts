@@ -2,14 +2,14 @@
 // processes and Slurm's array tasks alike): skipped when done, resumed exactly from its latest
 // checkpoint when interrupted or killed, started afresh when it never reached a checkpoint.
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import YAML from "yaml";
 import { configToYaml, loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import type { EngineChoice } from "../engine/index.ts";
 import { createRunDir, readStatus, type RunStatus } from "../io/run.ts";
-import { latestCheckpoint } from "../train/checkpoint.ts";
+import { listCheckpoints } from "../train/checkpoint.ts";
+import { acquireLock, holderState, readLock } from "../io/lock.ts";
 import { probeData } from "../data/index.ts";
 import { resolveTfjs } from "../engine/tfjs.ts";
 import { keyReaders } from "../sae/index.ts";
@@ -17,7 +17,7 @@ import { tfjsStepper } from "../train/tfjs-stepper.ts";
 import { train, type PhaseEval, type TrainReporter } from "../train/loop.ts";
 import type { EvalResult } from "../eval/metrics.ts";
 import { SaeError } from "../errors.ts";
-import { ensureHarvested, harvestDir, processAlive, withHarvestedData } from "./data.ts";
+import { ensureHarvested, harvestDir, withHarvestedData } from "./data.ts";
 import { finetuneRunConfig, type Sweep, type SweepRun } from "./spec.ts";
 
 /** What a run's folder says about it. */
@@ -32,8 +32,10 @@ export function memberState(sweep: Sweep, run: SweepRun): MemberState {
   if (!fs.existsSync(path.join(dir, "config.yaml"))) return { kind: "new" };
   const status = readStatus(dir);
   if (status?.status === "done" && fs.existsSync(path.join(dir, "eval.json"))) return { kind: "done", status };
-  const ckpt = latestCheckpoint(dir);
-  if (ckpt) return { kind: "resume", status, step: JSON.parse(fs.readFileSync(ckpt, "utf8")).step as number };
+  // the step from the checkpoint's name (its reader checks that the .json agrees, and falls back
+  // to an older one when it is damaged)
+  const ckpt = listCheckpoints(dir).at(-1);
+  if (ckpt) return { kind: "resume", status, step: ckpt.step };
   return { kind: "restart", status };
 }
 
@@ -80,7 +82,7 @@ export async function runMember(sweep: Sweep, run: SweepRun, o: MemberOptions): 
     if (h) ensureHarvested(run.config, h, o.engine, log);
   }
   const config = trainingConfig(sweep, run);
-  const release = lockRun(sweep, run);
+  const release = lockRun(sweep, run, log);
   try {
     const state = memberState(sweep, run);
     if (state.kind !== "new") checkSameConfig(dir, config, sweep);
@@ -146,42 +148,22 @@ function firstDifference(a: unknown, b: unknown, at: string[]): { key: string; b
 }
 
 /**
- * One process trains a run at a time: a lock file (host and pid) in the sweep's locks/ folder. A
- * lock left by a killed process of this host is taken over; one held by a live process, or by
- * another host, stops this one.
+ * One process trains a sweep's run at a time: a lock in the sweep's locks/ folder (the run's folder
+ * may not exist yet), taken like a run's own lock (src/io/lock.ts: created whole, a dead holder's
+ * taken over, a live one or another host's refuses).
  */
-export function lockRun(sweep: Sweep, run: SweepRun): () => void {
+export function lockRun(sweep: Sweep, run: SweepRun, log: (line: string) => void): () => void {
   const file = lockFile(sweep, run);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const me = JSON.stringify({ host: os.hostname(), pid: process.pid, started: new Date().toISOString() });
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      fs.writeFileSync(file, me, { flag: "wx" });
-      return () => fs.rmSync(file, { force: true });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const holder = lockHolder(sweep, run);
-      if (holder && !holder.alive) {
-        fs.rmSync(file, { force: true });
-        continue;
-      }
-      const who = holder ? `process ${holder.pid} on ${holder.host}` : "another process";
-      throw new SaeError("runtime", `run ${run.name} is being trained by ${who}`, `wait for it, or stop it; if that process is gone, delete ${file}`);
-    }
-  }
-  throw new SaeError("runtime", `cannot lock run ${run.name} (${file})`);
+  return acquireLock(file, { what: `sweep run ${run.name}`, busyHint: "wait for it, or stop it (Ctrl-C or kill PID: it saves a checkpoint) and run the sweep again" }, "sweep", log).release;
 }
 
 export function lockFile(sweep: Sweep, run: SweepRun): string {
   return path.join(sweep.dir, "locks", `${run.name}.lock`);
 }
 
-/** who holds the run's lock, and whether it still runs (unknown for another host: assumed alive) */
+/** who holds the run's lock, and whether it still runs (another host's: assumed alive) */
 export function lockHolder(sweep: Sweep, run: SweepRun): { host: string; pid: number; alive: boolean } | null {
-  try {
-    const h = JSON.parse(fs.readFileSync(lockFile(sweep, run), "utf8")) as { host: string; pid: number };
-    return { ...h, alive: h.host !== os.hostname() || processAlive(h.pid) };
-  } catch {
-    return null;
-  }
+  const h = readLock(lockFile(sweep, run));
+  return h ? { host: h.host, pid: h.pid, alive: holderState(h) !== "dead" } : null;
 }

@@ -12,6 +12,7 @@ import { SaeError } from "../errors.ts";
 import { harvestDir } from "./data.ts";
 import { memberState } from "./member.ts";
 import type { Sweep } from "./spec.ts";
+import { count } from "../text.ts";
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../bin/sae.js");
 
@@ -53,7 +54,7 @@ export function writeSlurm(sweep: Sweep, o: SlurmOptions): SlurmPlan {
   const script = path.join(dir, "sweep.sbatch");
   writeFileAtomic(script, [
     ...header,
-    `# sweep ${sweep.name}: ${sweep.runs.length} runs (${sweep.file}); written by sae sweep --slurm`,
+    `# sweep ${sweep.name}: ${count(sweep.runs.length, "run")} (${sweep.file}); written by sae sweep --slurm`,
     "# An array task trains one run: sae sweep FILE --index $SLURM_ARRAY_TASK_ID (a run that is done is",
     "# skipped, an interrupted one resumes). SAE_SWEEP_PREPARE=1 harvests the shared data instead.",
     "set -euo pipefail",
@@ -73,7 +74,7 @@ export function writeSlurm(sweep: Sweep, o: SlurmOptions): SlurmPlan {
   const stages = [...new Set(pending.map((r) => r.stage))].sort((a, b) => a - b);
   for (const stage of stages) {
     const idx = pending.filter((r) => r.stage === stage).map((r) => r.index);
-    const what = stage === 0 ? `${idx.length} runs` : `${idx.length} fine-tunes (stage ${stage})`;
+    const what = stage === 0 ? count(idx.length, "run") : `${count(idx.length, "fine-tune")} (stage ${stage})`;
     steps.push({ what, args: ["--parsable", `--array=${ranges(idx)}`, ...(steps.length ? ["--kill-on-invalid-dep=yes"] : []), script], afterPrevious: steps.length > 0 });
   }
   const submitScript = path.join(dir, "submit.sh");

@@ -12,6 +12,7 @@ import type { Config } from "../config/schema.ts";
 import { loadConfig } from "../config/load.ts";
 import { createModel, variantDef } from "../sae/index.ts";
 import { SaeError } from "../errors.ts";
+import { count } from "../text.ts";
 
 export const CHECKPOINT_VERSION = 1;
 
@@ -168,7 +169,7 @@ export function newestGoodCheckpoint(dir: string, model: SaeModel, warn: (line: 
       warn(`warning: ${path.basename(file, ".json")} is damaged and is passed over: ${err.message}`);
     }
   }
-  throw new SaeError("usage", `${dir}: none of its ${all.length} checkpoint${all.length === 1 ? "" : "s"} reads back whole:\n  ${reasons.join("\n  ")}`, `move the damaged checkpoints (checkpoints/step-*.json and .safetensors) out of the run: \`sae resume\` then trains it again from step 0, which gives the same result`);
+  throw new SaeError("usage", `${dir}: none of its ${count(all.length, "checkpoint")} reads back whole:\n  ${reasons.join("\n  ")}`, `move the damaged checkpoints (checkpoints/step-*.json and .safetensors) out of the run: \`sae resume\` then trains it again from step 0, which gives the same result`);
 }
 
 /**

@@ -31,6 +31,7 @@ import { saveFinal } from "../sae/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
 import { evaluate, type EvalResult } from "../eval/metrics.ts";
 import { downstreamEval, planDownstream, type DownstreamResult } from "../eval/downstream.ts";
+import { count } from "../text.ts";
 
 /** held-out sequences scored by the end-of-training downstream evaluation (at most) */
 export const DOWNSTREAM_SEQUENCES = 64;
@@ -218,7 +219,7 @@ function openStatus(o: TrainOptions, step: number, changes: string[]): RunStatus
     const last = history.at(-1);
     // the thread count matters to the native engine's reductions only
     if (last && (last.engine !== here.engine || (here.engine === "native" && last.threads !== here.threads))) {
-      const on = (r: RunStart) => r.engine === "native" ? `native engine with ${r.threads} thread${r.threads === 1 ? "" : "s"}` : `${r.engine} engine`;
+      const on = (r: RunStart) => r.engine === "native" ? `native engine with ${count(r.threads, "thread")}` : `${r.engine} engine`;
       if (!o.allowEngineChange) {
         // --engine names the CPU engine `native`; SAE_ENGINE=typescript makes it the TypeScript one
         const flag = (name: string) => (name === "tfjs" ? "tfjs" : "native");
