@@ -123,7 +123,7 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting): 
     }
   }
   gemmMs = Math.min(gemmMs, timeGemm(), timeGemm()); // again after the steps, in case the machine was busy before
-  const needed = 4 * s.p.buf.byteLength + X.byteLength + model.workspaceBytes();
+  const needed = 4 * s.p.buf.byteLength + X.byteLength + model.workspaceBytes() + (se?.bf16Bytes() ?? 0);
   const peak = peakRssBytes() - baseline - W.byteLength - P.byteLength; // the GEMM probe's arrays are not the step's
   const ratio = ms / gemmMs;
   // the targets (issue 5) are set at the big shape; at the small one fixed per-call costs dominate

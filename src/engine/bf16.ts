@@ -61,13 +61,16 @@ export interface Bf16Engine extends Engine {
   newStep(): void;
   /** milliseconds spent casting since the last call (the bench reports it) */
   takeCastMs(): number;
+  /** bytes of the bf16 copies and scratch buffers */
+  bf16Bytes(): number;
 }
 
-interface Pin { src: Float32Array; copy: Uint16Array; fresh: boolean }
+/** copy: made on first use, so a parameter no GEMM reads (W_dec of a sparse code) costs no memory */
+interface Pin { src: Float32Array; copy: Uint16Array | null; fresh: boolean }
 
 /** `base` with its float32 GEMMs in bf16; `pinned`: arrays that change only between steps (the parameters) */
 export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[]): Bf16Engine {
-  const pins: Pin[] = pinned.map((src) => ({ src, copy: new Uint16Array(src.length), fresh: false }));
+  const pins: Pin[] = pinned.map((src) => ({ src, copy: null, fresh: false }));
   const scratch = [new Uint16Array(0), new Uint16Array(0)];
   let castMs = 0;
   const cast = (x: Float32Array, slot: 0 | 1): Uint16Array => {
@@ -75,6 +78,7 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     for (const p of pins) {
       const off = (x.byteOffset - p.src.byteOffset) / 4;
       if (x.buffer === p.src.buffer && off >= 0 && off + x.length <= p.src.length) {
+        p.copy ??= new Uint16Array(p.src.length);
         if (!p.fresh) {
           const t0 = performance.now();
           k.castBf16(p.src, p.copy);
@@ -108,6 +112,9 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     gemm,
     newStep() {
       for (const p of pins) p.fresh = false;
+    },
+    bf16Bytes() {
+      return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length);
     },
     takeCastMs() {
       const t = castMs;
