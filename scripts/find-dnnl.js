@@ -21,9 +21,10 @@ function find() {
   libs.push("-lgomp"); // bf16.cc sets oneDNN's thread count through its OpenMP runtime
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sae-dnnl-"));
   try {
-    const src = path.join(dir, "t.c");
+    const src = path.join(dir, "t.cc");
     fs.writeFileSync(src, "#include <oneapi/dnnl/dnnl.h>\n#include <omp.h>\nint main(void) { omp_set_num_threads(1); return dnnl_version()->major < 2; }\n");
-    const cc = spawnSync("cc", [...cflags, src, "-o", path.join(dir, "t"), ...libs], { encoding: "utf8" });
+    // the C++ compiler the addon is built with (node-gyp: $CXX, else g++)
+    const cc = spawnSync(process.env.CXX || "g++", [...cflags, src, "-o", path.join(dir, "t"), ...libs], { encoding: "utf8" });
     if (cc.status !== 0) return null;
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
