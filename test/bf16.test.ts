@@ -5,6 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { loadNative, selectEngine, type EngineChoice } from "../src/engine/index.ts";
 import { loadConfig } from "../src/config/load.ts";
@@ -179,6 +180,26 @@ test("sae doctor names the CPU's bf16 instructions and what train.precision auto
   const line = r.out.split("\n").find((l) => l.startsWith("bf16:")) ?? "";
   assert.match(line, noBf16 ? /^bf16: +unavailable: .*train\.precision auto picks fp32$/ : /^bf16: +oneDNN \d+\.\d+\.\d+, \w+ .*train\.precision auto picks bf16$/);
   assert.match(line, /\(CPU: (amx_bf16|avx512_bf16|no bf16 instructions)/);
+});
+
+test("a CPU without bf16 (oneDNN capped at AVX2): doctor says auto picks fp32, train.precision bf16 exits 1 with the reason", { skip: bf?.onednn ? false : "the native engine was built without oneDNN" }, () => {
+  const bin = path.resolve(import.meta.dirname, "../bin/sae.js");
+  const env = { ...process.env, ONEDNN_MAX_CPU_ISA: "AVX2" };
+  const doc = spawnSync(process.execPath, [bin, "doctor"], { encoding: "utf8", env, timeout: 60_000 });
+  assert.equal(doc.status, 0, doc.stderr);
+  assert.match(doc.stdout, /^bf16: +unavailable: oneDNN finds no bf16 instructions on this CPU \(its best: avx2;.*train\.precision auto picks fp32$/m);
+  const dir = tmpDir("sae-bf16-");
+  const cfg = path.join(dir, "q.yaml");
+  fs.writeFileSync(cfg, QUICK.replace("steps: 600", "steps: 2"));
+  const run = (precision: string) => spawnSync(process.execPath, [bin, "train", cfg, "--runs-dir", path.join(dir, "runs"), "--run-id", precision, "--set", `train.precision=${precision}`], { encoding: "utf8", env, timeout: 60_000 });
+  const bad = run("bf16");
+  assert.equal(bad.status, 1, bad.stderr);
+  assert.match(bad.stderr, /^error: train\.precision: bf16 cannot run here: oneDNN finds no bf16 instructions/m);
+  assert.match(bad.stderr, /^hint: set train\.precision: fp32/m);
+  assert.ok(!fs.existsSync(path.join(dir, "runs", "bf16")), "the refused run leaves no folder");
+  const auto = run("auto");
+  assert.equal(auto.status, 0, auto.stderr);
+  assert.match(auto.stderr, /; precision fp32 \(auto: oneDNN finds no bf16 instructions/);
 });
 
 // Quality at quickstart size (the README's performance section has the full table): the same seed
