@@ -343,6 +343,24 @@ Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value AdamBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "adamBf16"};
+  a.count(13);
+  float* p = a.f32(0, "params", -1);
+  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  const float* g = a.f32(1, "grads", n);
+  float* m = a.f32(2, "m", n);
+  float* v = a.f32(3, "v", n);
+  uint16_t* out = u16(a, 11, "out", -1);
+  int64_t len = info[11].As<Napi::Uint16Array>().ElementLength();
+  int64_t off = a.dim(12, "outOffset");
+  if (off + len > n)
+    a.fail("out (" + std::to_string(len) + " values from outOffset " + std::to_string(off) + ") reaches past params (" + std::to_string(n) + ")", true);
+  sae::adam_cast_bf16(p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"),
+                      a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale"), out, off, len);
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("addBias", Napi::Function::New(env, AddBias));
@@ -362,6 +380,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("castBf16", Napi::Function::New(env, CastBf16));
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
+  exports.Set("adamBf16", Napi::Function::New(env, AdamBf16));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

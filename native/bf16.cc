@@ -3,6 +3,7 @@
 #include "bf16.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -20,22 +21,19 @@ namespace sae {
 
 static int g_bf16_threads = std::max(1u, std::thread::hardware_concurrency());
 
-void cast_bf16(const float* src, uint16_t* dst, int64_t n) {
-  // Round to nearest even on the bit pattern: add 0x7FFF plus the lowest kept bit, keep the top
-  // half (a carry into the exponent is the correct rounding up, up to inf). NaNs would be rounded
-  // into inf or another NaN, so they are kept quiet explicitly. A select, not a branch: vectorises.
-  auto body = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; i++) {
-      uint32_t u;
-      std::memcpy(&u, src + i, 4);
-      const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-      const uint32_t nan = (u >> 16) | 0x40u;
-      dst[i] = (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
-    }
-  };
-  const int nt = (int)std::min<int64_t>(g_bf16_threads, std::max<int64_t>(1, n / (1 << 16)));
+static inline uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;
+  return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
+}
+
+template <typename Fn>
+static void bf16_parallel_for(int64_t n, int64_t minChunk, Fn body) {
+  const int nt = (int)std::min<int64_t>(g_bf16_threads, std::max<int64_t>(1, n / minChunk));
   if (nt <= 1) {
-    body(0, n);
+    body((int64_t)0, n);
     return;
   }
   std::vector<std::thread> pool;
@@ -44,8 +42,40 @@ void cast_bf16(const float* src, uint16_t* dst, int64_t n) {
     const int64_t b = t * chunk, e = std::min(n, b + chunk);
     if (b < e) pool.emplace_back([=] { body(b, e); });
   }
-  body(0, std::min(n, chunk));
+  body((int64_t)0, std::min(n, chunk));
   for (auto& th : pool) th.join();
+}
+
+void adam_cast_bf16(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                    float beta2, float eps, float bc1, float bc2, float gscale, uint16_t* out,
+                    int64_t off, int64_t len) {
+  // the expressions of sae::adam, term for term, so the weights are the same
+  auto step = [&](int64_t i) {
+    float gi = gscale * g[i];
+    float mi = beta1 * m[i] + (1.f - beta1) * gi;
+    float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    p[i] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
+    return p[i];
+  };
+  bf16_parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
+    // the chunk in three stretches: before the copied range, inside it (cast as written), after it
+    const int64_t c0 = std::clamp(off, i0, i1), c1 = std::clamp(off + len, c0, i1);
+    for (int64_t i = i0; i < c0; i++) step(i);
+    for (int64_t i = c0; i < c1; i++) out[i - off] = to_bf16(step(i));
+    for (int64_t i = c1; i < i1; i++) step(i);
+  });
+}
+
+void cast_bf16(const float* src, uint16_t* dst, int64_t n) {
+  // Round to nearest even on the bit pattern (to_bf16): add 0x7FFF plus the lowest kept bit, keep
+  // the top half (a carry into the exponent is the correct rounding up, up to inf). NaNs would be
+  // rounded into inf or another NaN, so they are kept quiet explicitly. A select, not a branch:
+  // vectorises.
+  bf16_parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) dst[i] = to_bf16(src[i]);
+  });
 }
 
 #ifdef SAE_HAVE_DNNL

@@ -31,6 +31,13 @@ void cast_bf16(const float* src, uint16_t* dst, int64_t n);
 void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const uint16_t* A,
                const uint16_t* B, float beta, float* C);
 
+// One Adam step exactly as sae::adam (kernels.h) over p[0..n), which also writes the bf16 copy of the
+// updated p[off .. off + len) into out[0..len): the cast rides along the pass that already writes the
+// weights instead of a pass of its own. Threaded.
+void adam_cast_bf16(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                    float beta2, float eps, float bc1, float bc2, float gscale, uint16_t* out,
+                    int64_t off, int64_t len);
+
 // oneDNN's name for the implementation of the last primitive made ("brg:avx512_core_amx_bf16"),
 // "" before the first
 std::string bf16_last_impl();

@@ -7,7 +7,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
-import { loadNative, selectEngine, type EngineChoice } from "../src/engine/index.ts";
+import { loadNative, nativeEngine, selectEngine, type EngineChoice } from "../src/engine/index.ts";
+import { ParamSet } from "../src/sae/params.ts";
+import { createTopK } from "../src/sae/topk/fast.ts";
+import { optimizerStep } from "../src/train/step.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { createRunDir } from "../src/io/run.ts";
 import { train } from "../src/train/loop.ts";
@@ -57,6 +60,25 @@ test("castBf16: the native kernel matches its TypeScript twin bit for bit (threa
     addon!.castBf16(src, a);
     jsBf16.castBf16(src, b);
     assert.deepEqual(a, b, `n = ${n}`);
+  }
+});
+
+test("adamBf16: the native Adam's weights bit for bit, plus the bf16 copy of a stretch of them; the TypeScript twin agrees", { skip: noAddon }, () => {
+  const n = 200_003;
+  for (const [off, len] of [[0, n], [70_000, 100_000], [n - 5, 5], [123, 0]]) {
+    const g = f32(n, 1), p0 = f32(n, 2), m0 = f32(n, 3, 0.01), v0 = f32(n, 4, 0.01).map(Math.abs);
+    const [p1, m1, v1, p2, m2, v2] = [p0.slice(), m0.slice(), v0.slice(), p0.slice(), m0.slice(), v0.slice()];
+    const out = new Uint16Array(len), want = new Uint16Array(len);
+    addon!.adamBf16(p1, g, m1, v1, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7, out, off);
+    addon!.adam(p2, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7);
+    assert.deepEqual([p1, m1, v1], [p2, m2, v2], `off ${off} len ${len}: the weights and moments of adam`);
+    addon!.castBf16(p2.subarray(off, off + len), want);
+    assert.deepEqual(out, want, `off ${off} len ${len}: the copy is the cast of the updated weights`);
+    const [p3, m3, v3] = [p0.slice(), m0.slice(), v0.slice()], out3 = new Uint16Array(len);
+    jsBf16.adamBf16(p3, g, m3, v3, 1e-3, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7, out3, off);
+    let worst = 0;
+    for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(p3[i] - p1[i]));
+    assert.ok(worst < 1e-6, `TypeScript twin: max |Δp| = ${worst}`);
   }
 });
 
@@ -114,12 +136,16 @@ test("native addon: bad bf16 arguments throw errors instead of crashing", { skip
   assert.throws(() => a.gemmBf16(false, false, -2, 3, 3, 1, h, h, 0, x), /M must be a non-negative integer/);
   assert.throws(() => a.gemmBf16(false, false, 2, 3, 3, "1" as unknown as number, h, new Uint16Array(9), 0, x), /alpha must be a number/);
   assert.throws(() => (a.gemmBf16 as (...args: unknown[]) => void)(false), /expected 10 arguments/);
+  assert.throws(() => a.adamBf16(x, x, x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1, new Uint16Array(4), 3), /adamBf16: out \(4 values from outOffset 3\) reaches past params \(6\)/);
+  assert.throws(() => a.adamBf16(x, x, x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1, x as unknown as Uint16Array, 0), /adamBf16: out must be a Uint16Array/);
+  assert.throws(() => a.adamBf16(x, x, new Float32Array(2), x, 1, 0.9, 0.9, 1e-8, 1, 1, 1, h, 0), /adamBf16: m has length 2, expected 6/);
+  assert.throws(() => (a.adamBf16 as (...args: unknown[]) => void)(x), /expected 13 arguments/);
   if (noBf16) assert.throws(() => a.gemmBf16(false, false, 2, 3, 3, 1, h, new Uint16Array(9), 0, x), /bf16 is unavailable/);
 });
 
 test("bf16Engine: parameters cast once per step and again after newStep; views of them reuse the copy; thin GEMMs stay float32", () => {
   let casts = 0, castElems = 0;
-  const counting: Bf16Kernels = { castBf16: (s, d) => { casts++; castElems += s.length; jsBf16.castBf16(s, d); }, gemmBf16: jsBf16.gemmBf16 };
+  const counting: Bf16Kernels = { castBf16: (s, d) => { casts++; castElems += s.length; jsBf16.castBf16(s, d); }, gemmBf16: jsBf16.gemmBf16, adamBf16: jsBf16.adamBf16 };
   const M = 20, N = 36, K = 18;
   const params = f32(N * K + 5, 1); // a buffer with a weight matrix view and a bias after it
   const W = params.subarray(0, N * K);
@@ -152,6 +178,45 @@ test("bf16Engine: parameters cast once per step and again after newStep; views o
   assert.deepEqual(Ct, Cw);
   assert.equal(castElems, before);
   assert.ok(e.takeCastMs() >= 0);
+  // Adam writes W's copy as it writes W: the next step's GEMMs read it without a cast of their own
+  const g = f32(params.length, 3), m = new Float32Array(params.length), v = new Float32Array(params.length);
+  e.adam(params, g, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, 0.001, 1);
+  e.newStep();
+  const n0 = castElems;
+  e.gemm(false, true, M, N, K, 1, X, W, 0, C);
+  assert.equal(castElems - n0, X.length, "only X is cast: W's copy came from Adam");
+  jsBf16.gemmBf16(false, true, M, N, K, 1, bits(X), bits(W), 0, want);
+  assert.deepEqual(C, want, "and it holds the updated W");
+  // a write the wrapper sees (the renormalisation) makes the copy stale at once
+  e.adam(params, g, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.1, 0.001, 1);
+  e.normalizeRows(W, N, K);
+  const n1 = castElems;
+  e.gemm(false, true, M, N, K, 1, X, W, 0, C);
+  assert.equal(castElems - n1, X.length + W.length, "W is cast again after normalizeRows");
+  jsBf16.gemmBf16(false, true, M, N, K, 1, bits(X), bits(W), 0, want);
+  assert.deepEqual(C, want);
+});
+
+test("bf16 steps with Adam writing the copy match steps with a cast pass of their own, bit for bit", { skip: noBf16 }, () => {
+  const D = 64, H = 256, B = 128;
+  const model = createTopK({ D, H }, { k: 8, kAux: 32, auxCoefficient: 1 / 32, applyBDecToInput: true });
+  const nat = nativeEngine(addon!);
+  const unfused: Bf16Kernels = { ...addon!, adamBf16: () => assert.fail("not called") };
+  const run = (fused: boolean) => {
+    const s = { p: new ParamSet(model.specs), m: new ParamSet(model.specs), v: new ParamSet(model.specs), adamT: 0 };
+    s.p.buf.set(f32(s.p.buf.length, 5, 0.1));
+    const views = Object.values(s.p.views) as Float32Array[];
+    // unfused: Adam and the renormalisation bypass the wrapper, so every step casts its weights again
+    const e = bf16Engine(nat, fused ? addon! : unfused, views);
+    const plain = fused ? e : { ...e, adam: nat.adam, normalizeRows: nat.normalizeRows };
+    const grads = s.p.like();
+    for (let step = 0; step < 6; step++) {
+      plain.newStep();
+      optimizerStep(plain, model, s, grads, f32(B * D, 10 + step), B, { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, coeff: 0, dead: null });
+    }
+    return s.p.buf;
+  };
+  assert.deepEqual(run(true), run(false));
 });
 
 test("train.precision resolves: fp32 as asked, auto falls back to fp32 where bf16 cannot run, bf16 there is refused with the reason", () => {

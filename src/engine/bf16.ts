@@ -7,6 +7,7 @@
 // newStep(), i.e. after the previous step's update) instead of once per GEMM. Every other kernel
 // is the wrapped engine's.
 import type { Arr, Engine } from "./types.ts";
+import { jsEngine } from "./js.ts";
 import { loadNative, type EngineChoice } from "./index.ts";
 import { SaeError } from "../errors.ts";
 
@@ -16,6 +17,8 @@ export interface Bf16Kernels {
   castBf16(src: Float32Array, dst: Uint16Array): void;
   /** C[M,N] = alpha·op(A)·op(B) + beta·C with bf16 A [M,K] (or [K,M] when transA), B [K,N] (or [N,K]); float32 accumulation and C */
   gemmBf16(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Uint16Array, B: Uint16Array, beta: number, C: Float32Array): void;
+  /** Engine.adam over p, also writing out = bf16(p[outOffset .. outOffset + out.length)) of the updated weights (the cast fused into Adam's pass) */
+  adamBf16(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number, out: Uint16Array, outOffset: number): void;
 }
 
 const f32 = new Float32Array(1);
@@ -41,6 +44,10 @@ export const jsBf16: Bf16Kernels = {
       dst[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
     }
   },
+  adamBf16(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale, out, outOffset) {
+    jsEngine.adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+    jsBf16.castBf16(p.subarray(outOffset, outOffset + out.length), out);
+  },
   gemmBf16(tA, tB, M, N, K, alpha, A, B, beta, C) {
     const a = Float64Array.from(A, bf16ToFloat), b = Float64Array.from(B, bf16ToFloat);
     for (let m = 0; m < M; m++) {
@@ -65,20 +72,30 @@ export interface Bf16Engine extends Engine {
   bf16Bytes(): number;
 }
 
-/** copy: made on first use, so a parameter no GEMM reads (W_dec of a sparse code) costs no memory */
-interface Pin { src: Float32Array; copy: Uint16Array | null; fresh: boolean }
+/**
+ * copy: made on first use, so a parameter no GEMM reads (W_dec of a sparse code) costs no memory.
+ * fresh: the copy holds src's values; used: a GEMM read it this step; fused: Adam wrote it this step.
+ */
+interface Pin { src: Float32Array; copy: Uint16Array | null; fresh: boolean; used: boolean; fused: boolean }
 
 /** `base` with its float32 GEMMs in bf16; `pinned`: arrays that change only between steps (the parameters) */
 export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[]): Bf16Engine {
-  const pins: Pin[] = pinned.map((src) => ({ src, copy: null, fresh: false }));
+  const pins: Pin[] = pinned.map((src) => ({ src, copy: null, fresh: false, used: false, fused: false }));
+  /** the offset of x inside pin p's array, or −1 */
+  const inside = (x: Float32Array, p: Float32Array) => {
+    const off = (x.byteOffset - p.byteOffset) / 4;
+    return x.buffer === p.buffer && off >= 0 && off + x.length <= p.length ? off : -1;
+  };
+  const overlaps = (x: Arr, p: Float32Array) => x.buffer === p.buffer && x.byteOffset < p.byteOffset + p.byteLength && p.byteOffset < x.byteOffset + x.byteLength;
   const scratch = [new Uint16Array(0), new Uint16Array(0)];
   let castMs = 0;
   const cast = (x: Float32Array, slot: 0 | 1): Uint16Array => {
     // a pinned array, or a stretch of one (a view into the same buffer)
     for (const p of pins) {
-      const off = (x.byteOffset - p.src.byteOffset) / 4;
-      if (x.buffer === p.src.buffer && off >= 0 && off + x.length <= p.src.length) {
+      const off = inside(x, p.src);
+      if (off >= 0) {
         p.copy ??= new Uint16Array(p.src.length);
+        p.used = true;
         if (!p.fresh) {
           const t0 = performance.now();
           k.castBf16(p.src, p.copy);
@@ -110,8 +127,29 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
   return {
     ...base,
     gemm,
+    // Adam writes the copy of one parameter the step's GEMMs read (W_enc) as it writes the weights
+    // (docs/engine.md#bfloat16); any other write to a pinned parameter makes its copy stale.
+    adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
+      const pin = p instanceof Float32Array ? pins.find((q) => q.used && q.copy && inside(q.src, p) >= 0) : undefined;
+      for (const q of pins) if (overlaps(p, q.src)) q.fresh = false;
+      if (!pin) {
+        base.adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+        return;
+      }
+      k.adamBf16(p as Float32Array, g as Float32Array, m as Float32Array, v as Float32Array, lr, beta1, beta2, eps, bc1, bc2, gradScale, pin.copy!, inside(pin.src, p as Float32Array));
+      pin.fresh = pin.fused = true;
+    },
+    normalizeRows(W, rows, cols) {
+      base.normalizeRows(W, rows, cols);
+      for (const q of pins) if (overlaps(W, q.src)) q.fresh = false;
+    },
     newStep() {
-      for (const p of pins) p.fresh = false;
+      // a copy stays fresh into the next step only when Adam wrote it and nothing wrote its weights
+      // after; NativeStepper writes the parameters only through the step, so nothing else can
+      for (const p of pins) {
+        p.fresh &&= p.fused;
+        p.fused = p.used = false;
+      }
     },
     bf16Bytes() {
       return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length);
