@@ -2,7 +2,8 @@
   "targets": [
     {
       "target_name": "sae_native",
-      "sources": ["native/addon.cc", "native/kernels.cc"],
+      "variables": {"have_dnnl": "<!(node scripts/find-dnnl.js)"},
+      "sources": ["native/addon.cc", "native/kernels.cc", "native/bf16.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(pkg-config --cflags-only-I openblas | sed 's/-I//g')"
@@ -14,6 +15,13 @@
       "cflags_cc": [
         "-std=c++17", "-fexceptions", "-O3", "-march=native",
         "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"
+      ],
+      "conditions": [
+        ["have_dnnl==1", {
+          "defines": ["SAE_HAVE_DNNL"],
+          "include_dirs": ["<!@(node scripts/find-dnnl.js --include)"],
+          "libraries": ["<!@(node scripts/find-dnnl.js --libs)"]
+        }]
       ]
     }
   ]

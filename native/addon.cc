@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "bf16.h"
 #include "kernels.h"
 
 namespace {
@@ -313,6 +314,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   int n = a.dim(0, "threads");
   if (n < 1) a.fail("threads must be at least 1", true);
   sae::set_threads(n);
+  sae::bf16_set_threads(n);
   return info.Env().Undefined();
 }
 
@@ -329,7 +331,66 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 #else
   o.Set("simd", "sse");
 #endif
+  const sae::Bf16Info b = sae::bf16_info();
+  Napi::Object bf = Napi::Object::New(info.Env());
+  bf.Set("available", b.available);
+  bf.Set("reason", b.reason);
+  bf.Set("isa", b.isa);
+  bf.Set("onednn", b.version);
+  bf.Set("impl", sae::bf16_last_impl());
+  o.Set("bf16", bf);
   return o;
+}
+
+// bfloat16 (bf16.h): arrays of bf16 values are Uint16Arrays of their bit patterns.
+uint16_t* u16(const Args& a, size_t i, const char* name, int64_t expected) {
+  return a.typed<uint16_t, napi_uint16_array>(i, name, "Uint16Array", expected, false);
+}
+
+Napi::Value CastBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "castBf16"};
+  a.count(2);
+  const float* src = a.f32(0, "src", -1);
+  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  sae::cast_bf16(src, u16(a, 1, "dst", n), n);
+  return info.Env().Undefined();
+}
+
+Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "gemmBf16"};
+  a.count(10);
+  bool tA = a.flag(0, "transA"), tB = a.flag(1, "transB");
+  int M = a.dim(2, "M"), N = a.dim(3, "N"), K = a.dim(4, "K");
+  float alpha = a.num(5, "alpha"), beta = a.num(8, "beta");
+  const uint16_t* A = u16(a, 6, "A", (int64_t)M * K);
+  const uint16_t* B = u16(a, 7, "B", (int64_t)K * N);
+  float* C = a.f32(9, "C", (int64_t)M * N);
+  const sae::Bf16Info b = sae::bf16_info();
+  if (!b.available) throw Napi::Error::New(info.Env(), "gemmBf16: bf16 is unavailable: " + b.reason);
+  try {
+    sae::gemm_bf16(tA, tB, M, N, K, alpha, A, B, beta, C);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("gemmBf16: ") + e.what());
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value AdamBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "adamBf16"};
+  a.count(13);
+  float* p = a.f32(0, "params", -1);
+  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  const float* g = a.f32(1, "grads", n);
+  float* m = a.f32(2, "m", n);
+  float* v = a.f32(3, "v", n);
+  uint16_t* out = u16(a, 11, "out", -1);
+  int64_t len = info[11].As<Napi::Uint16Array>().ElementLength();
+  int64_t off = a.dim(12, "outOffset");
+  if (off + len > n)
+    a.fail("out (" + std::to_string(len) + " values from outOffset " + std::to_string(off) + ") reaches past params (" + std::to_string(n) + ")", true);
+  sae::adam_cast_bf16(p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"),
+                      a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale"), out, off, len);
+  return info.Env().Undefined();
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -351,6 +412,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
   exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("castBf16", Napi::Function::New(env, CastBf16));
+  exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
+  exports.Set("adamBf16", Napi::Function::New(env, AdamBf16));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

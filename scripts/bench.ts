@@ -1,4 +1,4 @@
-// `npm run bench [-- --json] [-- --small-only] [-- --steps N] [-- --profile]`: milliseconds per training step of
+// `npm run bench [-- --json] [-- --small-only] [-- --steps N] [-- --precision fp32|bf16|auto] [-- --profile]`: milliseconds per training step of
 // each case (the fastest of N steps after a warm-up), the GFLOP/s of the dense encoder GEMM (B×D by D×H) measured in the same process, the
 // ratio step / encoder GEMM (fastest of 5; 1.0 is the floor for an exact step), peak resident memory against what
 // the step needs (parameters + gradients + Adam moments + batch + workspace), and the issue-13
@@ -14,6 +14,7 @@ import fs from "node:fs";
 import { fileURLToPath } from "node:url";
 import { selectEngine, type Engine } from "../src/engine/index.ts";
 import { cpuInfo } from "../src/engine/cpu.ts";
+import { bf16Engine, resolvePrecision, type PrecisionSetting } from "../src/engine/bf16.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { createStandard } from "../src/sae/standard/index.ts";
 import { createTopK } from "../src/sae/topk/fast.ts";
@@ -60,7 +61,7 @@ function peakRssBytes(): number {
 
 /** one step's time by kernel: calls and milliseconds summed per Engine function, and what is left */
 interface Profile { step_ms: number; kernel_ms: number; remainder_ms: number; kernels: Record<string, { calls: number; ms: number }> }
-interface Row { shape: string; case: string; ms_per_step: number; gemm_ms: number; gemm_gflops: number; ratio: number; target: number | null; ok: boolean | null; l0: number; peak_rss_mib: number; needed_mib: number; memory_ratio: number; profile?: Profile }
+interface Row { precision: string; bf16_gemm_ms: number | null; cast_ms: number | null; shape: string; case: string; ms_per_step: number; gemm_ms: number; gemm_gflops: number; ratio: number; target: number | null; ok: boolean | null; l0: number; peak_rss_mib: number; needed_mib: number; memory_ratio: number; profile?: Profile }
 
 /** e with every function timed into `into` (reset by the caller before each step) */
 function timedEngine(e: Engine, into: () => Profile["kernels"]): Engine {
@@ -100,10 +101,12 @@ function profileTable(row: Row): string {
 }
 
 /** one case, in this process */
-function runCase(c: Case, shape: Shape, steps: number, profile: boolean): Row {
+function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, profile: boolean): Row {
   const { B, D, H } = shape;
   const baseline = process.memoryUsage().rss; // node + tsx + the addon, before any array
-  const { engine: e } = selectEngine();
+  const choice = selectEngine();
+  const e = choice.engine;
+  const prec = resolvePrecision(want, choice, e.name);
   const X = gaussian(B * D, 1);
   for (let i = 0; i < X.length; i++) X[i] /= Math.sqrt(D);
   // encoder GEMM, same process (its arrays are subtracted from the peak memory below)
@@ -129,15 +132,31 @@ function runCase(c: Case, shape: Shape, steps: number, profile: boolean): Row {
     if (s.p.views.log_threshold) s.p.get("log_threshold").fill(Math.log(2.58 / Math.sqrt(D))); // JumpReLU: the threshold does it
     else for (const name of ["b_enc", "b_gate"]) if (s.p.views[name]) s.p.get(name).fill(shift);
   }
+  // bf16: the step's GEMMs in bf16 (the ratio stays against the fp32 GEMM above); the bf16 encoder GEMM alone for reference
+  const se = prec.kernels ? bf16Engine(e, prec.kernels, Object.values(s.p.views) as Float32Array[]) : null;
+  let bf16Gemm: number | null = null;
+  if (se) {
+    se.gemm(false, true, B, H, D, 1, X, s.p.get("W_enc"), 0, P); // creates the primitive
+    const timeBf16 = () => {
+      const t0 = performance.now();
+      se.gemm(false, true, B, H, D, 1, X, s.p.get("W_enc"), 0, P);
+      return performance.now() - t0;
+    };
+    bf16Gemm = Math.min(timeBf16(), timeBf16(), timeBf16());
+  }
   const grads = s.p.like();
   const dead = new Uint8Array(H).map((_, i) => (i % Math.round(1 / Math.max(deadFrac, 1e-9)) === 0 && deadFrac > 0 ? 1 : 0));
   const settings = { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, coeff: 0.01, dead: deadFrac > 0 ? dead : null };
-  optimizerStep(e, model, s, grads, X, B, settings); // warm-up: allocates the workspace
-  let l0 = 0, ms = Infinity;
+  se?.newStep();
+  optimizerStep(se ?? e, model, s, grads, X, B, settings); // warm-up: allocates the workspace
+  let l0 = 0, ms = Infinity, castMs = Infinity;
   for (let i = 0; i < steps; i++) {
+    se?.takeCastMs();
     const t1 = performance.now();
-    const { fwd } = optimizerStep(e, model, s, grads, X, B, settings);
-    ms = Math.min(ms, performance.now() - t1);
+    se?.newStep();
+    const { fwd } = optimizerStep(se ?? e, model, s, grads, X, B, settings);
+    const t = performance.now() - t1;
+    if (t < ms) [ms, castMs] = [t, se?.takeCastMs() ?? NaN];
     if (i === 0) {
       const code = fwd.code;
       let n = 0;
@@ -151,10 +170,11 @@ function runCase(c: Case, shape: Shape, steps: number, profile: boolean): Row {
     // separate steps through the timing wrapper (its cost, ~1 µs a call, stays out of ms_per_step);
     // the fastest one is reported
     let kernels: Profile["kernels"] = {};
-    const te = timedEngine(e, () => kernels);
+    const te = timedEngine(se ?? e, () => kernels);
     for (let i = 0; i < Math.max(1, steps); i++) {
       kernels = {};
       const t1 = performance.now();
+      se?.newStep();
       optimizerStep(te, model, s, grads, X, B, settings);
       const stepMs = performance.now() - t1;
       if (prof && prof.step_ms <= stepMs) continue;
@@ -163,12 +183,13 @@ function runCase(c: Case, shape: Shape, steps: number, profile: boolean): Row {
     }
   }
   gemmMs = Math.min(gemmMs, timeGemm(), timeGemm()); // again after the steps, in case the machine was busy before
-  const needed = 4 * s.p.buf.byteLength + X.byteLength + model.workspaceBytes();
+  const needed = 4 * s.p.buf.byteLength + X.byteLength + model.workspaceBytes() + (se?.bf16Bytes() ?? 0);
   const peak = peakRssBytes() - baseline - W.byteLength - P.byteLength; // the GEMM probe's arrays are not the step's
   const ratio = ms / gemmMs;
   // the targets (issue 13) are set at the big shape; at the small one fixed per-call costs dominate
   const target = shape === BIG ? c.target ?? null : null;
   return {
+    precision: prec.precision, bf16_gemm_ms: bf16Gemm, cast_ms: se ? castMs : null,
     shape: `B=${B} D=${D} H=${H} K=${shape.K}`, case: c.name, ms_per_step: ms, gemm_ms: gemmMs, gemm_gflops: (2 * B * D * H) / (gemmMs * 1e6), ratio,
     target, ok: target !== null ? ratio <= target : null, l0, peak_rss_mib: peak / 2 ** 20, needed_mib: needed / 2 ** 20, memory_ratio: peak / needed,
     ...(prof ? { profile: prof } : {}),
@@ -180,35 +201,39 @@ if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) 
 else {
 const stepsArg = args.indexOf("--steps");
 const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
+const precArg = args.indexOf("--precision");
+const precision = (precArg >= 0 ? args[precArg + 1] : "fp32") as PrecisionSetting;
+if (!["fp32", "bf16", "auto"].includes(precision)) throw new Error(`--precision ${precision}: expected fp32, bf16 or auto`);
 const caseArg = args.indexOf("--case");
 const profile = args.includes("--profile");
 if (caseArg >= 0) {
   // child mode: one case, print its row as JSON (the last line; with --profile its table first)
   const shape = args.includes("--big") ? BIG : SMALL;
-  const row = runCase(CASES[Number(args[caseArg + 1])], shape, steps, profile);
+  const row = runCase(CASES[Number(args[caseArg + 1])], shape, steps, precision, profile);
   if (profile && !args.includes("--json")) console.log(`${machineLine()}\n${profileTable(row)}`);
   console.log(JSON.stringify(row));
 } else {
   const json = args.includes("--json");
   const shapes = args.includes("--small-only") ? ["small"] : ["small", "big"];
   const engine = selectEngine();
-  if (!json) console.log(`${engine.reason}; fastest of ${steps} steps per case after one warm-up step; each case in its own process\n${machineLine()}`);
+  const prec = resolvePrecision(precision, engine, engine.engine.name);
+  if (!json) console.log(`${engine.reason}; precision ${prec.reason}; fastest of ${steps} steps per case after one warm-up step; each case in its own process${prec.kernels ? "; ratios against the fp32 encoder GEMM" : ""}\n${machineLine()}`);
   const rows: Row[] = [];
   const self = fileURLToPath(import.meta.url);
   for (const shape of shapes) {
     if (!json) console.log(`\n${shape === "big" ? "B=4096 D=768 H=16384 K=32" : "B=1024 D=128 H=1024 K=16 (no targets: at this size fixed per-call costs dominate)"}`);
     for (let i = 0; i < CASES.length; i++) {
-      const r = spawnSync(process.execPath, ["--import", "tsx", self, "--case", String(i), "--steps", String(steps), "--json", ...(profile ? ["--profile"] : []), ...(shape === "big" ? ["--big"] : [])], { encoding: "utf8", maxBuffer: 1 << 20 });
+      const r = spawnSync(process.execPath, ["--import", "tsx", self, "--case", String(i), "--steps", String(steps), "--precision", precision, "--json", ...(profile ? ["--profile"] : []), ...(shape === "big" ? ["--big"] : [])], { encoding: "utf8", maxBuffer: 1 << 20 });
       if (r.status !== 0) throw new Error(`bench case ${CASES[i].name} failed:\n${r.stderr}`);
       const row = JSON.parse(r.stdout.trim().split("\n").pop()!) as Row;
       rows.push(row);
       if (!json) {
         const target = row.target === null ? "" : `target ≤ ${row.target.toFixed(1)} ${row.ok ? "met" : "MISSED"}`;
-        console.log(`  ${row.case.padEnd(40)} ${row.ms_per_step.toFixed(1).padStart(8)} ms  ${row.ratio.toFixed(2).padStart(5)} × GEMM (${row.gemm_ms.toFixed(0)} ms, ${row.gemm_gflops.toFixed(0)} GFLOP/s)  L0 ${row.l0.toFixed(0).padStart(5)}  peak ${row.peak_rss_mib.toFixed(0)} MiB = ${row.memory_ratio.toFixed(2)} × needed  ${target}`);
+        console.log(`  ${row.case.padEnd(40)} ${row.ms_per_step.toFixed(1).padStart(8)} ms  ${row.ratio.toFixed(2).padStart(5)} × GEMM (${row.gemm_ms.toFixed(0)} ms, ${row.gemm_gflops.toFixed(0)} GFLOP/s)  ${row.bf16_gemm_ms !== null ? `bf16 GEMM ${row.bf16_gemm_ms.toFixed(0)} ms, casts ${row.cast_ms!.toFixed(1)} ms  ` : ""}L0 ${row.l0.toFixed(0).padStart(5)}  peak ${row.peak_rss_mib.toFixed(0)} MiB = ${row.memory_ratio.toFixed(2)} × needed  ${target}`);
         if (row.profile) console.log(profileTable(row));
       }
     }
   }
-  if (json) console.log(JSON.stringify({ engine: engine.reason, machine: machineLine(), steps, rows }, null, 2));
+  if (json) console.log(JSON.stringify({ engine: engine.reason, precision: prec.reason, machine: machineLine(), steps, rows }, null, 2));
 }
 }

@@ -10,6 +10,8 @@ if (pc.status !== 0) {
   console.warn(msg);
   process.exit(strict ? 1 : 0);
 }
+const dnnl = spawnSync(process.execPath, [new URL("./find-dnnl.js", import.meta.url).pathname], { encoding: "utf8" }).stdout.trim() === "1";
+console.warn(dnnl ? "sae: oneDNN found: bf16 training compiled in (docs/engine.md#bfloat16)" : "sae: oneDNN not found (Debian: apt-get install libdnnl-dev): building without bf16 training");
 const r = spawnSync("node-gyp", ["rebuild"], { stdio: "inherit", shell: true });
 if (r.status !== 0) {
   console.warn("sae: building the native engine failed; the slower TypeScript engine will be used (see `sae doctor`)");

@@ -3,7 +3,8 @@ import os from "node:os";
 import { addonPath, loadNative, selectEngine } from "../engine/index.ts";
 import type { CliIo } from "./io.ts";
 import { tfjsReport } from "../engine/tfjs.ts";
-import { blasCoreWarning, cpuInfo } from "../engine/cpu.ts";
+import { bf16Features, blasCoreWarning, cpuInfo } from "../engine/cpu.ts";
+import { bf16Support } from "../engine/bf16.ts";
 
 export function doctorCommand(io: CliIo): Command {
   return new Command("doctor")
@@ -27,6 +28,8 @@ export function doctorCommand(io: CliIo): Command {
       io.out(`threads:  ${choice.threads} (cores: ${os.availableParallelism()})`);
       const model = cpu.family !== null ? ` (family ${cpu.family} model ${cpu.modelNumber})` : "";
       io.out(`cpu:      ${cpu.model}${model}; ${simd.length ? simd.join(", ") : "no AVX2/FMA"}`);
+      const bf = bf16Support(choice, choice.engine.name), feats = bf16Features(cpu);
+      io.out(`bf16:     ${bf.kernels ? bf.where : `unavailable: ${bf.why}`} (CPU: ${feats.length ? feats.join(", ") : "no bf16 instructions"}); train.precision auto picks ${bf.kernels ? "bf16" : "fp32"}`);
       io.out(`node:     ${process.version}`);
       const t = await tfjsReport();
       io.out(`tfjs:     ${t.backends}`);

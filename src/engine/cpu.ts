@@ -66,3 +66,8 @@ export function blasCoreWarning(core: string, cpu: CpuInfo): string | null {
   if (has >= LEVEL[level]) return null;
   return `OpenBLAS runs its ${core} kernels on a CPU with ${level}: GEMMs several times slower than they can be; unset OPENBLAS_CORETYPE or set it to ${blasCoreFor(cpu)}`;
 }
+
+/** the CPU's bfloat16 instruction sets, as /proc/cpuinfo names them (train.precision, docs/engine.md#bfloat16) */
+export function bf16Features(cpu: CpuInfo): string[] {
+  return ["amx_bf16", "avx512_bf16"].filter((f) => cpu.flags.has(f));
+}

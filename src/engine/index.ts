@@ -8,12 +8,15 @@ import { jsEngine } from "./js.ts";
 import type { Engine } from "./types.ts";
 import { SaeError } from "../errors.ts";
 import { blasCoreFor, cpuInfo } from "./cpu.ts";
+import type { Bf16Kernels } from "./bf16.ts";
 
 export type { Arr, Engine } from "./types.ts";
 
 /** blasCore: the kernel set OpenBLAS runs; blasCoreSource: who chose it (docs/engine.md#blas-core) */
-export interface NativeInfo { threads: number; blas: string; blasCore: string; blasCoreSource: string; compiler: string; simd: string }
-interface NativeAddon extends Omit<Engine, "name"> { setThreads(n: number): void; info(): NativeInfo }
+/** bf16: whether the bf16 GEMMs run here, and why not (docs/engine.md#bfloat16) */
+export interface Bf16Info { available: boolean; reason: string; isa: string; onednn: string; impl: string }
+export interface NativeInfo { threads: number; blas: string; blasCore: string; blasCoreSource: string; compiler: string; simd: string; bf16: Bf16Info }
+interface NativeAddon extends Omit<Engine, "name">, Bf16Kernels { setThreads(n: number): void; info(): NativeInfo }
 type RawAddon = Omit<NativeAddon, "info"> & { info(): Omit<NativeInfo, "blasCoreSource"> };
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -34,6 +37,10 @@ export function loadNative(): { addon: NativeAddon | null; error: string | null 
     // unless the user did. Also read when the library loads.
     const userCore = process.env.OPENBLAS_CORETYPE;
     const core = userCore ? null : blasCoreFor(cpuInfo());
+    // oneDNN (the bf16 GEMMs) runs on OpenMP, whose idle workers spin too; passive ones sleep at
+    // once and leave the cores to OpenBLAS and the kernels (docs/engine.md#bfloat16). Read when
+    // libgomp loads with the addon.
+    process.env.OMP_WAIT_POLICY ??= "passive";
     if (core) process.env.OPENBLAS_CORETYPE = core;
     const require = createRequire(import.meta.url);
     const raw = require(addonPath) as RawAddon;

@@ -28,6 +28,8 @@ export interface RunStatus {
   steps: number;
   tokens: number;
   engine?: string;
+  /** what train.precision resolved to: the GEMM operands' type (fp32 or bf16) */
+  precision?: string;
   /** input scaling factor c: the SAE trained on c·x */
   scale?: number;
   error?: string;

@@ -10,6 +10,7 @@ import type { Config, Phase } from "../config/schema.ts";
 import { configToYaml, loadConfig } from "../config/load.ts";
 import type { EngineChoice } from "../engine/index.ts";
 import type { Engine } from "../engine/types.ts";
+import { bf16Engine, resolvePrecision, type PrecisionChoice } from "../engine/bf16.ts";
 import { createModel, variantDef } from "../sae/index.ts";
 import { ParamSet } from "../sae/params.ts";
 import { initParams, foldScale } from "../sae/init.ts";
@@ -116,8 +117,14 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
     } else reporter.log("no checkpoint yet: training again from step 0 (the same batches and initial weights, so the same result)");
   }
   let status: RunStatus;
+  let precision: PrecisionChoice;
   try {
+    precision = resolvePrecision(c.train.precision, o.engine, o.engineName ?? e.name);
+    const before = o.resume ? readStatus(runDir)?.precision : undefined;
     status = openStatus({ ...o, config: c }, start?.state.step ?? 0, changes);
+    status.precision = precision.precision;
+    writeStatus(runDir, status);
+    if (before && before !== precision.precision) reporter.log(`precision change: the run trained in ${before} before, ${precision.precision} from here (train.precision: ${c.train.precision} resolves differently here), so it will not match an uninterrupted run`);
   } catch (err) {
     if (!o.resume) removeRunDir(runDir); // a refused resume leaves the run as it was
     throw err;
@@ -128,7 +135,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
     const data = createSource(c, e);
     const { D, H } = { D: c.data.d_in, H: c.sae.d_sae };
     const phaseNames = t.phases.map((p) => `${p.name} (${p.steps})`).join(", ");
-    reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${t.batch_size} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}`);
+    reporter.log(`run ${o.runId}: ${c.sae.variant}, D=${D}, H=${H}, ${t.steps} steps of ${t.batch_size} tokens${t.phases.length > 1 ? ` in phases ${phaseNames}` : ""}; ${o.engine.reason}; precision ${precision.reason}`);
     reporter.log(`data: ${data.describe()}`);
     const init = start ?? initialState(c, createModel(c), data, reporter);
     let model = createModel(c, init.fixedInputBias);
@@ -148,7 +155,9 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
       if (s.step >= phaseStart + ph.steps && run.phaseEvals.length > phaseIndex) continue; // done and evaluated before a resume
       const setup = setUpPhase(run, model, ph, phaseStart);
       model = setup.model;
-      const stepper = await (o.stepper ?? ((p, st) => new NativeStepper(e, p, st)))(setup, s);
+      // bf16: the step's GEMMs through the bf16 kernels, the parameters cast once per step; evaluation stays float32
+      const stepE = (st: TrainState) => precision.kernels ? bf16Engine(e, precision.kernels, Object.values(st.p.views).filter((v) => v instanceof Float32Array)) : e;
+      const stepper = await (o.stepper ?? ((p, st) => new NativeStepper(stepE(st), p, st)))(setup, s);
       stepped = true;
       run.guard.reset();
       try {

@@ -3,6 +3,7 @@
 // TypeScript kernels: NativeStepper) or on a device (the tfjs engine, which copies state back only
 // in flush() and sync()). docs/training.md#the-loop
 import type { Engine } from "../engine/types.ts";
+import type { Bf16Engine } from "../engine/bf16.ts";
 import type { ParamSet } from "../sae/params.ts";
 import type { Code, SaeModel } from "../sae/variant.ts";
 import type { LogWindow, TrainState } from "./checkpoint.ts";
@@ -82,6 +83,7 @@ export class NativeStepper implements Stepper {
     const H = ph.model.dims.H;
     let nDead = 0;
     for (let i = 0; i < H; i++) nDead += dead[i] = s.sinceFired[i] >= ph.deadTokens ? 1 : 0;
+    (e as Partial<Bf16Engine>).newStep?.(); // bf16: the parameters changed since the last step (src/engine/bf16.ts)
     const { fwd, gradNorm } = optimizerStep(e, ph.model, s, this.grads, X, B, {
       lr, beta1: ph.beta1, beta2: ph.beta2, eps: ph.eps, gradClip: ph.gradClip, coeff, dead: nDead > 0 ? dead : null, frozen: ph.frozen,
     });

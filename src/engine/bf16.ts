@@ -1,0 +1,201 @@
+// bfloat16 GEMMs for `train.precision: bf16` (docs/engine.md#bfloat16). The GEMMs of a training
+// step take bf16 operands with float32 accumulation and output; everything else (master weights,
+// Adam's moments, the loss, the reductions, what is written to disk) stays float32.
+//
+// bf16Engine wraps an Engine: its gemm casts float32 operands to bf16 and calls the bf16 GEMM; the
+// parameters are pinned, so each one is cast at most once per step (on its first use after
+// newStep(), i.e. after the previous step's update) instead of once per GEMM. Every other kernel
+// is the wrapped engine's.
+import type { Arr, Engine } from "./types.ts";
+import { jsEngine } from "./js.ts";
+import { loadNative, type EngineChoice } from "./index.ts";
+import { SaeError } from "../errors.ts";
+
+/** the bf16 kernels: a bf16 value is the top half of a float32, held as its 16 bits */
+export interface Bf16Kernels {
+  /** dst[i] = src[i] rounded to the nearest bf16, ties to even (NaN stays a quiet NaN) */
+  castBf16(src: Float32Array, dst: Uint16Array): void;
+  /** C[M,N] = alpha·op(A)·op(B) + beta·C with bf16 A [M,K] (or [K,M] when transA), B [K,N] (or [N,K]); float32 accumulation and C */
+  gemmBf16(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Uint16Array, B: Uint16Array, beta: number, C: Float32Array): void;
+  /** Engine.adam over p, also writing out = bf16(p[outOffset .. outOffset + out.length)) of the updated weights (the cast fused into Adam's pass) */
+  adamBf16(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number, out: Uint16Array, outOffset: number): void;
+}
+
+const f32 = new Float32Array(1);
+const u32 = new Uint32Array(f32.buffer);
+
+/** the float32 value of a bf16 bit pattern */
+export function bf16ToFloat(h: number): number {
+  u32[0] = h << 16;
+  return f32[0];
+}
+
+/**
+ * The TypeScript twins of the native bf16 kernels: the same rounding bit for bit; the GEMM forms
+ * the products exactly (bf16 × bf16 fits in float32) and adds them in float64, rounding once, so
+ * it differs from oneDNN's float32 accumulation by its rounding only.
+ */
+export const jsBf16: Bf16Kernels = {
+  castBf16(src, dst) {
+    if (dst.length !== src.length) throw new RangeError(`castBf16: dst has length ${dst.length}, expected ${src.length}`);
+    for (let i = 0; i < src.length; i++) {
+      f32[0] = src[i];
+      const u = u32[0];
+      dst[i] = (u & 0x7fffffff) > 0x7f800000 ? (u >>> 16) | 0x40 : ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+    }
+  },
+  adamBf16(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale, out, outOffset) {
+    jsEngine.adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+    jsBf16.castBf16(p.subarray(outOffset, outOffset + out.length), out);
+  },
+  gemmBf16(tA, tB, M, N, K, alpha, A, B, beta, C) {
+    const a = Float64Array.from(A, bf16ToFloat), b = Float64Array.from(B, bf16ToFloat);
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += a[tA ? k * M + m : m * K + k] * b[tB ? n * K + k : k * N + n];
+        C[m * N + n] = alpha * s + (beta === 0 ? 0 : beta * C[m * N + n]);
+      }
+    }
+  },
+};
+
+/** GEMMs with every dimension at least this go through bf16; thinner ones (GEMVs, a few dead latents) stay float32, where bf16 saves nothing */
+export const BF16_MIN_DIM = 16;
+
+export interface Bf16Engine extends Engine {
+  /** the pinned copies are stale from here: call before each step (after the previous update) */
+  newStep(): void;
+  /** milliseconds spent casting since the last call (the bench reports it) */
+  takeCastMs(): number;
+  /** bytes of the bf16 copies and scratch buffers */
+  bf16Bytes(): number;
+}
+
+/**
+ * copy: made on first use, so a parameter no GEMM reads (W_dec of a sparse code) costs no memory.
+ * fresh: the copy holds src's values; used: a GEMM read it this step; fused: Adam wrote it this step.
+ */
+interface Pin { src: Float32Array; copy: Uint16Array | null; fresh: boolean; used: boolean; fused: boolean }
+
+/** `base` with its float32 GEMMs in bf16; `pinned`: arrays that change only between steps (the parameters) */
+export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[]): Bf16Engine {
+  const pins: Pin[] = pinned.map((src) => ({ src, copy: null, fresh: false, used: false, fused: false }));
+  /** the offset of x inside pin p's array, or −1 */
+  const inside = (x: Float32Array, p: Float32Array) => {
+    const off = (x.byteOffset - p.byteOffset) / 4;
+    return x.buffer === p.buffer && off >= 0 && off + x.length <= p.length ? off : -1;
+  };
+  const overlaps = (x: Arr, p: Float32Array) => x.buffer === p.buffer && x.byteOffset < p.byteOffset + p.byteLength && p.byteOffset < x.byteOffset + x.byteLength;
+  const scratch = [new Uint16Array(0), new Uint16Array(0)];
+  let castMs = 0;
+  const cast = (x: Float32Array, slot: 0 | 1): Uint16Array => {
+    // a pinned array, or a stretch of one (a view into the same buffer)
+    for (const p of pins) {
+      const off = inside(x, p.src);
+      if (off >= 0) {
+        p.copy ??= new Uint16Array(p.src.length);
+        p.used = true;
+        if (!p.fresh) {
+          const t0 = performance.now();
+          k.castBf16(p.src, p.copy);
+          castMs += performance.now() - t0;
+          p.fresh = true;
+        }
+        return p.copy.subarray(off, off + x.length);
+      }
+    }
+    if (scratch[slot].length < x.length) scratch[slot] = new Uint16Array(x.length);
+    const out = scratch[slot].subarray(0, x.length);
+    const t0 = performance.now();
+    k.castBf16(x, out);
+    castMs += performance.now() - t0;
+    return out;
+  };
+  const gemm = (tA: boolean, tB: boolean, M: number, N: number, K: number, alpha: number, A: Arr, B: Arr, beta: number, C: Arr): void => {
+    if (!(A instanceof Float32Array && B instanceof Float32Array && C instanceof Float32Array) || Math.min(M, N, K) < BF16_MIN_DIM) {
+      base.gemm(tA, tB, M, N, K, alpha, A, B, beta, C);
+      return;
+    }
+    // lengths as the addon checks them, before a view is cut from a pinned copy
+    if (A.length !== M * K || B.length !== K * N) {
+      base.gemm(tA, tB, M, N, K, alpha, A, B, beta, C); // the wrapped engine names the bad argument
+      return;
+    }
+    k.gemmBf16(tA, tB, M, N, K, alpha, cast(A, 0), cast(B, 1), beta, C);
+  };
+  return {
+    ...base,
+    gemm,
+    // Adam writes the copy of one parameter the step's GEMMs read (W_enc) as it writes the weights
+    // (docs/engine.md#bfloat16); any other write to a pinned parameter makes its copy stale.
+    adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
+      const pin = p instanceof Float32Array ? pins.find((q) => q.used && q.copy && inside(q.src, p) >= 0) : undefined;
+      for (const q of pins) if (overlaps(p, q.src)) q.fresh = false;
+      if (!pin) {
+        base.adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+        return;
+      }
+      k.adamBf16(p as Float32Array, g as Float32Array, m as Float32Array, v as Float32Array, lr, beta1, beta2, eps, bc1, bc2, gradScale, pin.copy!, inside(pin.src, p as Float32Array));
+      pin.fresh = pin.fused = true;
+    },
+    normalizeRows(W, rows, cols) {
+      base.normalizeRows(W, rows, cols);
+      for (const q of pins) if (overlaps(W, q.src)) q.fresh = false;
+    },
+    // the decoder's fused step writes W_dec: its copy (if any) is stale after it
+    adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
+      base.adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+      for (const q of pins) if (overlaps(p, q.src)) q.fresh = false;
+    },
+    newStep() {
+      // a copy stays fresh into the next step only when Adam wrote it and nothing wrote its weights
+      // after; NativeStepper writes the parameters only through the step, so nothing else can
+      for (const p of pins) {
+        p.fresh &&= p.fused;
+        p.fused = p.used = false;
+      }
+    },
+    bf16Bytes() {
+      return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length);
+    },
+    takeCastMs() {
+      const t = castMs;
+      castMs = 0;
+      return t;
+    },
+  };
+}
+
+export type Precision = "fp32" | "bf16";
+export type PrecisionSetting = Precision | "auto";
+
+/** what `train.precision` resolves to for a run stepping on `stepEngine` (native, typescript or tfjs) */
+export interface PrecisionChoice {
+  precision: Precision;
+  /** for the run's first line and status.json: "bf16 (oneDNN 2.6.3, avx512_core_amx)", "fp32 (auto: ...)" */
+  reason: string;
+  /** the bf16 kernels when precision is bf16 */
+  kernels: Bf16Kernels | null;
+}
+
+/** where bf16 GEMMs run: the native engine's bf16 kernels, or why not */
+export function bf16Support(choice: EngineChoice, stepEngine: string): { kernels: Bf16Kernels | null; why: string; where: string } {
+  if (stepEngine === "tfjs") return { kernels: null, why: "train.precision applies to the native engine; the tfjs engine trains in float32", where: "" };
+  const info = choice.info?.bf16;
+  if (choice.engine.name !== "native" || !choice.info) return { kernels: null, why: "bf16 needs the native engine, and the TypeScript engine runs", where: "" };
+  if (!info) return { kernels: null, why: "the native addon was built before bf16 support; rebuild it with `npm run build:native`", where: "" };
+  if (!info.available) return { kernels: null, why: info.reason, where: "" };
+  const { addon } = loadNative();
+  return { kernels: addon, why: "", where: `oneDNN ${info.onednn}, ${info.isa}` };
+}
+
+/** `train.precision` for this run; bf16 where it cannot run is an error saying why (exit 1; a tfjs run: exit 2) */
+export function resolvePrecision(want: PrecisionSetting, choice: EngineChoice, stepEngine: string): PrecisionChoice {
+  const s = bf16Support(choice, stepEngine);
+  if (want === "fp32") return { precision: "fp32", reason: "fp32", kernels: null };
+  if (s.kernels) return { precision: "bf16", reason: `bf16 (${want === "auto" ? "auto: " : ""}${s.where}; float32 master weights)`, kernels: s.kernels };
+  if (want === "auto") return { precision: "fp32", reason: `fp32 (auto: ${s.why})`, kernels: null };
+  throw new SaeError(stepEngine === "tfjs" ? "config" : "runtime", `train.precision: bf16 cannot run here: ${s.why}`,
+    "set train.precision: fp32 (or auto: bf16 where the CPU and the build have it, else fp32)");
+}
