@@ -228,6 +228,20 @@ Napi::Value Adam(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value AdamUnitRows(const Napi::CallbackInfo& info) {
+  Args a{info, "adamUnitRows"};
+  a.count(13);
+  int rows = a.dim(4, "rows"), cols = a.dim(5, "cols");
+  const int64_t n = (int64_t)rows * cols;
+  float* p = a.f32(0, "params", n);
+  const float* g = a.f32(1, "grads", n);
+  float* m = a.f32(2, "m", n);
+  float* v = a.f32(3, "v", n);
+  sae::adam_unit_rows(p, g, m, v, rows, cols, a.num(6, "lr"), a.num(7, "beta1"), a.num(8, "beta2"),
+                      a.num(9, "eps"), a.num(10, "bc1"), a.num(11, "bc2"), a.num(12, "gradScale"));
+  return info.Env().Undefined();
+}
+
 Napi::Value RowNorms(const Napi::CallbackInfo& info) {
   Args a{info, "rowNorms"};
   a.count(4);
@@ -274,6 +288,24 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   float* p = a.f32(0, "a", -1);
   int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
   return Napi::Number::New(info.Env(), sae::sum_squares(p, n));
+}
+
+Napi::Value Axpby(const Napi::CallbackInfo& info) {
+  Args a{info, "axpby"};
+  a.count(5);
+  float* X = a.f32(1, "X", -1);
+  const int64_t n = info[1].As<Napi::Float32Array>().ElementLength();
+  const float* Y = a.f32(3, "Y", -1, true);
+  const bool hasY = !info[3].IsNull() && !info[3].IsUndefined();
+  const int64_t ny = hasY ? (int64_t)info[3].As<Napi::Float32Array>().ElementLength() : 0;
+  if (hasY && !(ny == n || (ny > 0 && n % ny == 0)))
+    a.fail("Y has length " + std::to_string(ny) + ", expected " + std::to_string(n) +
+               " (as X) or a divisor of it (a row repeated)", true);
+  float* out = a.f32(4, "out", n, true);
+  if (!info[0].IsNumber()) a.fail("a must be a number");
+  if (!info[2].IsNumber()) a.fail("b must be a number");
+  const double alpha = info[0].As<Napi::Number>().DoubleValue(), beta = info[2].As<Napi::Number>().DoubleValue();
+  return Napi::Number::New(info.Env(), sae::axpby(alpha, X, beta, Y, ny, out, n));
 }
 
 Napi::Value SetThreads(const Napi::CallbackInfo& info) {
@@ -373,10 +405,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));
   exports.Set("adam", Napi::Function::New(env, Adam));
+  exports.Set("adamUnitRows", Napi::Function::New(env, AdamUnitRows));
   exports.Set("rowNorms", Napi::Function::New(env, RowNorms));
   exports.Set("projectRows", Napi::Function::New(env, ProjectRows));
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("axpby", Napi::Function::New(env, Axpby));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("castBf16", Napi::Function::New(env, CastBf16));
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));

@@ -78,8 +78,19 @@ void project_rows(float* G, const float* W, int rows, int cols);
 // W[i,:] /= ||W[i,:]|| (rows of norm 0 are left alone)
 void normalize_rows(float* W, int rows, int cols);
 
+// Adam for a unit-norm decoder, one row at a time: project_rows's tangent projection of the
+// gradient row (g itself is not changed), adam on it, then normalize_rows: the same arithmetic as
+// those three kernels in turn, in one pass over the [rows, cols] arrays instead of three.
+void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int cols, float lr,
+                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale);
+
 // sum of squares, accumulated in double
 double sum_squares(const float* a, int64_t n);
+
+// out[i] = a·X[i] + b·Y[i mod ny] (Y null: a·X[i]), computed in double and rounded to float;
+// returns the sum of the squares of the unrounded values. ny divides n (ny = n: elementwise; a
+// row vector of ny = cols repeated over rows). out may be null (the sum only), X or Y.
+double axpby(double a, const float* X, double b, const float* Y, int64_t ny, float* out, int64_t n);
 
 // Causal attention of one new position over a key/value cache, float64 (the language model).
 // q, out: [S, heads·hs]; kc, vc: [S, maxLen, kvHeads·hs]; positions 0..pos are attended. Query head

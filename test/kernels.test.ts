@@ -177,6 +177,76 @@ for (const { B, D, H, K } of SHAPES) {
   });
 }
 
+test("axpby: elementwise, a broadcast row, no Y, sum only, in place; exact where a or b is ±1 or 0", { skip }, () => {
+  const rows = 37, cols = 1000; // 37 000 elements: both threads
+  const X = f32(rows * cols, 50), Y = f32(rows * cols, 51), row = f32(cols, 52);
+  const ref = (a: number, Yv: Float32Array | null, b: number) => {
+    const out = new Float32Array(rows * cols);
+    return { s: jsEngine.axpby(a, X, b, Yv, out), out };
+  };
+  for (const [a, Yv, b, tol] of [[1, Y, -1, 0], [1, row, -1, 0], [0.37, null, 0, 0], [0.37, Y, 1.9, 1e-6]] as const) {
+    const out = new Float32Array(rows * cols);
+    const s = nat.axpby(a, X, b, Yv, out), r = ref(a, Yv, b);
+    close(`axpby(${a}, ${b}, Y of ${Yv?.length ?? 0})`, out, r.out, tol);
+    assert.ok(Math.abs(s - r.s) <= 1e-12 * r.s, `sum ${s} against ${r.s}`);
+    assert.equal(nat.axpby(a, X, b, Yv, null), s, "the sum alone");
+  }
+  const inPlace = X.slice();
+  nat.axpby(1, inPlace, -1, Y, inPlace);
+  close("axpby in place", inPlace, ref(1, Y, -1).out, 0);
+});
+
+test("adamUnitRows: projectRows, adam, normalizeRows in one pass (native, reference, and the three kernels agree)", { skip }, () => {
+  const rows = 70, cols = 97;
+  const W = f32(rows * cols, 60), G = f32(rows * cols, 61), M = f32(rows * cols, 62, 0.01), V = f32(rows * cols, 63, 0.01).map(Math.abs);
+  W.fill(0, 5 * cols, 6 * cols); // a row of norm 0: no projection, no renormalisation
+  const hyper = [1e-2, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7] as const;
+  const run = (how: "fused" | "reference" | "three") => {
+    const p = W.slice(), g = G.slice(), m = M.slice(), v = V.slice();
+    if (how === "fused") nat.adamUnitRows(p, g, m, v, rows, cols, ...hyper);
+    else if (how === "reference") jsEngine.adamUnitRows(p, g, m, v, rows, cols, ...hyper);
+    else {
+      nat.projectRows(g, p, rows, cols);
+      nat.adam(p, g, m, v, ...hyper);
+      nat.normalizeRows(p, rows, cols);
+    }
+    return { p, g, m, v };
+  };
+  const fused = run("fused"), ref = run("reference"), three = run("three");
+  assert.deepEqual(fused.g, G, "the gradient is left as it is");
+  for (const k of ["p", "m", "v"] as const) {
+    close(`adamUnitRows ${k} against the reference`, fused[k], ref[k], 1e-5);
+    close(`adamUnitRows ${k} against the three kernels`, fused[k], three[k], 0);
+  }
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    for (let c = 0; c < cols; c++) s += fused.p[r * cols + c] ** 2;
+    if (r !== 5) assert.ok(Math.abs(s - 1) < 1e-5, `row ${r} has norm² ${s}`);
+  }
+});
+
+test("topkRows on wide rows (the group-maxima path): the reference's choice, ties included", { skip }, () => {
+  // 4096 + 7 columns (a tail of 7), k = 32 and 100: enough columns for 4k groups. Values rounded to
+  // a coarse grid make many ties at the cut, which must still go to the lower column.
+  const rows = 9, cols = 4103;
+  const P = f32(rows * cols, 40), bias = f32(cols, 41, 0.2);
+  for (const coarse of [false, true]) {
+    const X = coarse ? P.map((x) => Math.round(x * 4) / 4) : P;
+    for (const [b, k] of [[bias, 32], [null, 32], [bias, 100]] as const) {
+      const i1 = new Int32Array(rows * k), i2 = new Int32Array(rows * k);
+      const v1 = new Float32Array(rows * k), v2 = new Float32Array(rows * k);
+      nat.topkRows(X, b, null, rows, cols, k, i1, v1);
+      jsEngine.topkRows(X, b, null, rows, cols, k, i2, v2);
+      assert.deepEqual(i1, i2, `coarse ${coarse}, k ${k}, bias ${b !== null}`);
+      assert.deepEqual(v1, v2);
+    }
+  }
+  // a row of equal values: every group maximum ties with the cut; the first k columns win
+  const flat = new Float32Array(cols).fill(0.5), idx = new Int32Array(32), val = new Float32Array(32);
+  nat.topkRows(flat, null, null, 1, cols, 32, idx, val);
+  assert.deepEqual([...idx], Array.from({ length: 32 }, (_, i) => i));
+});
+
 test("topkRows: ties go to the lower column; rows with fewer than K positives keep zeros", { skip }, () => {
   const H = 10, k = 4;
   const P = new Float32Array([
@@ -220,4 +290,13 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
   assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);
   assert.throws(() => a.setThreads(0), /threads must be at least 1/);
+  assert.throws(() => a.adamUnitRows(x, x, x, x, 2, 4, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /adamUnitRows: params has length 6, expected 8/);
+  assert.throws(() => a.adamUnitRows(x, x, new Float32Array(5), x, 2, 3, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /m has length 5, expected 6/);
+  assert.throws(() => (a.adamUnitRows as (...args: unknown[]) => void)(x, x, x, x, 2, 3, "1", 0.9, 0.9, 1e-8, 1, 1, 1), /lr must be a number/);
+  assert.throws(() => a.axpby(1, x, 1, new Float32Array(4), x), /axpby: Y has length 4, expected 6 \(as X\) or a divisor of it/);
+  assert.throws(() => a.axpby(1, x, 1, new Float32Array(0), x), /Y has length 0/);
+  assert.throws(() => a.axpby(1, x, 1, null, new Float32Array(5)), /out has length 5, expected 6/);
+  assert.throws(() => a.axpby(1, new Float64Array(6) as unknown as Float32Array, 1, null, null), /X must be a Float32Array/);
+  assert.throws(() => (a.axpby as (...args: unknown[]) => number)("1", x, 1, null, null), /a must be a number/);
+  assert.throws(() => (a.axpby as (...args: unknown[]) => number)(1, x, 1, null), /expected 5 arguments/);
 });

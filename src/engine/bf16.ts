@@ -143,6 +143,11 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
       base.normalizeRows(W, rows, cols);
       for (const q of pins) if (overlaps(W, q.src)) q.fresh = false;
     },
+    // the decoder's fused step writes W_dec: its copy (if any) is stale after it
+    adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
+      base.adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+      for (const q of pins) if (overlaps(p, q.src)) q.fresh = false;
+    },
     newStep() {
       // a copy stays fresh into the next step only when Adam wrote it and nothing wrote its weights
       // after; NativeStepper writes the parameters only through the step, so nothing else can

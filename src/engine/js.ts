@@ -150,6 +150,13 @@ export const jsEngine: Engine = {
     }
   },
 
+  adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
+    const gp = g.slice();
+    jsEngine.projectRows(gp, p, rows, cols);
+    jsEngine.adam(p, gp, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+    jsEngine.normalizeRows(p, rows, cols);
+  },
+
   rowNorms(W, rows, cols, out) {
     for (let r = 0; r < rows; r++) {
       let s = 0;
@@ -184,6 +191,18 @@ export const jsEngine: Engine = {
   sumSquares(a: Arr) {
     let s = 0;
     for (let i = 0; i < a.length; i++) s += a[i] * a[i];
+    return s;
+  },
+
+  axpby(a, X, b, Y, out) {
+    const n = X.length, ny = Y ? Y.length : 0;
+    if (Y && !(ny === n || (ny > 0 && n % ny === 0))) throw new RangeError(`axpby: Y has length ${ny}, expected ${n} (as X) or a divisor of it`);
+    let s = 0;
+    for (let i = 0; i < n; i++) {
+      const v = Y ? a * X[i] + b * Y[i % ny] : a * X[i];
+      if (out) out[i] = v;
+      s += v * v;
+    }
     return s;
   },
 

@@ -34,11 +34,22 @@ export interface Engine {
   scatterRows(idx: Int32Array, val: Arr, rows: number, k: number, X: Arr, H: number, D: number, out: Arr): void;
   /** One Adam step on the gradient gradScale·g, with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
   adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number): void;
+  /**
+   * Adam for a unit-norm decoder W [rows, cols] in one pass: per row, what projectRows(g, W),
+   * adam and normalizeRows(W) do in turn (g itself is left as it is).
+   */
+  adamUnitRows(p: Arr, g: Arr, m: Arr, v: Arr, rows: number, cols: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number): void;
   rowNorms(W: Arr, rows: number, cols: number, out: Arr): void;
   /** G[i] −= (G[i]·Ŵ[i])Ŵ[i]: drop the gradient component along each (unit) decoder row. */
   projectRows(G: Arr, W: Arr, rows: number, cols: number): void;
   normalizeRows(W: Arr, rows: number, cols: number): void;
   sumSquares(a: Arr): number;
+  /**
+   * out[i] = a·X[i] + b·Y[i mod Y.length] (Y null: a·X[i]), in float64 and rounded to out's type;
+   * returns Σ of the squares of the unrounded values. Y.length is X.length or divides it (a row
+   * repeated over the rows of X). out may be null (the sum alone), X or Y.
+   */
+  axpby(a: number, X: Arr, b: number, Y: Arr | null, out: Arr | null): number;
   /**
    * The language model's causal attention for one new position, float64: q, out [S, heads·hs];
    * kc, vc [S, maxLen, kvHeads·hs] key/value caches; positions 0..pos attended; query head h

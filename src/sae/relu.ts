@@ -74,7 +74,7 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
   function forward({ e, p, X, B, coeff }: StepInput): ForwardResult<ReluState> {
     const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
     const s = opt.scaleParam ? p.get(opt.scaleParam) : null;
-    const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+    const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
     const U = ws.f("U", B * H, X);
     e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, U); // pre-activations without b_enc
     const norms = ws.f("norms", H, X);
@@ -96,7 +96,7 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
     }
     if (penalty.linear) for (let i = 0; i < H; i++) pen += colSumU[i] * norms[i];
     const E = ws.f("E", B * D, X);
-    const mse = residual(Xhat, X, E) / B;
+    const mse = residual(e, Xhat, X, E) / B;
     const sparsity = coeff === 0 ? 0 : (coeff * pen) / B;
     return {
       terms: { loss: mse + sparsity, mse, sparsity, aux: 0 },
@@ -129,7 +129,7 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
   function backward(inp: StepInput, st: ReluState, g: ParamSet): void {
     const { e, p, X, B, coeff } = inp;
     const dbDec = g.get("b_dec");
-    const G = scaled(st.E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂  [B, D]
+    const G = scaled(e, st.E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂  [B, D]
     e.colSum(G, B, D, dbDec, true);
     const gpSum = ws.f("gpSum", H, X); // Σ_b dL/dP [H]
     const rowScale = ws.f("rowScale", H, X); // c·Σ_b ∂φ/∂n_i, for a free decoder

@@ -9,8 +9,8 @@ import { Workspace, scaled } from "./variant.ts";
 export const SPARSE_DENOMINATOR = 16;
 
 /**
- * The positive entries of P + bias [B, H] as a code of (index, value) pairs per row, padded to the
- * largest row count seen so far (remembered, so re-allocation is rare), or null when some row has
+ * The positive entries of P + bias [B, H] as a code of (index, value) pairs per row, padded to a
+ * width that follows the largest row count (with a margin, so re-allocation is rare), or null when some row has
  * more than H/SPARSE_DENOMINATOR: then the caller's dense computation is cheaper. Used by the
  * ReLU family and Gated. `path` forces one answer (tests).
  */
@@ -30,11 +30,19 @@ export class Sparsifier {
     const H = this.H;
     const limit = this.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
     for (;;) {
-      const idx = ws.i("spIdx", B * this.kmax), val = ws.f("spVal", B * this.kmax, P);
-      const m = e.rowsAbove(P, bias, 0, B, H, this.kmax, idx, val, limit);
-      if (m <= this.kmax) return { m: this.kmax, idx, val };
+      const width = this.kmax;
+      const idx = ws.i("spIdx", B * width), val = ws.f("spVal", B * width, P);
+      const m = e.rowsAbove(P, bias, 0, B, H, width, idx, val, limit);
+      if (m <= width) {
+        // Every later loop (decode, gradients, penalties) walks the padding too: when the widest
+        // row needs less than half the room, the next batch gets 1.5x what this one needed (at
+        // L0 ≈ 0.5% of H the first width, H/16, was 90% padding). Rarely changed, so the
+        // workspace is rarely reallocated; a batch that overflows is scanned again (below).
+        if (2 * m < width) this.kmax = Math.max(1, Math.ceil(1.5 * m));
+        return { m: width, idx, val };
+      }
       if (m > limit) return null;
-      this.kmax = m;
+      this.kmax = Math.min(H, Math.ceil(1.25 * m));
     }
   }
 }
@@ -113,11 +121,12 @@ export class AuxK {
 
   /**
    * Selection, in up to three calls so that the encoder can hand over its pre-activations block by
-   * block: begin(), then select() for each block of rows of P (pre-activations without b_enc,
-   * [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
+   * block: begin() with the encoder input Xc [B, D] and W_enc, then select() for each block of rows
+   * of P (pre-activations without b_enc, [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
    */
-  begin(B: number, dead: Uint8Array | null, like: Arr): void {
-    const { H } = this.dims;
+  begin(e: Engine, B: number, dead: Uint8Array | null, Xc: Arr, Wenc: Arr): void {
+    const { D, H } = this.dims;
+    const like = Xc;
     const ws = this.ws;
     this.sel = null;
     const nDead = dead ? dead.reduce((s, v) => s + v, 0) : 0;
@@ -128,7 +137,13 @@ export class AuxK {
     if (dense) {
       const ids = ws.i("auxDead", nDead);
       for (let i = 0, j = 0; i < H; i++) if (dead[i]) ids[j++] = i;
-      this.sel = { B, kAux, dead, idx, val, ids, Pd: ws.f("auxP", B * nDead, like) };
+      // the dead latents' pre-activations by a GEMM of their own, Xc·W_enc[dead]ᵀ [B, n]: picking
+      // them out of the encoder's blocks cost 20 ms a block in cache misses, this GEMM 1–2 ms
+      const We = ws.f("auxWe", nDead * D, like);
+      for (let j = 0; j < nDead; j++) We.set(Wenc.subarray(ids[j] * D, (ids[j] + 1) * D), j * D);
+      const Pd = ws.f("auxP", B * nDead, like);
+      e.gemm(false, true, B, nDead, D, 1, Xc.subarray(0, B * D), We, 0, Pd);
+      this.sel = { B, kAux, dead, idx, val, ids, Pd };
     } else {
       this.sel = { B, kAux, dead, idx, val };
     }
@@ -138,13 +153,9 @@ export class AuxK {
     const sel = this.sel;
     if (!sel) return;
     const { H } = this.dims;
-    if (sel.ids) {
-      const n = sel.ids.length, ids = sel.ids, Pd = sel.Pd!;
-      for (let b = 0; b < rows; b++) for (let j = 0; j < n; j++) Pd[(r0 + b) * n + j] = P[b * H + ids[j]];
-    } else {
-      const k = sel.kAux;
-      e.topkRows(P, bEnc, sel.dead, rows, H, k, sel.idx.subarray(r0 * k, (r0 + rows) * k), sel.val.subarray(r0 * k, (r0 + rows) * k));
-    }
+    if (sel.ids) return; // the dense path's pre-activations came from begin()
+    const k = sel.kAux;
+    e.topkRows(P, bEnc, sel.dead, rows, H, k, sel.idx.subarray(r0 * k, (r0 + rows) * k), sel.val.subarray(r0 * k, (r0 + rows) * k));
   }
 
   finish(e: Engine, bEnc: Arr, Wdec: Arr, E: Arr, auxTarget?: Arr): { loss: number; state: AuxState | null } {
@@ -179,21 +190,13 @@ export class AuxK {
     }
     // target e = sg(x − x̂) = −E unless a test fixes it; ē its per-dimension batch mean
     const T = auxTarget ?? E, sign = auxTarget ? 1 : -1;
-    const mean = new Float64Array(D);
-    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) mean[d] += T[b * D + d];
-    for (let d = 0; d < D; d++) mean[d] = (sign * mean[d]) / B;
-    let den = 0, num = 0;
+    // the mean accumulates in float64, so that a batch of equal rows has den = 0 exactly
+    const sum = new Float64Array(D), mean = ws.f("auxMean", D, E);
+    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) sum[d] += T[b * D + d];
+    for (let d = 0; d < D; d++) mean[d] = (sign * sum[d]) / B;
+    const den = e.axpby(sign, T, -1, mean, null); // Σ ‖e − ē‖²
     const diff = ws.f("auxDiff", B * D, E);
-    for (let b = 0; b < B; b++) {
-      const o = b * D;
-      for (let d = 0; d < D; d++) {
-        const t = sign * T[o + d];
-        den += (t - mean[d]) ** 2;
-        const v = eHat[o + d] - t;
-        diff[o + d] = v;
-        num += v * v;
-      }
-    }
+    const num = e.axpby(1, eHat, -sign, T, diff); // diff = ê − e, num = Σ ‖ê − e‖²
     if (!(den > 0)) return { loss: 0, state: null };
     return { loss: num / den, state: { ...st, diff, den } };
   }
@@ -202,7 +205,7 @@ export class AuxK {
   backward(e: Engine, s: AuxState | null, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
     if (!s) return;
     const { D } = this.dims;
-    const Ga = scaled(s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
+    const Ga = scaled(e, s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
     if (!s.dead) {
       sparseBackward(e, this.ws, "gpAux", this.dims, B, s.kAux, s.idx!, s.val!, Ga, Wdec, Xc, dWdec, dWenc, gpSum);
       return;

@@ -257,9 +257,9 @@ export class Workspace {
 }
 
 /** Xc = X − a·b_dec, [B, D] */
-export function centerInput(X: Arr, bDec: Arr, apply: boolean, B: number, D: number, out: Arr): Arr {
+export function centerInput(e: Engine, X: Arr, bDec: Arr, apply: boolean, B: number, D: number, out: Arr): Arr {
   if (!apply) return X;
-  for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) out[b * D + d] = X[b * D + d] - bDec[d];
+  e.axpby(1, X.subarray(0, B * D), -1, bDec, out);
   return out;
 }
 
@@ -271,19 +271,13 @@ export function denseDecode(e: Engine, F: Arr, Wdec: Arr, bDec: Arr, dims: Dims,
 }
 
 /** E = X̂ − X in place of Ehat's storage; returns Σ E² (over the whole batch). */
-export function residual(Xhat: Arr, X: Arr, E: Arr): number {
-  let s = 0;
-  for (let i = 0; i < E.length; i++) {
-    const v = Xhat[i] - X[i];
-    E[i] = v;
-    s += v * v;
-  }
-  return s;
+export function residual(e: Engine, Xhat: Arr, X: Arr, E: Arr): number {
+  return e.axpby(1, Xhat, -1, X, E);
 }
 
 /** G = scale·E (the upstream gradient of Σ_d e², mean over the batch, is (2/B)·E). */
-export function scaled(E: Arr, scale: number, G: Arr): Arr {
-  for (let i = 0; i < E.length; i++) G[i] = scale * E[i];
+export function scaled(e: Engine, E: Arr, scale: number, G: Arr): Arr {
+  e.axpby(scale, E, 0, null, G);
   return G;
 }
 

@@ -1,5 +1,6 @@
 // One optimisation step, shared by the training loop and the tests:
-// forward → backward → clip → unit-norm projection → Adam (frozen parameters skipped) → renormalise.
+// forward → backward → clip → unit-norm projection → Adam (frozen parameters skipped) → renormalise
+// (the last three fused per decoder row: Engine.adamUnitRows).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { ParamSet } from "../sae/params.ts";
 import type { ForwardResult, SaeModel } from "../sae/variant.ts";
@@ -37,17 +38,19 @@ export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: 
   const gradNorm = Math.sqrt(e.sumSquares(grads.buf));
   // clipping scales the whole gradient; Adam applies the factor as it reads it (projection is linear)
   const clip = o.gradClip > 0 && gradNorm > o.gradClip ? o.gradClip / gradNorm : 1;
+  // a unit-norm decoder takes the projection, its Adam step and the renormalisation in one pass
   const constrain = model.unitNormDecoder && !frozen.has("W_dec");
-  if (constrain) e.projectRows(grads.get("W_dec"), s.p.get("W_dec"), H, D);
   s.adamT++;
   const bc1 = 1 - o.beta1 ** s.adamT, bc2 = 1 - o.beta2 ** s.adamT;
-  if (frozen.size === 0) {
+  if (frozen.size === 0 && !constrain) {
     e.adam(s.p.buf, grads.buf, s.m.buf, s.v.buf, o.lr, o.beta1, o.beta2, o.eps, bc1, bc2, clip);
   } else {
     for (const { name } of s.p.specs) {
-      if (!frozen.has(name)) e.adam(s.p.get(name), grads.get(name), s.m.get(name), s.v.get(name), o.lr, o.beta1, o.beta2, o.eps, bc1, bc2, clip);
+      if (frozen.has(name)) continue;
+      const args = [s.p.get(name), grads.get(name), s.m.get(name), s.v.get(name)] as const;
+      if (constrain && name === "W_dec") e.adamUnitRows(...args, H, D, o.lr, o.beta1, o.beta2, o.eps, bc1, bc2, clip);
+      else e.adam(...args, o.lr, o.beta1, o.beta2, o.eps, bc1, bc2, clip);
     }
   }
-  if (constrain) e.normalizeRows(s.p.get("W_dec"), H, D);
   return { fwd, gradNorm };
 }

@@ -46,7 +46,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
 
     forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult<BatchTopKState> {
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       if (!training) {
         const r = thresholdForward(e, ws, dims, p, Xc, X, B);
         return { ...r, state: { training: false, Xc, E: r.E, idx: new Int32Array(0), val: r.code.F, k: 0, aux: null } };
@@ -55,7 +55,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
       const Xhat = ws.f("Xhat", B * D, X);
       const E = ws.f("E", B * D, X);
       e.gatherRows(idx, val, B, kSel, Wdec, H, D, bDec, Xhat);
-      const mse = residual(Xhat, X, E) / B;
+      const mse = residual(e, Xhat, X, E) / B;
       const { loss: aux, state: auxState } = auxk.finish(e, p.get("b_enc"), Wdec, E, auxTarget);
       return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kSel, idx, val }, Xhat, state: { training: true, Xc, E, idx, val, k: kSel, aux: auxState } };
     },
@@ -66,7 +66,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const gpSum = ws.f("gpSum", H, X);
       gpSum.fill(0);
-      const G = scaled(E, 2 / B, ws.f("G", B * D, X));
+      const G = scaled(e, E, 2 / B, ws.f("G", B * D, X));
       e.colSum(G, B, D, dbDec, true);
       sparseBackward(e, ws, "gp", dims, B, kSel, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
       auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
@@ -91,7 +91,7 @@ export function thresholdForward(e: Engine, ws: Workspace, dims: Dims, p: ParamS
   if (t > 0) for (let j = 0; j < B * H; j++) if (!(F[j] > t)) F[j] = 0;
   const Xhat = denseDecode(e, F, p.get("W_dec"), p.get("b_dec"), dims, B, ws.f("Xhat", B * D, X));
   const E = ws.f("E", B * D, X);
-  const mse = residual(Xhat, X, E) / B;
+  const mse = residual(e, Xhat, X, E) / B;
   return { terms: { loss: mse, mse, sparsity: 0, aux: 0 }, code: { kind: "dense", F }, Xhat, E };
 }
 
@@ -138,7 +138,7 @@ export class BatchSelector {
       const tau = theta[0] > 0 ? this.candidateFraction * theta[0] : null;
       idx = ws.i("idx", B * kc);
       val = ws.f("val", B * kc, X);
-      auxk.begin(B, dead, X);
+      auxk.begin(e, B, dead, Xc, Wenc);
       let widest = 0;
       for (let r0 = 0; r0 < B; r0 += R) {
         const rows = Math.min(R, B - r0);

@@ -59,7 +59,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
       let F: Arr | null = null;
       const Wg = p.get("W_enc"), bGate = p.get("b_gate"), rMag = p.get("r_mag"), bMag = p.get("b_mag");
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const A = ws.f("A", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wg, 0, A); // Z
       const er = ws.f("expR", H, X);
@@ -86,9 +86,9 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
         denseDecode(e, A, Wdec, bDec, dims, B, XhatAux);
       }
       const E = ws.f("E", B * D, X);
-      const mse = residual(Xhat, X, E) / B;
+      const mse = residual(e, Xhat, X, E) / B;
       const Eaux = ws.f("Eaux", B * D, X);
-      const aux = residual(XhatAux, X, Eaux) / B;
+      const aux = residual(e, XhatAux, X, Eaux) / B;
       const norms = ws.f("norms", H, X);
       if (saelens) e.rowNorms(Wdec, H, D, norms);
       else norms.fill(1);
@@ -104,8 +104,8 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
       const dWg = g.get("W_enc"), dbGate = g.get("b_gate"), drMag = g.get("r_mag"), dbMag = g.get("b_mag");
       const dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const c = coeff / B;
-      const G = scaled(E, 2 / B, ws.f("G", B * D, X)); // main reconstruction
-      const Gaux = scaled(Eaux, 2 / B, ws.f("Gaux", B * D, X)); // auxiliary reconstruction
+      const G = scaled(e, E, 2 / B, ws.f("G", B * D, X)); // main reconstruction
+      const Gaux = scaled(e, Eaux, 2 / B, ws.f("Gaux", B * D, X)); // auxiliary reconstruction
       e.colSum(G, B, D, dbDec, true);
       if (saelens) e.colSum(Gaux, B, D, dbDec, true); // the paper stops this gradient
       const gzSum = ws.f("gzSum", H, X);

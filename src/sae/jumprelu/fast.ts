@@ -53,7 +53,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       let sparse: JumpReluState["sparse"] = null;
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
       const logT = p.get("log_threshold");
-      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const P = ws.f("P", B * H, X);
       e.gemm(false, true, B, H, D, 1, Xc, Wenc, 0, P); // without b_enc
       const theta = ws.f("theta", H, X);
@@ -89,7 +89,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
         denseDecode(e, F, Wdec, bDec, dims, B, Xhat);
       }
       const E = ws.f("E", B * D, X);
-      const mse = residual(Xhat, X, E) / B;
+      const mse = residual(e, Xhat, X, E) / B;
       const sparsity = (coeff * l0) / B;
       const code = sparse ? { kind: "sparse" as const, k: sparse.m, idx: sparse.idx, val: sparse.f } : { kind: "dense" as const, F: F! };
       return { terms: { loss: mse + sparsity, mse, sparsity, aux: 0 }, code, Xhat, state: { Xc, P, F: F ?? P, E, theta, sparse } };
@@ -99,7 +99,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const dLogT = g.get("log_threshold");
-      const G = scaled(E, 2 / B, ws.f("G", B * D, X));
+      const G = scaled(e, E, 2 / B, ws.f("G", B * D, X));
       e.colSum(G, B, D, dbDec, true);
       // θ's pseudo-gradient: only pre-activations within ε/2 of the threshold contribute
       const c = coeff / B;

@@ -62,7 +62,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
 
     forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult<MatryoshkaState> {
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       if (!training) {
         // inference: BatchTopK's global threshold over all H latents (the prefixes shape training only)
         const r = thresholdForward(e, ws, dims, p, Xc, X, B);
@@ -76,7 +76,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
       // the full reconstruction, as BatchTopK decodes it
       const Xhat = ws.f("Xhat", B * D, X);
       e.gatherRows(idx, val, B, k, Wdec, H, D, bDec, Xhat);
-      sq[G - 1] = residual(Xhat, X, E[G - 1]);
+      sq[G - 1] = residual(e, Xhat, X, E[G - 1]);
       // the inner prefixes, one block at a time: E_0 = b_dec + block 0 − x, E_g = E_{g−1} + block g
       if (G > 1) {
         const Y = ws.f("blockHat", B * D, X);
@@ -84,7 +84,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
           const vg = blockValues(val, block, g);
           if (g === 0) {
             e.gatherRows(idx, vg, B, k, Wdec, H, D, bDec, Y);
-            sq[0] = residual(Y, X, E[0]);
+            sq[0] = residual(e, Y, X, E[0]);
             continue;
           }
           e.gatherRows(idx, vg, B, k, Wdec, H, D, null, Y);
@@ -117,7 +117,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
       const gpSum = ws.f("gpSum", H, X);
       gpSum.fill(0);
       // S_j = Σ_{g ≥ j} (2/B) E_g, from the last block down; the code's dF collects into gp [B, k]
-      const S = scaled(E[G - 1], 2 / B, ws.f("G", B * D, X));
+      const S = scaled(e, E[G - 1], 2 / B, ws.f("G", B * D, X));
       const gp = ws.f("gp", B * k, X);
       const gpBlock = G > 1 ? ws.f("gpBlock", B * k, X) : gp;
       for (let j = G - 1; j >= 0; j--) {

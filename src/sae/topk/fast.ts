@@ -48,10 +48,10 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
 
     forward({ e, p, X, B, dead, auxTarget }): ForwardResult<TopKState> {
       const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec"), bDec = p.get("b_dec");
-      const Xc = centerInput(X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
+      const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const idx = ws.i("idx", B * K);
       const val = ws.f("val", B * K, X);
-      auxk.begin(B, dead, X);
+      auxk.begin(e, B, dead, Xc, Wenc);
       // Encoder GEMM and selection in blocks of rows, so the dense pre-activations [rows, H] are
       // still in cache when the top-k reads them, and never exist for the whole batch.
       const R = Math.min(B, ENCODER_BLOCK_ROWS);
@@ -66,7 +66,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
       const Xhat = ws.f("Xhat", B * D, X);
       e.gatherRows(idx, val, B, K, Wdec, H, D, bDec, Xhat);
       const E = ws.f("E", B * D, X);
-      const mse = residual(Xhat, X, E) / B;
+      const mse = residual(e, Xhat, X, E) / B;
       const { loss: aux, state: auxState } = auxk.finish(e, bEnc, Wdec, E, auxTarget);
       return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: K, idx, val }, Xhat, state: { Xc, E, idx, val, aux: auxState } };
     },
@@ -76,7 +76,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const gpSum = ws.f("gpSum", H, X);
       gpSum.fill(0);
-      const G = scaled(E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂ [B, D]
+      const G = scaled(e, E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂ [B, D]
       e.colSum(G, B, D, dbDec, true);
       sparseBackward(e, ws, "gp", dims, B, K, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
       auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
