@@ -1,6 +1,7 @@
 // See bf16.h. oneDNN (Debian's libdnnl 2.6) runs its CPU primitives on OpenMP; how its threads
 // and OpenBLAS's share the cores is measured in docs/engine.md#bfloat16.
 #include "bf16.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,37 +30,13 @@ static inline uint16_t to_bf16(float x) {
   return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
-template <typename Fn>
-static void bf16_parallel_for(int64_t n, int64_t minChunk, Fn body) {
-  const int nt = (int)std::min<int64_t>(g_bf16_threads, std::max<int64_t>(1, n / minChunk));
-  if (nt <= 1) {
-    body((int64_t)0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const int64_t chunk = (n + nt - 1) / nt;
-  for (int t = 1; t < nt; t++) {
-    const int64_t b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back([=] { body(b, e); });
-  }
-  body((int64_t)0, std::min(n, chunk));
-  for (auto& th : pool) th.join();
-}
 
 void adam_cast_bf16(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                     float beta2, float eps, float bc1, float bc2, float gscale, uint16_t* out,
                     int64_t off, int64_t len) {
-  // the expressions of sae::adam, term for term, so the weights are the same
-  auto step = [&](int64_t i) {
-    float gi = gscale * g[i];
-    float mi = beta1 * m[i] + (1.f - beta1) * gi;
-    float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
-    return p[i];
-  };
-  bf16_parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
+  // sae::adam's update, so the weights are the same
+  auto step = [&](int64_t i) { return adam_update(p[i], gscale * g[i], m[i], v[i], lr, beta1, beta2, eps, bc1, bc2); };
+  parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
     // the chunk in three stretches: before the copied range, inside it (cast as written), after it
     const int64_t c0 = std::clamp(off, i0, i1), c1 = std::clamp(off + len, c0, i1);
     for (int64_t i = i0; i < c0; i++) step(i);
@@ -73,7 +50,7 @@ void cast_bf16(const float* src, uint16_t* dst, int64_t n) {
   // the top half (a carry into the exponent is the correct rounding up, up to inf). NaNs would be
   // rounded into inf or another NaN, so they are kept quiet explicitly. A select, not a branch:
   // vectorises.
-  bf16_parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
+  parallel_for(n, 1 << 16, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; i++) dst[i] = to_bf16(src[i]);
   });
 }

@@ -3,6 +3,7 @@
 // thread start-up, ~20 µs, is noise). OpenBLAS keeps its own pthread pool; we never mix in OpenMP,
 // whose spinning workers fight OpenBLAS's on small core counts (docs/engine.md#threads).
 #include "kernels.h"
+#include "parallel.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -86,23 +87,6 @@ static inline void max16(float* acc, const float* a, const float* b) {
 static inline bool any_above16(const float* a, const float* b, float t) { return cmp16(a, b, t, false) != 0; }
 
 // Runs fn(begin, end) over [0, n) split into contiguous chunks, one per thread.
-template <typename Fn>
-static void parallel_for(int64_t n, int64_t minChunk, Fn fn) {
-  int nt = (int)std::min<int64_t>(g_threads, std::max<int64_t>(1, n / std::max<int64_t>(1, minChunk)));
-  if (nt <= 1) {
-    fn((int64_t)0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(nt - 1);
-  int64_t chunk = (n + nt - 1) / nt;
-  for (int t = 1; t < nt; t++) {
-    int64_t b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back([=] { fn(b, e); });
-  }
-  fn((int64_t)0, std::min(n, chunk));
-  for (auto& th : pool) th.join();
-}
 
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
           const float* B, float beta, float* C) {
@@ -539,14 +523,7 @@ void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const f
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
           float beta2, float eps, float bc1, float bc2, float gscale) {
   parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      float gi = gscale * g[i];
-      float mi = beta1 * m[i] + (1.f - beta1) * gi;
-      float vi = beta2 * v[i] + (1.f - beta2) * gi * gi;
-      m[i] = mi;
-      v[i] = vi;
-      p[i] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
-    }
+    for (int64_t i = i0; i < i1; i++) adam_update(p[i], gscale * g[i], m[i], v[i], lr, beta1, beta2, eps, bc1, bc2);
   });
 }
 
@@ -601,12 +578,7 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
       const float a = ww == 0 ? 0.f : (float)(gw / ww);
       for (int c = 0; c < cols; c++) {
         const float gp = ww == 0 ? gr[c] : gr[c] - a * w[c];
-        const float gi = gscale * gp;
-        const float mi = beta1 * mr[c] + (1.f - beta1) * gi;
-        const float vi = beta2 * vr[c] + (1.f - beta2) * gi * gi;
-        mr[c] = mi;
-        vr[c] = vi;
-        w[c] -= lr * (mi / bc1) / (std::sqrt(vi / bc2) + eps);
+        adam_update(w[c], gscale * gp, mr[c], vr[c], lr, beta1, beta2, eps, bc1, bc2);
       }
       const double s = sumsq(w, cols);
       if (s == 0) continue;
