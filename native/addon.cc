@@ -215,16 +215,30 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Adam(const Napi::CallbackInfo& info) {
-  Args a{info, "adam"};
-  a.count(11);
+// Adam's first eleven arguments, shared by adam and adamBf16: params, grads, m, v of one length,
+// then lr, beta1, beta2, eps, bc1, bc2, gradScale
+struct AdamArgs {
+  float* p;
+  const float* g;
+  float* m;
+  float* v;
+  int64_t n;
+  float lr, beta1, beta2, eps, bc1, bc2, gradScale;
+};
+static AdamArgs adam_args(Args& a) {
   float* p = a.f32(0, "params", -1);
-  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
+  int64_t n = a.info[0].As<Napi::Float32Array>().ElementLength();
   const float* g = a.f32(1, "grads", n);
   float* m = a.f32(2, "m", n);
   float* v = a.f32(3, "v", n);
-  sae::adam(p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"),
-            a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale"));
+  return {p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"), a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale")};
+}
+
+Napi::Value Adam(const Napi::CallbackInfo& info) {
+  Args a{info, "adam"};
+  a.count(11);
+  const AdamArgs d = adam_args(a);
+  sae::adam(d.p, d.g, d.m, d.v, d.n, d.lr, d.beta1, d.beta2, d.eps, d.bc1, d.bc2, d.gradScale);
   return info.Env().Undefined();
 }
 
@@ -378,18 +392,14 @@ Napi::Value GemmBf16(const Napi::CallbackInfo& info) {
 Napi::Value AdamBf16(const Napi::CallbackInfo& info) {
   Args a{info, "adamBf16"};
   a.count(13);
-  float* p = a.f32(0, "params", -1);
-  int64_t n = info[0].As<Napi::Float32Array>().ElementLength();
-  const float* g = a.f32(1, "grads", n);
-  float* m = a.f32(2, "m", n);
-  float* v = a.f32(3, "v", n);
+  const AdamArgs d = adam_args(a);
+  const int64_t n = d.n;
   uint16_t* out = u16(a, 11, "out", -1);
   int64_t len = info[11].As<Napi::Uint16Array>().ElementLength();
   int64_t off = a.dim(12, "outOffset");
   if (off + len > n)
     a.fail("out (" + std::to_string(len) + " values from outOffset " + std::to_string(off) + ") reaches past params (" + std::to_string(n) + ")", true);
-  sae::adam_cast_bf16(p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"),
-                      a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale"), out, off, len);
+  sae::adam_cast_bf16(d.p, d.g, d.m, d.v, n, d.lr, d.beta1, d.beta2, d.eps, d.bc1, d.bc2, d.gradScale, out, off, len);
   return info.Env().Undefined();
 }
 
