@@ -27,15 +27,17 @@ export const THRESHOLD_EMA_RATE = 0.01;
 /** what backward needs (a training forward's): the centred input, the residual, the selected code [B, k], AuxK's state */
 interface BatchTopKState { training: boolean; Xc: Arr; E: Arr; idx: Int32Array; val: Arr; k: number; aux: AuxState | null }
 
-export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<BatchTopKState> {
-  const { D, H } = dims;
+/** what BatchTopK and Matryoshka (which selects its code the same way) share: a workspace, AuxK, the batch selector */
+export function batchTopKParts(dims: Dims, opt: BatchTopKOptions): { ws: Workspace; auxk: AuxK; selector: BatchSelector } {
   const ws = new Workspace();
   const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
   if (opt.auxPath) auxk.path = opt.auxPath;
-  const selector = new BatchSelector(dims, opt.k, auxk, ws);
+  return { ws, auxk, selector: new BatchSelector(dims, opt.k, auxk, ws) };
+}
 
+/** the model fields both share: BatchTopK's parameters with θ non-trainable, a unit-norm decoder */
+export function batchTopKFields(dims: Dims, opt: BatchTopKOptions, ws: Workspace) {
   return {
-    variant: "batchtopk",
     dims,
     workspaceBytes: () => ws.bytes(),
     specs: batchTopKSpecs(dims),
@@ -43,6 +45,16 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
     applyBDecToInput: opt.applyBDecToInput,
     fixedInputBias: opt.fixedInputBias ?? null,
     nonTrainable: ["threshold"],
+  };
+}
+
+export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<BatchTopKState> {
+  const { D, H } = dims;
+  const { ws, auxk, selector } = batchTopKParts(dims, opt);
+
+  return {
+    variant: "batchtopk",
+    ...batchTopKFields(dims, opt, ws),
 
     forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult<BatchTopKState> {
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");

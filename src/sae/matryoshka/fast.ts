@@ -12,9 +12,9 @@
 // With one prefix (m_1 = H) every step is BatchTopK's, bit for bit.
 import type { Arr } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled } from "../variant.ts";
-import { AuxK, decoderBackward, encoderBackward, type AuxState } from "../sparse.ts";
-import { BatchSelector, batchTopKSpecs, thresholdForward, type BatchTopKOptions } from "../batchtopk/fast.ts";
+import { backpropInputBias, centerInput, residual, scaled } from "../variant.ts";
+import { decoderBackward, encoderBackward, type AuxState } from "../sparse.ts";
+import { batchTopKFields, batchTopKParts, thresholdForward, type BatchTopKOptions } from "../batchtopk/fast.ts";
 import type { ParamSet } from "../params.ts";
 
 export interface MatryoshkaOptions extends BatchTopKOptions {
@@ -38,10 +38,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
   // the block of each latent [H]
   const blockOf = new Int32Array(H);
   for (let j = 0, i = 0; j < G; j++) for (; i < prefixes[j]; i++) blockOf[i] = j;
-  const ws = new Workspace();
-  const auxk = new AuxK(dims, opt.kAux, opt.auxCoefficient, ws);
-  if (opt.auxPath) auxk.path = opt.auxPath;
-  const selector = new BatchSelector(dims, opt.k, auxk, ws);
+  const { ws, auxk, selector } = batchTopKParts(dims, opt);
 
   /** the code's values in block j, 0 elsewhere [B·k] */
   const blockValues = (val: Arr, block: Int32Array, j: number): Arr => {
@@ -52,13 +49,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
 
   return {
     variant: "matryoshka",
-    dims,
-    workspaceBytes: () => ws.bytes(),
-    specs: batchTopKSpecs(dims),
-    unitNormDecoder: true,
-    applyBDecToInput: opt.applyBDecToInput,
-    fixedInputBias: opt.fixedInputBias ?? null,
-    nonTrainable: ["threshold"],
+    ...batchTopKFields(dims, opt, ws),
 
     forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult<MatryoshkaState> {
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
