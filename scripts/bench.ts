@@ -9,9 +9,12 @@
 // --profile adds, per case, the time of each engine kernel over one step (summed per kernel, from
 // a timing wrapper around the Engine's functions) and the remainder: the step's time outside the
 // kernels (host loops, fills and allocations in TypeScript). `--case N [--big]` runs one case.
+// `--against DIR [--big] [--rounds N] [--case N]` compares this checkout with another, step by step in
+// one process (see against() below).
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
-import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { selectEngine, type Engine } from "../src/engine/index.ts";
 import { cpuInfo } from "../src/engine/cpu.ts";
 import { bf16Engine, resolvePrecision, type PrecisionSetting } from "../src/engine/bf16.ts";
@@ -28,13 +31,13 @@ import { optimizerStep } from "../src/train/step.ts";
 import { Rng } from "../src/rng.ts";
 
 interface Shape { B: number; D: number; H: number; K: number }
-const SMALL: Shape = { B: 1024, D: 128, H: 1024, K: 16 };
-const BIG: Shape = { B: 4096, D: 768, H: 16384, K: 32 };
+export const SMALL: Shape = { B: 1024, D: 128, H: 1024, K: 16 };
+export const BIG: Shape = { B: 4096, D: 768, H: 16384, K: 32 };
 
 const topk = (D: number, H: number, K: number) => createTopK({ D, H }, { k: K, kAux: Math.floor(D / 2), auxCoefficient: 1 / 32, applyBDecToInput: true });
 
 interface Case { name: string; target?: number; build(s: Shape): { model: SaeModel; sparseBias?: boolean; deadFrac?: number } }
-const CASES: Case[] = [
+export const CASES: Case[] = [
   { name: "topk, AuxK on (1% dead)", target: 1.4, build: ({ D, H, K }) => ({ model: topk(D, H, K), deadFrac: 0.01 }) },
   { name: "topk, AuxK on (5% dead)", build: ({ D, H, K }) => ({ model: topk(D, H, K), deadFrac: 0.05 }) },
   { name: "topk, no dead latents", target: 1.3, build: ({ D, H, K }) => ({ model: topk(D, H, K) }) },
@@ -100,10 +103,13 @@ function profileTable(row: Row): string {
   return lines.join("\n");
 }
 
-/** one case, in this process */
-function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, profile: boolean): Row {
+/**
+ * One case set up in this process, as runCase times it: `step()` runs one optimisation step,
+ * `timeGemm()` one encoder GEMM (ms). Exported, with CASES, for `--against` (below), which sets up
+ * the cases of two checkouts in one process.
+ */
+export function prepareCase(c: Case, shape: Shape, want: PrecisionSetting) {
   const { B, D, H } = shape;
-  const baseline = process.memoryUsage().rss; // node + tsx + the addon, before any array
   const choice = selectEngine();
   const e = choice.engine;
   const prec = resolvePrecision(want, choice, e.name);
@@ -147,14 +153,25 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, p
   const grads = s.p.like();
   const dead = new Uint8Array(H).map((_, i) => (i % Math.round(1 / Math.max(deadFrac, 1e-9)) === 0 && deadFrac > 0 ? 1 : 0));
   const settings = { lr: 1e-6, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 1, coeff: 0.01, dead: deadFrac > 0 ? dead : null };
-  se?.newStep();
-  optimizerStep(se ?? e, model, s, grads, X, B, settings); // warm-up: allocates the workspace
+  const step = (eng: Engine = se ?? e) => {
+    se?.newStep();
+    return optimizerStep(eng, model, s, grads, X, B, settings);
+  };
+  return { e, se, prec, X, W, P, model, s, step, timeGemm, gemmMs, bf16Gemm };
+}
+
+/** one case, in this process */
+function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, profile: boolean): Row {
+  const { B, D, H } = shape;
+  const baseline = process.memoryUsage().rss; // node + tsx + the addon, before any array
+  const { se, prec, X, W, P, model, s, step, timeGemm, bf16Gemm, ...rest } = prepareCase(c, shape, want);
+  let gemmMs = rest.gemmMs;
+  step(); // warm-up: allocates the workspace
   let l0 = 0, ms = Infinity, castMs = Infinity;
   for (let i = 0; i < steps; i++) {
     se?.takeCastMs();
     const t1 = performance.now();
-    se?.newStep();
-    const { fwd } = optimizerStep(se ?? e, model, s, grads, X, B, settings);
+    const { fwd } = step();
     const t = performance.now() - t1;
     if (t < ms) [ms, castMs] = [t, se?.takeCastMs() ?? NaN];
     if (i === 0) {
@@ -170,12 +187,11 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, p
     // separate steps through the timing wrapper (its cost, ~1 µs a call, stays out of ms_per_step);
     // the fastest one is reported
     let kernels: Profile["kernels"] = {};
-    const te = timedEngine(se ?? e, () => kernels);
+    const te = timedEngine(se ?? rest.e, () => kernels);
     for (let i = 0; i < Math.max(1, steps); i++) {
       kernels = {};
       const t1 = performance.now();
-      se?.newStep();
-      optimizerStep(te, model, s, grads, X, B, settings);
+      step(te);
       const stepMs = performance.now() - t1;
       if (prof && prof.step_ms <= stepMs) continue;
       const kernelMs = Object.values(kernels).reduce((a, k) => a + k.ms, 0);
@@ -196,9 +212,74 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, p
   };
 }
 
-const args = process.argv.slice(2);
-if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) await import("./bench-tfjs.ts"); // the tfjs engine's bench
-else {
+/**
+ * `--against DIR`: this checkout's cases against those of the checkout DIR (its own `npm ci`; a
+ * version of this bench with prepareCase), both set up in this one process and their steps
+ * alternated (this, DIR, DIR, this, ...), so that a busy machine slows both alike. Prints, per case
+ * both have, the fastest and median step of each and after/before: the median of the per-round
+ * ratios and the ratio of the fastest steps. What "no slower" claims are measured with.
+ */
+async function against(dir: string, shape: Shape, rounds: number, want: PrecisionSetting, only: number | null): Promise<void> {
+  const file = path.resolve(dir, "scripts/bench.ts");
+  const usage = (msg: string): never => {
+    console.error(`error: ${msg}`);
+    process.exit(2);
+  };
+  if (!fs.existsSync(file)) usage(`--against ${dir}: no scripts/bench.ts there; give the folder of another sae checkout (e.g. \`git worktree add ../before REV && (cd ../before && npm ci)\`)`);
+  // this checkout against itself (an A/A run: how far apart two identical builds measure here) uses
+  // its own exports; importing this module from inside its own top-level await would never settle
+  const self = file === fileURLToPath(import.meta.url);
+  const other = (self ? { CASES, prepareCase } : await import(pathToFileURL(file).href)) as { CASES?: Case[]; prepareCase?: typeof prepareCase };
+  const { CASES: theirCases, prepareCase: theirPrepare } = other;
+  if (!theirPrepare || !theirCases) return usage(`--against ${dir}: its scripts/bench.ts has no prepareCase (it predates --against); compare against a checkout that has it`);
+  const med = (a: number[]) => [...a].sort((x, y) => x - y)[(a.length - 1) >> 1];
+  const time = (f: () => unknown) => {
+    const t0 = performance.now();
+    f();
+    return performance.now() - t0;
+  };
+  console.log(`${machineLine()}
+after = ${path.resolve(".")}, before = ${path.resolve(dir)}; ${rounds} rounds of one step each, alternated, per case`);
+  for (const [i, c] of CASES.entries()) {
+    if (only !== null && i !== only) continue;
+    const theirs = theirCases.find((o) => o.name === c.name);
+    if (!theirs) {
+      console.log(`  ${c.name}: not in ${dir}`);
+      continue;
+    }
+    const before = theirPrepare(theirs, shape, want), after = prepareCase(c, shape, want);
+    before.step();
+    after.step();
+    const tb: number[] = [], ta: number[] = [], r: number[] = [];
+    for (let k = 0; k < rounds; k++) {
+      let a: number, b: number;
+      if (k % 2) {
+        a = time(after.step);
+        b = time(before.step);
+      } else {
+        b = time(before.step);
+        a = time(after.step);
+      }
+      tb.push(b);
+      ta.push(a);
+      r.push(a / b);
+    }
+    const row = { case: c.name, before_min: Math.min(...tb), before_median: med(tb), after_min: Math.min(...ta), after_median: med(ta), ratio_median: med(r), ratio_of_minima: Math.min(...ta) / Math.min(...tb) };
+    console.log(`  ${c.name.padEnd(40)} before ${row.before_min.toFixed(1)} / ${row.before_median.toFixed(1)} ms, after ${row.after_min.toFixed(1)} / ${row.after_median.toFixed(1)} ms (fastest / median): after ÷ before ${row.ratio_median.toFixed(3)} (median of rounds), ${row.ratio_of_minima.toFixed(3)} (fastest)`);
+    console.log(JSON.stringify(row));
+  }
+}
+
+// a script only when run, not when another checkout's bench imports this one (--against)
+const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+const args = isMain ? process.argv.slice(2) : [];
+if (!isMain) {
+  // imported: CASES and prepareCase only
+} else if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) await import("./bench-tfjs.ts"); // the tfjs engine's bench
+else if (args.includes("--against")) {
+  const at = (flag: string) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);
+  await against(at("--against")!, args.includes("--big") ? BIG : SMALL, Number(at("--rounds") ?? 8), (at("--precision") ?? "fp32") as PrecisionSetting, at("--case") !== undefined ? Number(at("--case")) : null);
+} else {
 const stepsArg = args.indexOf("--steps");
 const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
 const precArg = args.indexOf("--precision");

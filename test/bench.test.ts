@@ -1,5 +1,5 @@
 // `npm run bench -- --profile` at the small shape: the per-kernel breakdown of one step is there and
-// adds up (no timing assertions: speed lives in the bench itself).
+// adds up; `--against` compares two checkouts (no timing assertions: speed lives in the bench itself).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -20,4 +20,18 @@ test("bench --profile: every kernel of the step, summing to at most the step's t
     assert.ok(Math.abs(sum - p.kernel_ms) < 1e-9 && p.kernel_ms <= p.step_ms, `kernels ${p.kernel_ms} ms of a ${p.step_ms} ms step`);
     assert.ok(Math.abs(p.kernel_ms + p.remainder_ms - p.step_ms) < 1e-9);
   }
+});
+
+test("bench --against: two checkouts' steps alternated in one process (here this one against itself); a folder without the bench is refused", () => {
+  const r = spawnSync(process.execPath, ["--import", "tsx", "scripts/bench.ts", "--against", ".", "--case", "0", "--rounds", "3"], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const row = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+  assert.equal(row.case, "topk, AuxK on (1% dead)");
+  for (const k of ["before_min", "before_median", "after_min", "after_median", "ratio_median", "ratio_of_minima"]) assert.ok(Number.isFinite(row[k]) && row[k] > 0, `${k}: ${row[k]}`);
+  assert.ok(row.before_min <= row.before_median && row.after_min <= row.after_median);
+  assert.ok(Math.abs(row.ratio_of_minima - row.after_min / row.before_min) < 1e-12);
+  const bad = spawnSync(process.execPath, ["--import", "tsx", "scripts/bench.ts", "--against", "/nonexistent"], { encoding: "utf8" });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^error: --against \/nonexistent: no scripts\/bench\.ts there/);
+  assert.doesNotMatch(bad.stderr, /    at /);
 });
