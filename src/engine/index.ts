@@ -12,9 +12,9 @@ import type { Bf16Kernels } from "./bf16.ts";
 
 export type { Arr, Engine } from "./types.ts";
 
-/** blasCore: the kernel set OpenBLAS runs; blasCoreSource: who chose it (docs/engine.md#blas-core) */
-/** bf16: whether the bf16 GEMMs run here, and why not (docs/engine.md#bfloat16) */
+/** whether the bf16 GEMMs run here, and why not (docs/engine.md#bfloat16) */
 export interface Bf16Info { available: boolean; reason: string; isa: string; onednn: string; impl: string }
+/** blasCore: the kernel set OpenBLAS runs; blasCoreSource: who chose it (docs/engine.md#blas-core) */
 export interface NativeInfo { threads: number; blas: string; blasCore: string; blasCoreSource: string; compiler: string; simd: string; bf16: Bf16Info }
 interface NativeAddon extends Omit<Engine, "name">, Bf16Kernels { setThreads(n: number): void; info(): NativeInfo }
 type RawAddon = Omit<NativeAddon, "info"> & { info(): Omit<NativeInfo, "blasCoreSource"> };

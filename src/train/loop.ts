@@ -120,11 +120,7 @@ async function trainLocked(o: TrainOptions): Promise<TrainResult> {
   let precision: PrecisionChoice;
   try {
     precision = resolvePrecision(c.train.precision, o.engine, o.engineName ?? e.name);
-    const before = o.resume ? readStatus(runDir)?.precision : undefined;
-    status = openStatus({ ...o, config: c }, start?.state.step ?? 0, changes);
-    status.precision = precision.precision;
-    writeStatus(runDir, status);
-    if (before && before !== precision.precision) reporter.log(`precision change: the run trained in ${before} before, ${precision.precision} from here (train.precision: ${c.train.precision} resolves differently here), so it will not match an uninterrupted run`);
+    status = openStatus({ ...o, config: c }, start?.state.step ?? 0, changes, precision.precision);
   } catch (err) {
     if (!o.resume) removeRunDir(runDir); // a refused resume leaves the run as it was
     throw err;
@@ -206,15 +202,17 @@ function divergenceHint(dir: string, id: string, c: Config, step: number): strin
  * the history of (step, engine, threads), refusing an engine or thread-count change nobody asked
  * for (docs/training.md#resume); a new run writes its config.yaml first.
  */
-function openStatus(o: TrainOptions, step: number, changes: string[]): RunStatus {
+/** precision: what train.precision resolved to (fp32, bf16), recorded and compared with the run's before */
+function openStatus(o: TrainOptions, step: number, changes: string[], precision: string): RunStatus {
   const c = o.config;
   // seq: a resume moves the run to the end of the training order, like a new run
-  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step, steps: c.train.steps, tokens: 0, engine: o.engine.reason, seq: nextRunSeq(path.dirname(o.runDir)) };
+  const status: RunStatus = { id: o.runId, status: "running", variant: c.sae.variant, started: new Date().toISOString(), step, steps: c.train.steps, tokens: 0, engine: o.engine.reason, precision, seq: nextRunSeq(path.dirname(o.runDir)) };
   const here: RunStart = { step, engine: o.engineName ?? o.engine.engine.name, threads: o.engine.threads };
   let history: RunStart[] = [];
   if (o.resume) {
     const before = readStatus(o.runDir);
     if (before) status.started = before.started;
+    if (before?.precision && before.precision !== precision) o.reporter.log(`precision change: the run trained in ${before.precision} before, ${precision} from here (train.precision: ${c.train.precision} resolves differently here), so it will not match an uninterrupted run`);
     history = before ? pastStarts(before) : [];
     const last = history.at(-1);
     // the thread count matters to the native engine's reductions only
