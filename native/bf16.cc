@@ -34,14 +34,19 @@ static inline uint16_t to_bf16(float x) {
 void adam_cast_bf16(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                     float beta2, float eps, float bc1, float bc2, float gscale, uint16_t* out,
                     int64_t off, int64_t len) {
-  // sae::adam's update, so the weights are the same
-  auto step = [&](int64_t i) { return adam_update(p[i], gscale * g[i], m[i], v[i], lr, beta1, beta2, eps, bc1, bc2); };
-  parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
+  // sae::adam's update (adam_span), so the weights are the same; the copied range is cast in
+  // pieces of 4096 elements right after their update, while they are still in L1
+  const AdamStep h{lr, beta1, beta2, eps, bc1, bc2, gscale};
+  parallel_for(n, 1 << 15, [=](int64_t i0, int64_t i1) {
     // the chunk in three stretches: before the copied range, inside it (cast as written), after it
     const int64_t c0 = std::clamp(off, i0, i1), c1 = std::clamp(off + len, c0, i1);
-    for (int64_t i = i0; i < c0; i++) step(i);
-    for (int64_t i = c0; i < c1; i++) out[i - off] = to_bf16(step(i));
-    for (int64_t i = c1; i < i1; i++) step(i);
+    adam_span(p + i0, g + i0, m + i0, v + i0, c0 - i0, h);
+    for (int64_t a = c0; a < c1; a += 4096) {
+      const int64_t b = std::min(c1, a + 4096);
+      adam_span(p + a, g + a, m + a, v + a, b - a, h);
+      for (int64_t i = a; i < b; i++) out[i - off] = to_bf16(p[i]);
+    }
+    adam_span(p + c1, g + c1, m + c1, v + c1, i1 - c1, h);
   });
 }
 

@@ -522,9 +522,8 @@ void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const f
 
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
           float beta2, float eps, float bc1, float bc2, float gscale) {
-  parallel_for(n, 1 << 15, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) adam_update(p[i], gscale * g[i], m[i], v[i], lr, beta1, beta2, eps, bc1, bc2);
-  });
+  const AdamStep h{lr, beta1, beta2, eps, bc1, bc2, gscale};
+  parallel_for(n, 1 << 15, [=](int64_t i0, int64_t i1) { adam_span(p + i0, g + i0, m + i0, v + i0, i1 - i0, h); });
 }
 
 void row_norms(const float* W, int rows, int cols, float* out) {
@@ -566,6 +565,7 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
                     float beta1, float beta2, float eps, float bc1, float bc2, float gscale) {
   // A row of each array (3 KB at D = 768) stays in L1 between the projection, the update and the
   // renormalisation; the separate kernels read W_dec three times and its gradient twice.
+  const AdamStep h{lr, beta1, beta2, eps, bc1, bc2, gscale};
   parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       float* __restrict w = p + r * cols;
@@ -575,10 +575,12 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
       double ww = sumsq(w, cols), gw = 0;
 #pragma omp simd reduction(+ : gw)
       for (int c = 0; c < cols; c++) gw += (double)gr[c] * w[c];
-      const float a = ww == 0 ? 0.f : (float)(gw / ww);
-      for (int c = 0; c < cols; c++) {
-        const float gp = ww == 0 ? gr[c] : gr[c] - a * w[c];
-        adam_update(w[c], gscale * gp, mr[c], vr[c], lr, beta1, beta2, eps, bc1, bc2);
+      if (ww == 0) {
+        adam_span(w, gr, mr, vr, cols, h);
+      } else {
+        const float a = (float)(gw / ww);
+#pragma omp simd
+        for (int c = 0; c < cols; c++) adam_update(w[c], h.gscale * (gr[c] - a * w[c]), mr[c], vr[c], h);
       }
       const double s = sumsq(w, cols);
       if (s == 0) continue;
