@@ -215,6 +215,25 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
+  Args a{info, "scatterDot"};
+  a.count(11);
+  int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
+  const int64_t n = (int64_t)rows * k;
+  const int32_t* idx = a.i32(0, "idx", n);
+  const float* val = a.f32(1, "val", n);
+  const float* sel = a.f32(2, "sel", n, true);
+  const float* G = a.f32(5, "G", (int64_t)rows * D);
+  const float* W = a.f32(6, "W", (int64_t)H * D);
+  float* dW = a.f32(9, "dW", (int64_t)H * D);
+  float* out = a.f32(10, "out", n);
+  a.indices(idx, n, H, "idx");
+  const int64_t len = (int64_t)H * D;
+  if (len > 0 && W < dW + len && dW < W + len) a.fail("W and dW overlap; dW must be a separate array");
+  sae::scatter_dot(idx, val, sel, rows, k, G, W, H, D, dW, out);
+  return info.Env().Undefined();
+}
+
 // Adam's first eleven arguments, shared by adam and adamBf16: params, grads, m, v of one length,
 // then lr, beta1, beta2, eps, bc1, bc2, gradScale
 struct AdamArgs {
@@ -414,6 +433,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));
+  exports.Set("scatterDot", Napi::Function::New(env, ScatterDot));
   exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("adamUnitRows", Napi::Function::New(env, AdamUnitRows));
   exports.Set("rowNorms", Napi::Function::New(env, RowNorms));

@@ -457,17 +457,18 @@ struct ByLatent {
   std::vector<int> bound;      // [threads + 1] latent ranges
 };
 
-static ByLatent group_by_latent(const int32_t* idx, const float* val, int64_t n, int H) {
+template <typename Keep>
+static ByLatent group_by_latent_if(const int32_t* idx, int64_t n, int H, Keep keep) {
   ByLatent g;
   g.start.assign(H + 1, 0);
   for (int64_t e = 0; e < n; e++)
-    if (!val || val[e] != 0.f) g.start[idx[e] + 1]++;
+    if (keep(e)) g.start[idx[e] + 1]++;
   for (int i = 0; i < H; i++) g.start[i + 1] += g.start[i];
   const int64_t nnz = g.start[H];
   g.order.resize(nnz);
   std::vector<int32_t> fill(g.start.begin(), g.start.end() - 1);
   for (int64_t e = 0; e < n; e++)
-    if (!val || val[e] != 0.f) g.order[fill[idx[e]]++] = (int32_t)e;
+    if (keep(e)) g.order[fill[idx[e]]++] = (int32_t)e;
   const int nt = (int)std::max<int64_t>(1, std::min<int64_t>(g_threads, nnz / 256));
   g.bound.assign(nt + 1, H);
   g.bound[0] = 0;
@@ -476,6 +477,10 @@ static ByLatent group_by_latent(const int32_t* idx, const float* val, int64_t n,
     g.bound[t] = i;
   }
   return g;
+}
+
+static ByLatent group_by_latent(const int32_t* idx, const float* val, int64_t n, int H) {
+  return group_by_latent_if(idx, n, H, [=](int64_t e) { return !val || val[e] != 0.f; });
 }
 
 // fn(i, q0, q1): latent i with its entries order[q0 .. q1), on the thread that owns i
@@ -516,6 +521,30 @@ void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const f
       const float a = val[e];
       const float* __restrict x = X + (int64_t)(e / k) * D;
       for (int d = 0; d < D; d++) o[d] += a * x[d];
+    }
+  });
+}
+
+void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
+                 const float* G, const float* W, int H, int D, float* dW, float* out) {
+  // scatter_rows(idx, val, G → dW) and gather_dot(idx, sel, G, W → out) in one pass per latent:
+  // each entry's row of G is read once for both (from L1 the second time), and W's and dW's rows
+  // once per latent. The dot products and each dW row's sums are those of the two kernels.
+  const int64_t n = (int64_t)rows * k;
+  if (sel)
+    for (int64_t e = 0; e < n; e++)
+      if (sel[e] == 0.f) out[e] = 0.f;
+  const ByLatent g = group_by_latent_if(idx, n, H, [=](int64_t e) { return val[e] != 0.f || !sel || sel[e] != 0.f; });
+  for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
+    const float* w = W + (int64_t)i * D;
+    float* __restrict o = dW + (int64_t)i * D;
+    for (int32_t q = q0; q < q1; q++) {
+      const int32_t e = g.order[q];
+      const float* __restrict x = G + (int64_t)(e / k) * D;
+      if (!sel || sel[e] != 0.f) out[e] = dot(x, w, D);
+      const float a = val[e];
+      if (a != 0.f)
+        for (int d = 0; d < D; d++) o[d] += a * x[d];
     }
   });
 }

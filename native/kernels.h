@@ -63,6 +63,11 @@ void gather_dot(const int32_t* idx, const float* val, int rows, int k, const flo
 void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
                   float* out);
 
+// scatter_rows(idx, val, rows, k, G, H, D, dW) and gather_dot(idx, sel, rows, k, G, W, H, D, out)
+// in one pass (the decoder's half of a sparse backward); W and dW must not overlap
+void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
+                 const float* G, const float* W, int H, int D, float* dW, float* out);
+
 // Adam with bias correction over n contiguous parameters, on the gradient gscale·g (gscale carries
 // gradient clipping, so clipping costs no extra pass over the gradients).
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,

@@ -149,6 +149,23 @@ for (const { B, D, H, K } of SHAPES) {
     nat.scatterRows(idx, val, B, K, G, H, D, s1);
     jsEngine.scatterRows(idx, val, B, K, G, H, D, s2);
     close("scatterRows", s1, s2, 1e-5);
+    // scatterDot: scatterRows then gatherDot, fused; the native one bit for bit what the two give
+    const sel = val.map((v, j) => (j % 5 === 1 ? 0 : v)); // some entries dotted but not scattered, and the reverse
+    sel[2] = 0;
+    val.subarray(3, 4).fill(0);
+    for (const sl of [sel, val, null]) {
+      const w1 = f32(H * D, 17), w2 = w1.slice(), w3 = w1.slice();
+      const o1 = new Float32Array(B * K).fill(9), o2 = o1.slice(), o3 = o1.slice();
+      nat.scatterDot(idx, val, sl, B, K, G, W, H, D, w1, o1);
+      nat.scatterRows(idx, val, B, K, G, H, D, w2);
+      nat.gatherDot(idx, sl, B, K, G, W, H, D, o2);
+      close("scatterDot dW vs scatterRows", w1, w2, 0);
+      close("scatterDot out vs gatherDot", o1, o2, 0);
+      jsEngine.scatterDot(idx, val, sl, B, K, G, W, H, D, w3, o3);
+      close("scatterDot dW vs the TypeScript twin", w1, w3, 1e-5);
+      close("scatterDot out vs the TypeScript twin", o1, o3, 1e-5);
+      if (sl === sel) assert.equal(o1[2], 0, "sel = 0: no dot product");
+    }
   });
 
   test(`adam, rowNorms, projectRows, normalizeRows, sumSquares (${tag})`, { skip }, () => {
@@ -287,6 +304,10 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   const idx = new Int32Array([0, 7]);
   assert.throws(() => a.gatherRows(idx, new Float32Array(2), 1, 2, new Float32Array(12), 4, 3, null, new Float32Array(3)), /idx\[1\] = 7 is outside \[0, 4\)/);
   assert.throws(() => a.scatterRows(new Int32Array([-1]), new Float32Array(1), 1, 1, new Float32Array(3), 4, 3, new Float32Array(12)), /outside/);
+  const w = new Float32Array(12), one = new Float32Array(1);
+  assert.throws(() => a.scatterDot(new Int32Array([4]), one, null, 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /scatterDot: idx\[0\] = 4 is outside \[0, 4\)/);
+  assert.throws(() => a.scatterDot(new Int32Array([0]), one, null, 1, 1, new Float32Array(3), w, 4, 3, w, one), /W and dW overlap/);
+  assert.throws(() => a.scatterDot(new Int32Array([0]), one, new Float32Array(2), 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /sel has length 2, expected 1/);
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
   assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);
   assert.throws(() => a.setThreads(0), /threads must be at least 1/);

@@ -141,6 +141,11 @@ export const jsEngine: Engine = {
     }
   },
 
+  scatterDot(idx, val, sel, rows, k, G, W, H, D, dW, out) {
+    jsEngine.scatterRows(idx, val, rows, k, G, H, D, dW);
+    jsEngine.gatherDot(idx, sel, rows, k, G, W, H, D, out);
+  },
+
   adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
     for (let i = 0; i < p.length; i++) {
       const gi = gradScale * g[i];

@@ -32,6 +32,11 @@ export interface Engine {
   gatherDot(idx: Int32Array, val: Arr | null, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
   /** out[idx[b,k],:] += val[b,k]·X[b,:]   (out is [H, D]) */
   scatterRows(idx: Int32Array, val: Arr, rows: number, k: number, X: Arr, H: number, D: number, out: Arr): void;
+  /**
+   * scatterRows(idx, val, rows, k, G, H, D, dW) and gatherDot(idx, sel, rows, k, G, W, H, D, out) in
+   * one pass (the decoder half of a sparse backward reads each row of G once); W and dW separate.
+   */
+  scatterDot(idx: Int32Array, val: Arr, sel: Arr | null, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, dW: Arr, out: Arr): void;
   /** One Adam step on the gradient gradScale·g, with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
   adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number): void;
   /**

@@ -147,8 +147,8 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
     const { m, idx, u, f } = c;
     const cB = coeff / B;
     const gu = ws.f("spGU", B * m, X);
-    e.gatherDot(idx, u, B, m, G, p.get("W_dec"), H, D, gu); // dL/dF at active entries
-    e.scatterRows(idx, f, B, m, G, H, D, g.get("W_dec")); // dW_dec += Fᵀ G over active entries
+    // dW_dec += Fᵀ G over active entries, and gu = dL/dF there
+    e.scatterDot(idx, f, u, B, m, G, p.get("W_dec"), H, D, g.get("W_dec"), gu);
     const s = opt.scaleParam ? p.get(opt.scaleParam) : null, ds = opt.scaleParam ? g.get(opt.scaleParam) : null;
     gpSum.fill(0);
     for (let j = 0; j < B * m; j++) {

@@ -64,8 +64,7 @@ export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dim
  * (0 where val = 0). Matryoshka calls it once per block of latents, each with its own G.
  */
 export function decoderBackward(e: Engine, { D, H }: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, dWdec: Arr, gp: Arr): void {
-  e.scatterRows(idx, val, B, k, G, H, D, dWdec);
-  e.gatherDot(idx, val, B, k, G, Wdec, H, D, gp);
+  e.scatterDot(idx, val, val, B, k, G, Wdec, H, D, dWdec, gp);
 }
 
 /** The encoder half: dP = dF (gp, overwritten) where val > 0, Σ_b dP into gpSum [H], dW_enc[idx] += dP·Xc. */

@@ -121,11 +121,11 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
       gzSum.fill(0);
       if (sparse) {
         const { m, idx, a, f } = sparse;
-        e.scatterRows(idx, f, B, m, G, H, D, dWdec);
-        if (saelens) e.scatterRows(idx, a, B, m, Gaux, H, D, dWdec);
+        // dW_dec += Fᵀ G (+ Aᵀ G_aux for SAELens) with gm = G·W_decᵀ, gg = G_aux·W_decᵀ at the entries
         const gm = ws.f("spGm", B * m, X), gg = ws.f("spGg", B * m, X);
-        e.gatherDot(idx, f, B, m, G, Wdec, H, D, gm);
-        e.gatherDot(idx, a, B, m, Gaux, Wdec, H, D, gg);
+        e.scatterDot(idx, f, f, B, m, G, Wdec, H, D, dWdec, gm);
+        if (saelens) e.scatterDot(idx, a, a, B, m, Gaux, Wdec, H, D, dWdec, gg);
+        else e.gatherDot(idx, a, B, m, Gaux, Wdec, H, D, gg);
         for (let j = 0; j < B * m; j++) {
           if (!(a[j] > 0)) { gm[j] = 0; continue; }
           const i = idx[j];

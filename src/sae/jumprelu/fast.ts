@@ -108,9 +108,9 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       const gpSum = ws.f("gpSum", H, X);
       if (sparse) {
         const { m, idx, cand, f } = sparse;
-        e.scatterRows(idx, f, B, m, G, H, D, dWdec); // dW_dec += Fᵀ G over the active entries
+        // dW_dec += Fᵀ G over the active entries, gf = dL/dF at every candidate (padding skipped)
         const gf = ws.f("spGF", B * m, X);
-        e.gatherDot(idx, cand, B, m, G, Wdec, H, D, gf); // dL/dF at every candidate (padding skipped)
+        e.scatterDot(idx, f, cand, B, m, G, Wdec, H, D, dWdec, gf);
         gpSum.fill(0);
         for (let j = 0; j < B * m; j++) {
           if (!(cand[j] > 0)) { gf[j] = 0; continue; }
