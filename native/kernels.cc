@@ -217,6 +217,22 @@ static void sift_down(float* hv, int* hi, int k, int pos) {
 // accumulators without horizontal reductions. 2.3x faster than the heap at 16384 columns, k = 32,
 // whose scalar replacements (k·ln(cols/k) per row) dominated. Returns false (nothing written) when
 // fewer than k candidates came out (NaNs); the caller then takes the heap.
+#if defined(__AVX512F__)
+// topk_row_by_groups' first scan for nv = NV: acc[16q + j] = max over v ≡ q (mod NV), v < the
+// returned block count, of p + b at column 16v + j. Same operand order as max16 (a NaN sum loses).
+template <int NV>
+static int group_max(const float* p, const float* b, int blocks, float* acc) {
+  __m512 a[NV];
+  for (int q = 0; q < NV; q++) a[q] = _mm512_loadu_ps(acc + 16 * q);
+  int v = 0;
+  for (; v + NV <= blocks; v += NV)
+    for (int q = 0; q < NV; q++)
+      a[q] = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(p + 16 * (v + q)), _mm512_loadu_ps(b + 16 * (v + q))), a[q]);
+  for (int q = 0; q < NV; q++) _mm512_storeu_ps(acc + 16 * q, a[q]);
+  return v;
+}
+#endif
+
 static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, int nv,
                                std::vector<float>& maxima, std::vector<std::pair<float, int>>& cand,
                                int32_t* idx, float* val) {
@@ -224,6 +240,20 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
   maxima.assign(16 * nv + tail, -INFINITY);
   float* __restrict acc = maxima.data();
   int v = 0;
+#if defined(__AVX512F__)
+  // the nv accumulators in registers (through memory they cost a load and a store per block)
+  switch (nv) {
+    case 1: v = group_max<1>(p, b, blocks, acc); break;
+    case 2: v = group_max<2>(p, b, blocks, acc); break;
+    case 3: v = group_max<3>(p, b, blocks, acc); break;
+    case 4: v = group_max<4>(p, b, blocks, acc); break;
+    case 5: v = group_max<5>(p, b, blocks, acc); break;
+    case 6: v = group_max<6>(p, b, blocks, acc); break;
+    case 7: v = group_max<7>(p, b, blocks, acc); break;
+    case 8: v = group_max<8>(p, b, blocks, acc); break;
+    default: break;
+  }
+#endif
   for (; v + nv <= blocks; v += nv)
     for (int q = 0; q < nv; q++) max16(acc + 16 * q, p + 16 * (v + q), b + 16 * (v + q));
   for (int q = 0; v < blocks; v++, q++)
@@ -233,6 +263,38 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
   const float t = maxima[k - 1];
   cand.clear();
   int c = 0;
+#if defined(__AVX512F__)
+  // the candidates compressed out of each block of 16 into a scratch row (rarely any: ~k + a few
+  // per row), so that the scan's loop holds no vector growth and keeps its registers
+  {
+    thread_local std::vector<float> cv;
+    thread_local std::vector<int32_t> ci;
+    if ((int)cv.size() < cols) cv.resize(cols), ci.resize(cols);
+    const __m512 tt = _mm512_set1_ps(t);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int nc = 0;
+    auto mask = [&](int c0) { return _mm512_cmp_ps_mask(_mm512_add_ps(_mm512_loadu_ps(p + c0), _mm512_loadu_ps(b + c0)), tt, _CMP_GE_OQ); };
+    // the rare blocks with candidates: sums recomputed, so the scan keeps nothing across its test
+    auto take = [&](int c0, __mmask16 m) __attribute__((noinline)) {
+      const __m512 x = _mm512_add_ps(_mm512_loadu_ps(p + c0), _mm512_loadu_ps(b + c0));
+      _mm512_mask_compressstoreu_ps(cv.data() + nc, m, x);
+      _mm512_mask_compressstoreu_epi32(ci.data() + nc, m, _mm512_add_epi32(iota, _mm512_set1_epi32(c0)));
+      nc += __builtin_popcount(m);
+    };
+    for (; c + 64 <= cols; c += 64) {
+      const __mmask16 m0 = mask(c), m1 = mask(c + 16), m2 = mask(c + 32), m3 = mask(c + 48);
+      if (__builtin_expect((m0 | m1 | m2 | m3) != 0, 0)) {
+        if (m0) take(c, m0);
+        if (m1) take(c + 16, m1);
+        if (m2) take(c + 32, m2);
+        if (m3) take(c + 48, m3);
+      }
+    }
+    for (; c + 16 <= cols; c += 16)
+      if (const __mmask16 m = mask(c)) take(c, m);
+    for (int j = 0; j < nc; j++) cand.emplace_back(cv[j], ci[j]);
+  }
+#endif
   for (; c + 16 <= cols; c += 16)
     for (uint32_t bits = cmp16(p + c, b + c, t, true); bits; bits &= bits - 1) {
       const int j = c + __builtin_ctz(bits);
