@@ -30,8 +30,12 @@ export interface JumpReluOptions {
  */
 interface JumpReluState {
   Xc: Arr; P: Arr; F: Arr; E: Arr; theta: Arr;
-  sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr } | null;
+  /** the sparse code: candidates idx/cand [B, m], the code f, and P + b_enc at each candidate (pre) */
+  sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr; pre: Float64Array } | null;
 }
+
+/** a float64 array for Workspace.f to allocate float64 arrays like */
+const F64 = new Float64Array(0);
 
 export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpReluState> {
   const { D, H } = dims;
@@ -67,14 +71,18 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       if (sp) {
         const { m, idx, val: cand } = sp;
         const f = ws.f("spF", B * m, X);
+        // P + b_enc at each candidate, kept in float64 as the sum is here, for backward's band test:
+        // reading P [B, H] at the candidates again there cost a cache miss each
+        const pre = ws.f("spPre", B * m, F64) as Float64Array;
         for (let j = 0; j < B * m; j++) {
           if (!(cand[j] > 0)) { f[j] = 0; continue; } // padding
           const i = idx[j], v = P[Math.floor(j / m) * H + i] + bEnc[i];
+          pre[j] = v;
           const on = v > theta[i];
           f[j] = on ? v : 0;
           l0 += on ? 1 : 0;
         }
-        sparse = { m, idx, cand, f };
+        sparse = { m, idx, cand, f, pre };
         e.gatherRows(idx, f, B, m, Wdec, H, D, bDec, Xhat);
       } else {
         sparse = null;
@@ -96,7 +104,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
     },
 
     backward({ e, p, X, B, coeff }: StepInput, { Xc, P, F, E, theta, sparse }: JumpReluState, g: ParamSet): void {
-      const Wenc = p.get("W_enc"), bEnc = p.get("b_enc"), Wdec = p.get("W_dec");
+      const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
       const dLogT = g.get("log_threshold");
       const G = scaled(e, E, 2 / B, ws.f("G", B * D, X));
@@ -107,14 +115,14 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       dTheta.fill(0);
       const gpSum = ws.f("gpSum", H, X);
       if (sparse) {
-        const { m, idx, cand, f } = sparse;
+        const { m, idx, cand, f, pre } = sparse;
         // dW_dec += Fᵀ G over the active entries, gf = dL/dF at every candidate (padding skipped)
         const gf = ws.f("spGF", B * m, X);
         e.scatterDot(idx, f, cand, B, m, G, Wdec, H, D, dWdec, gf);
         gpSum.fill(0);
         for (let j = 0; j < B * m; j++) {
           if (!(cand[j] > 0)) { gf[j] = 0; continue; }
-          const i = idx[j], v = P[Math.floor(j / m) * H + i] + bEnc[i];
+          const i = idx[j], v = pre[j];
           if (Math.abs(v - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * gf[j] - c / eps;
           if (!(f[j] !== 0)) gf[j] = 0; // ∂F/∂P = H(P − θ)
           gpSum[i] += gf[j];
