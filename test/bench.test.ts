@@ -30,6 +30,9 @@ test("bench --against: two checkouts' steps alternated in one process (here this
   for (const k of ["before_min", "before_median", "after_min", "after_median", "ratio_median", "ratio_of_minima"]) assert.ok(Number.isFinite(row[k]) && row[k] > 0, `${k}: ${row[k]}`);
   assert.ok(row.before_min <= row.before_median && row.after_min <= row.after_median);
   assert.ok(Math.abs(row.ratio_of_minima - row.after_min / row.before_min) < 1e-12);
+  // the part outside the encoder-shaped GEMMs: positive, and below the step round by round
+  for (const k of ["rest_before_median", "rest_after_median", "rest_ratio_median"]) assert.ok(Number.isFinite(row[k]) && row[k] > 0, `${k}: ${row[k]}`);
+  assert.ok(row.rest_before_median < row.before_median && row.rest_after_median < row.after_median, "each round's rest is its step less a GEMM, so the medians order so too");
   const bad = spawnSync(process.execPath, ["--import", "tsx", "scripts/bench.ts", "--against", "/nonexistent"], { encoding: "utf8" });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^error: --against \/nonexistent: no scripts\/bench\.ts there/);
