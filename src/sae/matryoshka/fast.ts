@@ -79,14 +79,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
             continue;
           }
           e.gatherRows(idx, vg, B, k, Wdec, H, D, null, Y);
-          const prev = E[g - 1], cur = E[g];
-          let s = 0;
-          for (let t = 0; t < B * D; t++) {
-            const v = prev[t] + Y[t];
-            cur[t] = v;
-            s += v * v;
-          }
-          sq[g] = s;
+          sq[g] = e.axpby(1, E[g - 1], 1, Y, E[g]); // E_g = E_{g−1} + Y and its Σ of squares
         }
       }
       const mse = sq[G - 1] / B;
@@ -112,7 +105,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
       const gp = ws.f("gp", B * k, X);
       const gpBlock = G > 1 ? ws.f("gpBlock", B * k, X) : gp;
       for (let j = G - 1; j >= 0; j--) {
-        if (j < G - 1) for (let t = 0; t < B * D; t++) S[t] += (2 / B) * E[j][t];
+        if (j < G - 1) e.axpby(1, S, 2 / B, E[j], S);
         decoderBackward(e, dims, B, k, idx, G > 1 ? blockValues(val, block, j) : val, S, Wdec, dWdec, gpBlock);
         if (G > 1) for (let t = 0; t < B * k; t++) if (block[t] === j) gp[t] = gpBlock[t];
       }
