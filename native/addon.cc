@@ -188,6 +188,24 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
+  Args a{info, "gatherRows2"};
+  a.count(11);
+  int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
+  const int64_t n = (int64_t)rows * k;
+  const int32_t* idx = a.i32(0, "idx", n);
+  const float* val = a.f32(1, "val", n);
+  const float* val2 = a.f32(2, "val2", n);
+  const float* W = a.f32(5, "W", (int64_t)H * D);
+  const float* bias = a.f32(8, "bias", D, true);
+  float* out = a.f32(9, "out", (int64_t)rows * D);
+  float* out2 = a.f32(10, "out2", (int64_t)rows * D);
+  a.indices(idx, n, H, "idx");
+  if (out == out2 && rows > 0 && D > 0) a.fail("out and out2 must be different arrays");
+  sae::gather_rows2(idx, val, val2, rows, k, W, D, bias, out, out2);
+  return info.Env().Undefined();
+}
+
 Napi::Value GatherDot(const Napi::CallbackInfo& info) {
   Args a{info, "gatherDot"};
   a.count(9);
@@ -431,6 +449,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("rowsAbove", Napi::Function::New(env, RowsAbove));
   exports.Set("kthLargest", Napi::Function::New(env, KthLargest));
   exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
+  exports.Set("gatherRows2", Napi::Function::New(env, GatherRows2));
   exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
   exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));
   exports.Set("scatterDot", Napi::Function::New(env, ScatterDot));

@@ -508,6 +508,34 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const fl
   });
 }
 
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
+                  int D, const float* bias, float* out, float* out2) {
+  // gather_rows for two codes on the same entries (Gated: the magnitudes and the gate's ReLU), each
+  // decoder row read once for both; each output sums as gather_rows sums it
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) {
+      float* __restrict o = out + b * D;
+      float* __restrict o2 = out2 + b * D;
+      if (bias) std::copy(bias, bias + D, o), std::copy(bias, bias + D, o2);
+      else std::fill(o, o + D, 0.f), std::fill(o2, o2 + D, 0.f);
+      for (int j = 0; j < k; j++) {
+        const float a = val[b * k + j], a2 = val2[b * k + j];
+        const float* __restrict w = W + (int64_t)idx[b * k + j] * D;
+        if (a != 0.f && a2 != 0.f) {
+          for (int d = 0; d < D; d++) {
+            o[d] += a * w[d];
+            o2[d] += a2 * w[d];
+          }
+        } else if (a != 0.f) {
+          for (int d = 0; d < D; d++) o[d] += a * w[d];
+        } else if (a2 != 0.f) {
+          for (int d = 0; d < D; d++) o2[d] += a2 * w[d];
+        }
+      }
+    }
+  });
+}
+
 // The entries (b, j) of a sparse code grouped by latent: a stable counting sort of the entries
 // with a non-zero value (all entries when val is null). Kernels that read or write one [H, D]
 // matrix row per entry then touch each row once, while it sits in L1, instead of once per entry

@@ -54,6 +54,10 @@ float kth_largest(const float* a, int64_t n, int64_t k);
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out);
 
+// gather_rows(idx, val, …, out) and gather_rows(idx, val2, …, out2) in one pass over the entries
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
+                  int D, const float* bias, float* out, float* out2);
+
 // out[b,k] = G[b,:] · W[idx[b,k], :], or 0 where val[b,k] == 0 (val may be null: no skipping;
 // padded sparse codes have zero values that need no dot product)
 void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,

@@ -136,6 +136,21 @@ for (const { B, D, H, K } of SHAPES) {
       jsEngine.gatherRows(idx, val, B, K, W, H, D, b, o2);
       close("gatherRows", o1, o2, 1e-5);
     }
+    // gatherRows2: the two gathers in one pass, bit for bit (entries zero in one code, the other, both)
+    const val2 = f32(B * K, 22).map((v, j) => (j % 3 === 0 ? 0 : v));
+    val2[0] = 0;
+    for (const b of [bias, null]) {
+      const o1 = new Float32Array(B * D), o2 = new Float32Array(B * D), p1 = new Float32Array(B * D), p2 = new Float32Array(B * D);
+      nat.gatherRows2(idx, val, val2, B, K, W, H, D, b, o1, o2);
+      nat.gatherRows(idx, val, B, K, W, H, D, b, p1);
+      nat.gatherRows(idx, val2, B, K, W, H, D, b, p2);
+      close("gatherRows2 out", o1, p1, 0);
+      close("gatherRows2 out2", o2, p2, 0);
+      const q1 = new Float32Array(B * D), q2 = new Float32Array(B * D);
+      jsEngine.gatherRows2(idx, val, val2, B, K, W, H, D, b, q1, q2);
+      close("gatherRows2 out vs the TypeScript twin", o1, q1, 1e-5);
+      close("gatherRows2 out2 vs the TypeScript twin", o2, q2, 1e-5);
+    }
     const d1 = new Float32Array(B * K), d2 = new Float32Array(B * K);
     for (const v of [val, null]) {
       nat.gatherDot(idx, v, B, K, G, W, H, D, d1);
@@ -305,6 +320,9 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.gatherRows(idx, new Float32Array(2), 1, 2, new Float32Array(12), 4, 3, null, new Float32Array(3)), /idx\[1\] = 7 is outside \[0, 4\)/);
   assert.throws(() => a.scatterRows(new Int32Array([-1]), new Float32Array(1), 1, 1, new Float32Array(3), 4, 3, new Float32Array(12)), /outside/);
   const w = new Float32Array(12), one = new Float32Array(1);
+  assert.throws(() => a.gatherRows2(new Int32Array([0]), one, new Float32Array(2), 1, 1, w, 4, 3, null, new Float32Array(3), new Float32Array(3)), /gatherRows2: val2 has length 2, expected 1/);
+  const o3 = new Float32Array(3);
+  assert.throws(() => a.gatherRows2(new Int32Array([0]), one, one, 1, 1, w, 4, 3, null, o3, o3), /out and out2 must be different arrays/);
   assert.throws(() => a.scatterDot(new Int32Array([4]), one, null, 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /scatterDot: idx\[0\] = 4 is outside \[0, 4\)/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, null, 1, 1, new Float32Array(3), w, 4, 3, w, one), /W and dW overlap/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, new Float32Array(2), 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /sel has length 2, expected 1/);

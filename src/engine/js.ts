@@ -113,6 +113,11 @@ export const jsEngine: Engine = {
     }
   },
 
+  gatherRows2(idx, val, val2, rows, k, W, H, D, bias, out, out2) {
+    jsEngine.gatherRows(idx, val, rows, k, W, H, D, bias, out);
+    jsEngine.gatherRows(idx, val2, rows, k, W, H, D, bias, out2);
+  },
+
   gatherDot(idx, val, rows, k, G, W, H, D, out) {
     checkIdx(idx, H);
     for (let b = 0; b < rows; b++) {

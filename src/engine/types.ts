@@ -28,6 +28,8 @@ export interface Engine {
   kthLargest(a: Arr, k: number): number;
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
+  /** gatherRows(idx, val, …, out) and gatherRows(idx, val2, …, out2) on the same entries, W's rows read once */
+  gatherRows2(idx: Int32Array, val: Arr, val2: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr, out2: Arr): void;
   /** out[b,k] = G[b,:]·W[idx[b,k],:], or 0 where val[b,k] = 0 (val may be null) */
   gatherDot(idx: Int32Array, val: Arr | null, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
   /** out[idx[b,k],:] += val[b,k]·X[b,:]   (out is [H, D]) */

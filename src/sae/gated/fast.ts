@@ -77,8 +77,7 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
           f[j] = mag(a[j], idx[j]);
           colSumA[idx[j]] += a[j];
         }
-        e.gatherRows(idx, f, B, m, Wdec, H, D, bDec, Xhat);
-        e.gatherRows(idx, a, B, m, Wdec, H, D, bDec, XhatAux);
+        e.gatherRows2(idx, f, a, B, m, Wdec, H, D, bDec, Xhat, XhatAux); // X̂ and the gate path's X̂_aux
       } else {
         F = ws.f("F", B * H, X);
         for (let b = 0; b < B; b++) for (let i = 0; i < H; i++) F[b * H + i] = mag(A[b * H + i], i);
