@@ -161,7 +161,7 @@ export class BatchSelector {
         else widest = Math.max(widest, e.rowsAbove(Pb, bEnc, tau, rows, H, kc, bi, bv, H));
         auxk.select(e, Pb, bEnc, r0, rows);
       }
-      const sel = selectBatch(e, ws, idx, val, B, kc, total);
+      const sel = selectBatch(e, ws, idx, val, B, kc, total, tau !== null && tau > 0);
       if (tau === null) {
         // per-row top kc: complete unless a row had all its kc candidates at or above the cut
         if (sel.complete || kc === H) { ({ idx, val, k: kSel } = sel); break; }
@@ -195,16 +195,30 @@ export class BatchSelector {
  * to the earlier row-major position, as a code [B, m] (m = the largest per-row count, zero-padded),
  * so the decode and the gradients do not walk the candidates that lost. `complete` is false when
  * some row's candidates were all at or above the cut: that row may hold more winners than kc, and
- * the caller retries with more candidates.
+ * the caller retries with more candidates. `packed`: each row holds its candidates first, all
+ * positive, then zero padding (rowsAbove's layout with a positive threshold), so the passes stop at
+ * a row's first zero — kc is sized for the widest row, about three times the average.
  */
-function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
+function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number, packed: boolean): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
   const n = B * kc;
+  const len = ws.i("selLen", B); // candidates per row
   let positives = 0;
-  for (let j = 0; j < n; j++) if (val[j] > 0) positives++;
+  if (packed) {
+    for (let b = 0; b < B; b++) {
+      let j = b * kc;
+      const j1 = j + kc;
+      while (j < j1 && val[j] > 0) j++;
+      len[b] = j - b * kc;
+      positives += len[b];
+    }
+  } else {
+    len.fill(kc);
+    for (let j = 0; j < n; j++) if (val[j] > 0) positives++;
+  }
   // the cut: every positive value when there are few enough, else the total-th largest (exact)
   const cut = positives <= total ? 0 : e.kthLargest(val, total);
   let above = 0;
-  if (cut > 0) for (let j = 0; j < n; j++) if (val[j] > cut) above++;
+  if (cut > 0) for (let b = 0; b < B; b++) for (let j = b * kc, j1 = j + len[b]; j < j1; j++) if (val[j] > cut) above++;
   // kept: v > cut, and of the values equal to a positive cut the first total − above in row-major
   // order. Plain loops with the tie budget a local: the same decisions through a closure that
   // decremented a captured counter took 13–29 ms a step at B = 4096, kc = 64 (now ~2).
@@ -212,8 +226,8 @@ function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: num
   const counts = ws.i("selCount", B);
   let ties = ties0, complete = true, m = 1;
   for (let b = 0; b < B; b++) {
-    let rowMin = Infinity, c = 0;
-    for (let j = b * kc, j1 = j + kc; j < j1; j++) {
+    let rowMin = len[b] < kc ? 0 : Infinity, c = 0; // the padding's zeros
+    for (let j = b * kc, j1 = j + len[b]; j < j1; j++) {
       const v = val[j];
       if (!(v >= rowMin)) rowMin = v; // Math.min's answer, NaN included
       if (v > cut) c++;
@@ -231,7 +245,7 @@ function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: num
   for (let b = 0; b < B; b++) {
     if (counts[b] === 0) continue;
     let o = b * m;
-    for (let j = b * kc, j1 = j + kc; j < j1; j++) {
+    for (let j = b * kc, j1 = j + len[b]; j < j1; j++) {
       const v = val[j];
       if (v > cut || (v === cut && v > 0 && ties-- > 0)) {
         ci[o] = idx[j];
