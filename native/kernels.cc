@@ -76,7 +76,8 @@ static inline uint32_t cmp16(const float* a, const float* b, float t, bool orEqu
 // acc[j] = max(acc[j], a[j] + b[j]), j in [0, 16) (the plain loop stayed scalar: vmaxss)
 static inline void max16(float* acc, const float* a, const float* b) {
 #if defined(__AVX512F__)
-  _mm512_storeu_ps(acc, _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b)), _mm512_loadu_ps(acc)));
+  const __m512 m = _mm512_loadu_ps(acc);  // masked max: see group_max
+  _mm512_storeu_ps(acc, _mm512_mask_max_ps(m, (__mmask16)0xFFFF, _mm512_add_ps(_mm512_loadu_ps(a), _mm512_loadu_ps(b)), m));
 #elif defined(__AVX__)
   for (int h = 0; h < 16; h += 8)
     _mm256_storeu_ps(acc + h, _mm256_max_ps(_mm256_add_ps(_mm256_loadu_ps(a + h), _mm256_loadu_ps(b + h)), _mm256_loadu_ps(acc + h)));
@@ -227,7 +228,9 @@ static int group_max(const float* p, const float* b, int blocks, float* acc) {
   int v = 0;
   for (; v + NV <= blocks; v += NV)
     for (int q = 0; q < NV; q++)
-      a[q] = _mm512_max_ps(_mm512_add_ps(_mm512_loadu_ps(p + 16 * (v + q)), _mm512_loadu_ps(b + 16 * (v + q))), a[q]);
+      // the masked form with every lane set: _mm512_max_ps's undefined pass-through operand made
+      // GCC 12 warn (-Wmaybe-uninitialized) once per instantiation
+      a[q] = _mm512_mask_max_ps(a[q], (__mmask16)0xFFFF, _mm512_add_ps(_mm512_loadu_ps(p + 16 * (v + q)), _mm512_loadu_ps(b + 16 * (v + q))), a[q]);
   for (int q = 0; q < NV; q++) _mm512_storeu_ps(acc + 16 * q, a[q]);
   return v;
 }
