@@ -68,6 +68,12 @@ struct Args {
   uint8_t* u8(size_t i, const char* name, int64_t expected, bool nullable) const {
     return typed<uint8_t, napi_uint8_array>(i, name, "Uint8Array", expected, nullable);
   }
+  // a sparse code's latent indices: an Int32Array of n entries, each in [0, H)
+  const int32_t* latents(size_t i, int64_t n, int H) const {
+    const int32_t* idx = i32(i, "idx", n);
+    indices(idx, n, H, "idx");
+    return idx;
+  }
   void indices(const int32_t* idx, int64_t n, int limit, const char* name) const {
     for (int64_t j = 0; j < n; j++)
       if (idx[j] < 0 || idx[j] >= limit)
@@ -178,12 +184,11 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   Args a{info, "gatherRows"};
   a.count(9);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
-  const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
+  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
   const float* val = a.f32(1, "val", (int64_t)rows * k);
   const float* W = a.f32(4, "W", (int64_t)H * D);
   const float* bias = a.f32(7, "bias", D, true);
   float* out = a.f32(8, "out", (int64_t)rows * D);
-  a.indices(idx, (int64_t)rows * k, H, "idx");
   sae::gather_rows(idx, val, rows, k, W, D, bias, out);
   return info.Env().Undefined();
 }
@@ -193,14 +198,13 @@ Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
   a.count(11);
   int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
   const int64_t n = (int64_t)rows * k;
-  const int32_t* idx = a.i32(0, "idx", n);
+  const int32_t* idx = a.latents(0, n, H);
   const float* val = a.f32(1, "val", n);
   const float* val2 = a.f32(2, "val2", n);
   const float* W = a.f32(5, "W", (int64_t)H * D);
   const float* bias = a.f32(8, "bias", D, true);
   float* out = a.f32(9, "out", (int64_t)rows * D);
   float* out2 = a.f32(10, "out2", (int64_t)rows * D);
-  a.indices(idx, n, H, "idx");
   if (out == out2 && rows > 0 && D > 0) a.fail("out and out2 must be different arrays");
   sae::gather_rows2(idx, val, val2, rows, k, W, D, bias, out, out2);
   return info.Env().Undefined();
@@ -210,12 +214,11 @@ Napi::Value GatherDot(const Napi::CallbackInfo& info) {
   Args a{info, "gatherDot"};
   a.count(9);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
-  const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
+  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
   const float* val = a.f32(1, "val", (int64_t)rows * k, true);
   const float* G = a.f32(4, "G", (int64_t)rows * D);
   const float* W = a.f32(5, "W", (int64_t)H * D);
   float* out = a.f32(8, "out", (int64_t)rows * k);
-  a.indices(idx, (int64_t)rows * k, H, "idx");
   sae::gather_dot(idx, val, rows, k, G, W, H, D, out);
   return info.Env().Undefined();
 }
@@ -224,11 +227,10 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
   Args a{info, "scatterRows"};
   a.count(8);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
-  const int32_t* idx = a.i32(0, "idx", (int64_t)rows * k);
+  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
   const float* val = a.f32(1, "val", (int64_t)rows * k);
   const float* X = a.f32(4, "X", (int64_t)rows * D);
   float* out = a.f32(7, "out", (int64_t)H * D);
-  a.indices(idx, (int64_t)rows * k, H, "idx");
   sae::scatter_rows(idx, val, rows, k, X, H, D, out);
   return info.Env().Undefined();
 }
@@ -238,22 +240,22 @@ Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
   a.count(11);
   int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
   const int64_t n = (int64_t)rows * k;
-  const int32_t* idx = a.i32(0, "idx", n);
+  const int32_t* idx = a.latents(0, n, H);
   const float* val = a.f32(1, "val", n);
   const float* sel = a.f32(2, "sel", n, true);
   const float* G = a.f32(5, "G", (int64_t)rows * D);
   const float* W = a.f32(6, "W", (int64_t)H * D);
   float* dW = a.f32(9, "dW", (int64_t)H * D);
   float* out = a.f32(10, "out", n);
-  a.indices(idx, n, H, "idx");
   const int64_t len = (int64_t)H * D;
   if (len > 0 && W < dW + len && dW < W + len) a.fail("W and dW overlap; dW must be a separate array");
   sae::scatter_dot(idx, val, sel, rows, k, G, W, H, D, dW, out);
   return info.Env().Undefined();
 }
 
-// Adam's first eleven arguments, shared by adam and adamBf16: params, grads, m, v of one length,
-// then lr, beta1, beta2, eps, bc1, bc2, gradScale
+// Adam's arguments, shared by adam, adamUnitRows and adamBf16: params, grads, m, v of one length
+// (`expected`, or params' own when −1) at 0–3, then lr, beta1, beta2, eps, bc1, bc2, gradScale from
+// position `hyper`
 struct AdamArgs {
   float* p;
   const float* g;
@@ -262,13 +264,14 @@ struct AdamArgs {
   int64_t n;
   float lr, beta1, beta2, eps, bc1, bc2, gradScale;
 };
-static AdamArgs adam_args(Args& a) {
-  float* p = a.f32(0, "params", -1);
+static AdamArgs adam_args(Args& a, int64_t expected = -1, size_t hyper = 4) {
+  float* p = a.f32(0, "params", expected);
   int64_t n = a.info[0].As<Napi::Float32Array>().ElementLength();
   const float* g = a.f32(1, "grads", n);
   float* m = a.f32(2, "m", n);
   float* v = a.f32(3, "v", n);
-  return {p, g, m, v, n, a.num(4, "lr"), a.num(5, "beta1"), a.num(6, "beta2"), a.num(7, "eps"), a.num(8, "bc1"), a.num(9, "bc2"), a.num(10, "gradScale")};
+  return {p, g, m, v, n, a.num(hyper, "lr"), a.num(hyper + 1, "beta1"), a.num(hyper + 2, "beta2"), a.num(hyper + 3, "eps"),
+          a.num(hyper + 4, "bc1"), a.num(hyper + 5, "bc2"), a.num(hyper + 6, "gradScale")};
 }
 
 Napi::Value Adam(const Napi::CallbackInfo& info) {
@@ -283,13 +286,8 @@ Napi::Value AdamUnitRows(const Napi::CallbackInfo& info) {
   Args a{info, "adamUnitRows"};
   a.count(13);
   int rows = a.dim(4, "rows"), cols = a.dim(5, "cols");
-  const int64_t n = (int64_t)rows * cols;
-  float* p = a.f32(0, "params", n);
-  const float* g = a.f32(1, "grads", n);
-  float* m = a.f32(2, "m", n);
-  float* v = a.f32(3, "v", n);
-  sae::adam_unit_rows(p, g, m, v, rows, cols, a.num(6, "lr"), a.num(7, "beta1"), a.num(8, "beta2"),
-                      a.num(9, "eps"), a.num(10, "bc1"), a.num(11, "bc2"), a.num(12, "gradScale"));
+  const AdamArgs d = adam_args(a, (int64_t)rows * cols, 6);
+  sae::adam_unit_rows(d.p, d.g, d.m, d.v, rows, cols, d.lr, d.beta1, d.beta2, d.eps, d.bc1, d.bc2, d.gradScale);
   return info.Env().Undefined();
 }
 

@@ -9,7 +9,6 @@
 #include <map>
 #include <mutex>
 #include <stdexcept>
-#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -20,8 +19,6 @@
 
 namespace sae {
 
-static int g_bf16_threads = std::max(1u, std::thread::hardware_concurrency());
-
 static inline uint16_t to_bf16(float x) {
   uint32_t u;
   std::memcpy(&u, &x, 4);
@@ -29,7 +26,6 @@ static inline uint16_t to_bf16(float x) {
   const uint32_t nan = (u >> 16) | 0x40u;
   return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
-
 
 void adam_cast_bf16(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                     float beta2, float eps, float bc1, float bc2, float gscale, uint16_t* out,
@@ -93,10 +89,7 @@ Bf16Info bf16_info() {
   return r;
 }
 
-void bf16_set_threads(int n) {
-  g_bf16_threads = std::max(1, n);
-  omp_set_num_threads(g_bf16_threads);
-}
+void bf16_set_threads(int n) { omp_set_num_threads(std::max(1, n)); }
 
 namespace {
 
@@ -136,10 +129,10 @@ void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   const Key key{transA, transB, M, N, K, alpha, beta};
+  const auto a = plain(M, K, dt::bf16, transA), b = plain(K, N, dt::bf16, transB), d = plain(M, N, dt::f32, false);
   auto it = c.prims.find(key);
   if (it == c.prims.end()) {
     try {
-      auto a = plain(M, K, dt::bf16, transA), b = plain(K, N, dt::bf16, transB), d = plain(M, N, dt::f32, false);
       dnnl::primitive_attr attr;
       if (alpha != 1.f) attr.set_output_scales(0, {alpha});
       if (beta != 0.f) {
@@ -157,7 +150,6 @@ void gemm_bf16(bool transA, bool transB, int M, int N, int K, float alpha, const
       throw std::runtime_error(std::string("oneDNN matmul: ") + e.what());
     }
   }
-  auto a = plain(M, K, dt::bf16, transA), b = plain(K, N, dt::bf16, transB), d = plain(M, N, dt::f32, false);
   dnnl::memory ma(a, c.eng, const_cast<uint16_t*>(A)), mb(b, c.eng, const_cast<uint16_t*>(B)), md(d, c.eng, C);
   it->second.execute(c.strm, {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, md}});
   c.strm.wait();
@@ -173,7 +165,7 @@ std::string bf16_last_impl() {
 Bf16Info bf16_info() {
   return {false, "the native engine was built without oneDNN (Debian: apt-get install libdnnl-dev, then npm run build:native)", "", ""};
 }
-void bf16_set_threads(int n) { g_bf16_threads = std::max(1, n); }
+void bf16_set_threads(int) {}
 void gemm_bf16(bool, bool, int, int, int, float, const uint16_t*, const uint16_t*, float, float*) {
   throw std::runtime_error(bf16_info().reason);
 }

@@ -87,8 +87,6 @@ static inline void max16(float* acc, const float* a, const float* b) {
 }
 static inline bool any_above16(const float* a, const float* b, float t) { return cmp16(a, b, t, false) != 0; }
 
-// Runs fn(begin, end) over [0, n) split into contiguous chunks, one per thread.
-
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
           const float* B, float beta, float* C) {
   if (M == 0 || N == 0) return;
@@ -209,15 +207,6 @@ static void sift_down(float* hv, int* hi, int k, int pos) {
   }
 }
 
-// One row's top-k of s = p + b without a heap, for small k and no mask: the columns are split
-// into G >= k groups and t = the k-th largest group maximum. At least k entries are >= t, so the
-// row's k best are all >= t, and so is every entry tied with the k-th best: the candidates
-// {s >= t} (a few more than k on real data) hold the exact answer, found by two vectorised scans
-// and a sort of the candidates. The groups are strided (group q·16 + j holds the columns
-// 16·(q + nv·i) + j, the tail's columns one group each) so that the maxima are nv vector
-// accumulators without horizontal reductions. 2.3x faster than the heap at 16384 columns, k = 32,
-// whose scalar replacements (k·ln(cols/k) per row) dominated. Returns false (nothing written) when
-// fewer than k candidates came out (NaNs); the caller then takes the heap.
 #if defined(__AVX512F__)
 // topk_row_by_groups' first scan for nv = NV: acc[16q + j] = max over v ≡ q (mod NV), v < the
 // returned block count, of p + b at column 16v + j. Same operand order as max16 (a NaN sum loses).
@@ -236,6 +225,15 @@ static int group_max(const float* p, const float* b, int blocks, float* acc) {
 }
 #endif
 
+// One row's top-k of s = p + b without a heap, for small k and no mask: the columns are split
+// into G >= k groups and t = the k-th largest group maximum. At least k entries are >= t, so the
+// row's k best are all >= t, and so is every entry tied with the k-th best: the candidates
+// {s >= t} (a few more than k on real data) hold the exact answer, found by two vectorised scans
+// and a sort of the candidates. The groups are strided (group q·16 + j holds the columns
+// 16·(q + nv·i) + j, the tail's columns one group each) so that the maxima are nv vector
+// accumulators without horizontal reductions. 2.3x faster than the heap at 16384 columns, k = 32,
+// whose scalar replacements (k·ln(cols/k) per row) dominated. Returns false (nothing written) when
+// fewer than k candidates came out (NaNs); the caller then takes the heap.
 static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, int nv,
                                std::vector<float>& maxima, std::vector<std::pair<float, int>>& cand,
                                int32_t* idx, float* val) {
@@ -713,19 +711,9 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
 }
 
 double sum_squares(const float* a, int64_t n) {
-  // per-thread partial sums in fixed chunks, added in order: same result for a given thread count
-  int nt = std::max(1, std::min(g_threads, (int)(n >> 16)));
-  std::vector<double> part(nt, 0.0);
-  int64_t chunk = (n + nt - 1) / nt;
-  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; t++) {
-      int64_t b = t * chunk, e = std::min(n, b + chunk);
-      if (b < e) part[t] = sumsq(a + b, e - b);
-    }
-  });
-  double s = 0;
-  for (double p : part) s += p;
-  return s;
+  // axpby's reduction with nothing written: per-thread partial sums in fixed chunks, added in
+  // thread order (the same result for a given thread count)
+  return axpby(1.0, a, 0.0, nullptr, n, nullptr, n);
 }
 
 // The [B, D] passes between kernels (centring, residuals, scaling by a constant) were loops in

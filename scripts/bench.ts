@@ -160,12 +160,39 @@ export function prepareCase(c: Case, shape: Shape, want: PrecisionSetting) {
   return { e, se, prec, X, W, P, model, s, step, timeGemm, gemmMs, bf16Gemm };
 }
 
+/** a bad flag or folder: said in one line, exit 2 */
+function usage(msg: string): never {
+  console.error(`error: ${msg}`);
+  process.exit(2);
+}
+
+/**
+ * A prepared case's step through the timing wrapper: its time, its kernels' times, and its time
+ * outside the GEMMs of the encoder's shape ([rows, D] × [D, H], the dense decoder gradient's too):
+ * the part a change to the rest of the step moves, which the GEMM's noise on a shared machine would
+ * swamp in the step's time.
+ */
+function timedStep(c: { e: Engine; se: Engine | null; step: (eng?: Engine) => unknown }, shape: Shape): () => { ms: number; rest: number; kernels: Profile["kernels"] } {
+  let kernels: Profile["kernels"] = {};
+  const te = timedEngine(c.se ?? c.e, () => kernels);
+  const encoderShaped = (key: string) => key.startsWith("gemm ") && key.endsWith(`×${shape.H}×${shape.D}`);
+  return () => {
+    kernels = {};
+    const t0 = performance.now();
+    c.step(te);
+    const ms = performance.now() - t0;
+    const gemm = Object.entries(kernels).reduce((s, [k, v]) => s + (encoderShaped(k) ? v.ms : 0), 0);
+    return { ms, rest: ms - gemm, kernels };
+  };
+}
+
 /** one case, in this process */
 function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, profile: boolean): Row {
   const { B, D, H } = shape;
   const baseline = process.memoryUsage().rss; // node + tsx + the addon, before any array
-  const { se, prec, X, W, P, model, s, step, timeGemm, bf16Gemm, ...rest } = prepareCase(c, shape, want);
-  let gemmMs = rest.gemmMs;
+  const prepared = prepareCase(c, shape, want);
+  const { se, prec, X, W, P, model, s, step, timeGemm, bf16Gemm } = prepared;
+  let gemmMs = prepared.gemmMs;
   step(); // warm-up: allocates the workspace
   let l0 = 0, ms = Infinity, castMs = Infinity;
   for (let i = 0; i < steps; i++) {
@@ -189,13 +216,9 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, p
   if (profile) {
     // separate steps through the timing wrapper (its cost, ~1 µs a call, stays out of ms_per_step);
     // the fastest one is reported
-    let kernels: Profile["kernels"] = {};
-    const te = timedEngine(se ?? rest.e, () => kernels);
+    const timed = timedStep(prepared, shape);
     for (let i = 0; i < Math.max(1, steps); i++) {
-      kernels = {};
-      const t1 = performance.now();
-      step(te);
-      const stepMs = performance.now() - t1;
+      const { ms: stepMs, kernels } = timed();
       if (prof && prof.step_ms <= stepMs) continue;
       const kernelMs = Object.values(kernels).reduce((a, k) => a + k.ms, 0);
       prof = { step_ms: stepMs, kernel_ms: kernelMs, remainder_ms: stepMs - kernelMs, kernels };
@@ -222,31 +245,8 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, p
  * both have, the fastest and median step of each and after/before: the median of the per-round
  * ratios and the ratio of the fastest steps. What "no slower" claims are measured with.
  */
-/**
- * A prepared case's step through the timing wrapper: its time, and its time outside the GEMMs of the
- * encoder's shape ([rows, D] × [D, H], the dense decoder gradient's too), the part that changes to
- * the rest of the step move; the GEMM's noise on a shared machine would swamp it in the step's time.
- */
-function timedStep(c: { e: Engine; se: Engine | null; step: (eng?: Engine) => unknown }, shape: Shape): () => { ms: number; rest: number } {
-  let kernels: Profile["kernels"] = {};
-  const te = timedEngine(c.se ?? c.e, () => kernels);
-  const encoderShaped = (key: string) => key.startsWith("gemm ") && key.endsWith(`×${shape.H}×${shape.D}`);
-  return () => {
-    kernels = {};
-    const t0 = performance.now();
-    c.step(te);
-    const ms = performance.now() - t0;
-    const gemm = Object.entries(kernels).reduce((s, [k, v]) => s + (encoderShaped(k) ? v.ms : 0), 0);
-    return { ms, rest: ms - gemm };
-  };
-}
-
 async function against(dir: string, shape: Shape, rounds: number, want: PrecisionSetting, only: number | null): Promise<void> {
   const file = path.resolve(dir, "scripts/bench.ts");
-  const usage = (msg: string): never => {
-    console.error(`error: ${msg}`);
-    process.exit(2);
-  };
   if (!fs.existsSync(file)) usage(`--against ${dir}: no scripts/bench.ts there; give the folder of another sae checkout (e.g. \`git worktree add ../before REV && (cd ../before && npm ci)\`)`);
   // this checkout against itself (an A/A run: how far apart two identical builds measure here) uses
   // its own exports; importing this module from inside its own top-level await would never settle
@@ -305,7 +305,7 @@ const stepsArg = args.indexOf("--steps");
 const steps = stepsArg >= 0 ? Number(args[stepsArg + 1]) : 3;
 const precArg = args.indexOf("--precision");
 const precision = (precArg >= 0 ? args[precArg + 1] : "fp32") as PrecisionSetting;
-if (!["fp32", "bf16", "auto"].includes(precision)) throw new Error(`--precision ${precision}: expected fp32, bf16 or auto`);
+if (!["fp32", "bf16", "auto"].includes(precision)) usage(`--precision ${precision}: expected fp32, bf16 or auto`);
 const caseArg = args.indexOf("--case");
 const profile = args.includes("--profile");
 if (caseArg >= 0) {

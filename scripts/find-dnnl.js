@@ -10,7 +10,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-function find() {
+// verify: compile the test program (the 1/0 query); --libs and --include are asked only after it
+// said 1 (binding.gyp's condition), so they give the flags without compiling again
+function find(verify) {
   if (process.env.SAE_NO_DNNL === "1") return null;
   const pc = (args) => spawnSync("pkg-config", args, { encoding: "utf8" });
   let cflags = [], libs = ["-ldnnl"];
@@ -19,6 +21,8 @@ function find() {
     libs = pc(["--libs", "dnnl"]).stdout.trim().split(/\s+/).filter(Boolean);
   }
   libs.push("-lgomp"); // bf16.cc sets oneDNN's thread count through its OpenMP runtime
+  const include = cflags.filter((f) => f.startsWith("-I")).map((f) => f.slice(2));
+  if (!verify) return { include, libs };
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sae-dnnl-"));
   try {
     const src = path.join(dir, "t.cc");
@@ -29,10 +33,11 @@ function find() {
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-  return { include: cflags.filter((f) => f.startsWith("-I")).map((f) => f.slice(2)), libs };
+  return { include, libs };
 }
 
-const found = find();
+const query = process.argv.includes("--libs") || process.argv.includes("--include");
+const found = find(!query);
 if (process.argv.includes("--libs")) console.log(found ? found.libs.join(" ") : "");
 else if (process.argv.includes("--include")) console.log(found ? found.include.join(" ") : "");
 else console.log(found ? "1" : "0");

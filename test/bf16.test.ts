@@ -7,18 +7,16 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
-import { loadNative, nativeEngine, selectEngine, type EngineChoice } from "../src/engine/index.ts";
+import { loadNative, nativeEngine, type EngineChoice } from "../src/engine/index.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { createTopK } from "../src/sae/topk/fast.ts";
 import { optimizerStep } from "../src/train/step.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { createRunDir } from "../src/io/run.ts";
-import { train } from "../src/train/loop.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { BF16_MIN_DIM, bf16Engine, bf16ToFloat, jsBf16, resolvePrecision, type Bf16Kernels } from "../src/engine/bf16.ts";
 import { SaeError } from "../src/errors.ts";
 import { Rng } from "../src/rng.ts";
-import { cli, randn, tmpDir } from "./helpers.ts";
+import { BIN, cli, randn, tmpDir, trainInterrupted } from "./helpers.ts";
 
 const { addon, error } = loadNative();
 const noAddon = addon ? false : `native addon not built (${error})`;
@@ -248,15 +246,14 @@ test("sae doctor names the CPU's bf16 instructions and what train.precision auto
 });
 
 test("a CPU without bf16 (oneDNN capped at AVX2): doctor says auto picks fp32, train.precision bf16 exits 1 with the reason", { skip: bf?.onednn ? false : "the native engine was built without oneDNN" }, () => {
-  const bin = path.resolve(import.meta.dirname, "../bin/sae.js");
   const env = { ...process.env, ONEDNN_MAX_CPU_ISA: "AVX2" };
-  const doc = spawnSync(process.execPath, [bin, "doctor"], { encoding: "utf8", env, timeout: 60_000 });
+  const doc = spawnSync(process.execPath, [BIN, "doctor"], { encoding: "utf8", env, timeout: 60_000 });
   assert.equal(doc.status, 0, doc.stderr);
   assert.match(doc.stdout, /^bf16: +unavailable: oneDNN finds no bf16 instructions on this CPU \(its best: \w+;.*train\.precision auto picks fp32$/m);
   const dir = tmpDir("sae-bf16-");
   const cfg = path.join(dir, "q.yaml");
   fs.writeFileSync(cfg, QUICK.replace("steps: 600", "steps: 2"));
-  const run = (precision: string) => spawnSync(process.execPath, [bin, "train", cfg, "--runs-dir", path.join(dir, "runs"), "--run-id", precision, "--set", `train.precision=${precision}`], { encoding: "utf8", env, timeout: 60_000 });
+  const run = (precision: string) => spawnSync(process.execPath, [BIN, "train", cfg, "--runs-dir", path.join(dir, "runs"), "--run-id", precision, "--set", `train.precision=${precision}`], { encoding: "utf8", env, timeout: 60_000 });
   const bad = run("bf16");
   assert.equal(bad.status, 1, bad.stderr);
   assert.match(bad.stderr, /^error: train\.precision: bf16 cannot run here: oneDNN finds no bf16 instructions/m);
@@ -317,10 +314,7 @@ test("a bf16 run resumes exactly: the bf16 copies are made again from the float3
   const runs = path.join(dir, "runs");
   assert.equal((await cli(["train", cfg, "--runs-dir", runs, "--run-id", "full"])).code, 0);
   const { config } = loadConfig(cfg, [`runs_dir=${runs}`]);
-  const control = { stop: false };
-  const reporter = { log: () => {}, progress: (step: number) => { if (step >= 30) control.stop = true; } };
-  const first = await train({ config, runDir: createRunDir(runs, "cut"), runId: "cut", engine: selectEngine(), reporter, control });
-  assert.equal(first.status.status, "interrupted");
+  await trainInterrupted(config, runs, "cut", 30);
   const r = await cli(["resume", "cut", "--runs-dir", runs]);
   assert.equal(r.code, 0, r.err);
   assert.match(r.err, /resuming from step-0*30\.json/);

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { spawnSync } from "node:child_process";
-import { cli, tmpDir } from "./helpers.ts";
+import { cli, tmpDir, trainInterrupted } from "./helpers.ts";
 import { npyHeader } from "../src/io/npy.ts";
 import { openManifest, openNpy, openSafetensors } from "../src/data/store.ts";
 import { StreamSource } from "../src/data/stream.ts";
@@ -14,9 +14,6 @@ import { writeSafetensors } from "../src/io/safetensors.ts";
 import { mnistStore } from "../src/data/mnist.ts";
 import { loadConfig } from "../src/config/load.ts";
 import { probeData } from "../src/data/index.ts";
-import { createRunDir } from "../src/io/run.ts";
-import { train } from "../src/train/loop.ts";
-import { selectEngine } from "../src/engine/index.ts";
 
 function writeNpyRaw(file: string, descr: string, shape: number[], data: ArrayBufferView): void {
   fs.writeFileSync(file, Buffer.concat([npyHeader(descr, shape), Buffer.from(data.buffer, data.byteOffset, data.byteLength)]));
@@ -227,10 +224,7 @@ test("an interrupted run on an activation file resumes exactly (mid-epoch, mid-g
   const runs = path.join(dir, "runs");
   assert.equal((await cli(["train", cfg, "--runs-dir", runs, "--run-id", "full"])).code, 0);
   const { config } = loadConfig(cfg, [`runs_dir=${runs}`], { probe: probeData });
-  const control = { stop: false };
-  const reporter = { log: () => {}, progress: (step: number) => { if (step >= 33) control.stop = true; } };
-  const first = await train({ config, runDir: createRunDir(runs, "cut"), runId: "cut", engine: selectEngine(), reporter, control });
-  assert.equal(first.status.status, "interrupted");
+  await trainInterrupted(config, runs, "cut", 33);
   const r = await cli(["resume", "cut", "--runs-dir", runs]);
   assert.equal(r.code, 0, r.err);
   const read = (id: string, f: string) => fs.readFileSync(path.join(runs, id, f));

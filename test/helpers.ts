@@ -10,6 +10,10 @@ import { Rng } from "../src/rng.ts";
 import { main } from "../src/cli/main.ts";
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import type { Config } from "../src/config/schema.ts";
+import { selectEngine } from "../src/engine/index.ts";
+import { createRunDir } from "../src/io/run.ts";
+import { train, type TrainOptions, type TrainResult } from "../src/train/loop.ts";
 
 export function randn(n: number, rng: Rng, scale = 1, ctor: Float32ArrayConstructor | Float64ArrayConstructor = Float64Array): Float32Array | Float64Array {
   const a = new ctor(n);
@@ -121,4 +125,13 @@ export function configIn(text: string, prefix: string): { dir: string; cfg: stri
   const cfg = path.join(dir, "c.yaml");
   fs.writeFileSync(cfg, text);
   return { dir, cfg, runs: path.join(dir, "runs") };
+}
+
+/** a run of `config` under runs/id stopped once its step reaches `at`, as Ctrl-C leaves it (asserted) */
+export async function trainInterrupted(config: Config, runs: string, id: string, at: number, stepper?: TrainOptions["stepper"]): Promise<TrainResult> {
+  const control = { stop: false };
+  const reporter = { log: () => {}, progress: (step: number) => { if (step >= at) control.stop = true; } };
+  const r = await train({ config, runDir: createRunDir(runs, id), runId: id, engine: selectEngine(), reporter, control, stepper });
+  assert.equal(r.status.status, "interrupted");
+  return r;
 }

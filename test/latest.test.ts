@@ -6,12 +6,10 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { cli, tmpDir } from "./helpers.ts";
+import { cli, tmpDir, trainInterrupted } from "./helpers.ts";
 import { acquireRunLock } from "../src/io/lock.ts";
 import { loadConfig } from "../src/config/load.ts";
-import { selectEngine } from "../src/engine/index.ts";
-import { createRunDir, readStatus, writeStatus } from "../src/io/run.ts";
-import { train } from "../src/train/loop.ts";
+import { readStatus, writeStatus } from "../src/io/run.ts";
 
 // a few steps of tiny shapes: every run here takes a fraction of a second
 const TINY = `name: tiny
@@ -60,11 +58,7 @@ async function twoFinished(): Promise<{ runs: string; cfg: string }> {
 
 /** a run stopped after `at` of its 4 steps, as Ctrl-C leaves it */
 async function interrupted(cfg: string, runs: string, id: string, at: number): Promise<void> {
-  const { config } = loadConfig(cfg, [`runs_dir=${runs}`]);
-  const control = { stop: false };
-  const reporter = { log: () => {}, progress: (step: number) => { if (step >= at) control.stop = true; } };
-  const { status } = await train({ config, runDir: createRunDir(runs, id), runId: id, engine: selectEngine(), reporter, control });
-  assert.equal(status.status, "interrupted");
+  await trainInterrupted(loadConfig(cfg, [`runs_dir=${runs}`]).config, runs, id, at);
 }
 
 const firstLine = (s: string) => s.split("\n")[0];

@@ -87,6 +87,10 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     return x.buffer === p.buffer && off >= 0 && off + x.length <= p.length ? off : -1;
   };
   const overlaps = (x: Arr, p: Float32Array) => x.buffer === p.buffer && x.byteOffset < p.byteOffset + p.byteLength && p.byteOffset < x.byteOffset + x.byteLength;
+  /** x was written: the copies of the pins it overlaps no longer hold their values */
+  const stale = (x: Arr) => {
+    for (const q of pins) if (overlaps(x, q.src)) q.fresh = false;
+  };
   const scratch = [new Uint16Array(0), new Uint16Array(0)];
   let castMs = 0;
   const cast = (x: Float32Array, slot: 0 | 1): Uint16Array => {
@@ -131,7 +135,7 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     // (docs/engine.md#bfloat16); any other write to a pinned parameter makes its copy stale.
     adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
       const pin = p instanceof Float32Array ? pins.find((q) => q.used && q.copy && inside(q.src, p) >= 0) : undefined;
-      for (const q of pins) if (overlaps(p, q.src)) q.fresh = false;
+      stale(p);
       if (!pin) {
         base.adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
         return;
@@ -141,12 +145,12 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     },
     normalizeRows(W, rows, cols) {
       base.normalizeRows(W, rows, cols);
-      for (const q of pins) if (overlaps(W, q.src)) q.fresh = false;
+      stale(W);
     },
     // the decoder's fused step writes W_dec: its copy (if any) is stale after it
     adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
       base.adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale);
-      for (const q of pins) if (overlaps(p, q.src)) q.fresh = false;
+      stale(p);
     },
     newStep() {
       // a copy stays fresh into the next step only when Adam wrote it and nothing wrote its weights

@@ -229,6 +229,8 @@ export function foldIntoEncoderBias(p: ParamSet, shift: Arr): void {
   for (let i = 0; i < b.length; i++) b[i] -= shift[i];
 }
 
+const F64 = new Float64Array(0); // the `like` of Workspace.d
+
 /** Scratch arrays, keyed by name, reallocated when the batch size or dtype changes. */
 export class Workspace {
   private bufs = new Map<string, Arr>();
@@ -245,6 +247,10 @@ export class Workspace {
       this.bufs.set(name, a);
     }
     return a;
+  }
+  /** a float64 array, whatever the batch's type (for values kept as TypeScript sums them) */
+  d(name: string, n: number): Float64Array {
+    return this.f(name, n, F64) as Float64Array;
   }
   i(name: string, n: number): Int32Array {
     let a = this.bufs.get(name) as unknown as Int32Array | undefined;

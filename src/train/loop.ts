@@ -200,9 +200,9 @@ function divergenceHint(dir: string, id: string, c: Config, step: number): strin
 /**
  * status.json as the run (re)starts: a resume keeps the first start time and adds an entry to
  * the history of (step, engine, threads), refusing an engine or thread-count change nobody asked
- * for (docs/training.md#resume); a new run writes its config.yaml first.
+ * for (docs/training.md#resume); a new run writes its config.yaml first. `precision` is what
+ * train.precision resolved to (fp32, bf16): recorded, and a change from the run's last start said.
  */
-/** precision: what train.precision resolved to (fp32, bf16), recorded and compared with the run's before */
 function openStatus(o: TrainOptions, step: number, changes: string[], precision: string): RunStatus {
   const c = o.config;
   // seq: a resume moves the run to the end of the training order, like a new run

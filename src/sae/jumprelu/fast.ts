@@ -34,9 +34,6 @@ interface JumpReluState {
   sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr; pre: Float64Array } | null;
 }
 
-/** a float64 array for Workspace.f to allocate float64 arrays like */
-const F64 = new Float64Array(0);
-
 export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpReluState> {
   const { D, H } = dims;
   const ws = new Workspace();
@@ -73,7 +70,7 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
         const f = ws.f("spF", B * m, X);
         // P + b_enc at each candidate, kept in float64 as the sum is here, for backward's band test:
         // reading P [B, H] at the candidates again there cost a cache miss each
-        const pre = ws.f("spPre", B * m, F64) as Float64Array;
+        const pre = ws.d("spPre", B * m);
         for (let j = 0; j < B * m; j++) {
           if (!(cand[j] > 0)) { f[j] = 0; continue; } // padding
           const i = idx[j], v = P[Math.floor(j / m) * H + i] + bEnc[i];
