@@ -339,6 +339,14 @@ Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), sae::sum_squares(p, n));
 }
 
+Napi::Value Zero(const Napi::CallbackInfo& info) {
+  Args a{info, "zero"};
+  a.count(1);
+  float* p = a.f32(0, "a", -1);
+  sae::zero(p, (int64_t)info[0].As<Napi::Float32Array>().ElementLength());
+  return info.Env().Undefined();
+}
+
 Napi::Value Axpby(const Napi::CallbackInfo& info) {
   Args a{info, "axpby"};
   a.count(5);
@@ -457,6 +465,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("projectRows", Napi::Function::New(env, ProjectRows));
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
+  exports.Set("zero", Napi::Function::New(env, Zero));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("castBf16", Napi::Function::New(env, CastBf16));

@@ -96,6 +96,9 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
 // sum of squares, accumulated in double
 double sum_squares(const float* a, int64_t n);
 
+// a[0, n) = 0 (streaming stores for large n)
+void zero(float* a, int64_t n);
+
 // out[i] = a·X[i] + b·Y[i mod ny] (Y null: a·X[i]), computed in double and rounded to float;
 // returns the sum of the squares of the unrounded values. ny divides n (ny = n: elementwise; a
 // row vector of ny = cols repeated over rows). out may be null (the sum only), X or Y.

@@ -228,6 +228,17 @@ test("axpby: elementwise, a broadcast row, no Y, sum only, in place; exact where
   close("axpby in place", inPlace, ref(1, Y, -1).out, 0);
 });
 
+test("zero: every element of a large unaligned view and none outside it; small arrays too", { skip }, () => {
+  // 300 001 elements from offset 3 (not 64-byte aligned): the streaming path with a head and a tail
+  for (const [off, n] of [[3, 300_001], [1, 5]] as const) {
+    const buf = new Float32Array(off + n + 2).fill(7), view = buf.subarray(off, off + n);
+    nat.zero(view);
+    assert.equal(view.findIndex((v) => v !== 0), -1, `${n} elements: one left non-zero`);
+    assert.deepEqual([...buf.subarray(0, off), ...buf.subarray(off + n)], new Array(off + 2).fill(7), "outside the view");
+  }
+  assert.throws(() => addon!.zero(new Float64Array(4) as unknown as Float32Array), /zero: a must be a Float32Array/);
+});
+
 test("adamUnitRows: projectRows, adam, normalizeRows in one pass (native, reference, and the three kernels agree)", { skip }, () => {
   const rows = 70, cols = 97;
   const W = f32(rows * cols, 60), G = f32(rows * cols, 61), M = f32(rows * cols, 62, 0.01), V = f32(rows * cols, 63, 0.01).map(Math.abs);
@@ -259,11 +270,13 @@ test("adamUnitRows: projectRows, adam, normalizeRows in one pass (native, refere
 
 test("topkRows on wide rows (the group-maxima path): the reference's choice, ties included", { skip }, () => {
   // 4096 + 7 columns (a tail of 7), k = 32 and 100: enough columns for 4k groups. Values rounded to
-  // a coarse grid make many ties at the cut, which must still go to the lower column.
+  // a coarse grid make many ties at the cut (up to 70 candidates for k = 32, which are ranked),
+  // which must still go to the lower column.
   const rows = 9, cols = 4103;
   const P = f32(rows * cols, 40), bias = f32(cols, 41, 0.2);
-  for (const coarse of [false, true]) {
-    const X = coarse ? P.map((x) => Math.round(x * 4) / 4) : P;
+  for (const grid of [0, 4]) {
+    const coarse = grid > 0;
+    const X = coarse ? P.map((x) => Math.round(x * grid) / grid) : P;
     for (const [b, k] of [[bias, 32], [null, 32], [bias, 100]] as const) {
       const i1 = new Int32Array(rows * k), i2 = new Int32Array(rows * k);
       const v1 = new Float32Array(rows * k), v2 = new Float32Array(rows * k);
@@ -273,7 +286,8 @@ test("topkRows on wide rows (the group-maxima path): the reference's choice, tie
       assert.deepEqual(v1, v2);
     }
   }
-  // a row of equal values: every group maximum ties with the cut; the first k columns win
+  // a row of equal values: every group maximum ties with the cut, every column is a candidate (too
+  // many to rank: they are sorted); the first k columns win
   const flat = new Float32Array(cols).fill(0.5), idx = new Int32Array(32), val = new Float32Array(32);
   nat.topkRows(flat, null, null, 1, cols, 32, idx, val);
   assert.deepEqual([...idx], Array.from({ length: 32 }, (_, i) => i));

@@ -61,7 +61,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
     reluBackward: (G, F, colAdd, rows, cols, colSum) => addon.reluBackward(G, F, colAdd, rows, cols, colSum ?? null),
     topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, gatherRows: addon.gatherRows, gatherRows2: addon.gatherRows2, gatherDot: addon.gatherDot,
     scatterRows: addon.scatterRows, scatterDot: addon.scatterDot, adam: addon.adam, adamUnitRows: addon.adamUnitRows, rowNorms: addon.rowNorms,
-    projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares, axpby: addon.axpby,
+    projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares, zero: addon.zero, axpby: addon.axpby,
     attention: addon.attention,
   };
 }

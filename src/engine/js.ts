@@ -204,6 +204,10 @@ export const jsEngine: Engine = {
     return s;
   },
 
+  zero(a: Arr) {
+    a.fill(0);
+  },
+
   axpby(a, X, b, Y, out) {
     const n = X.length, ny = Y ? Y.length : 0;
     if (Y && !(ny === n || (ny > 0 && n % ny === 0))) throw new RangeError(`axpby: Y has length ${ny}, expected ${n} (as X) or a divisor of it`);

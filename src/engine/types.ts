@@ -51,6 +51,8 @@ export interface Engine {
   projectRows(G: Arr, W: Arr, rows: number, cols: number): void;
   normalizeRows(W: Arr, rows: number, cols: number): void;
   sumSquares(a: Arr): number;
+  /** a[i] = 0 (the native kernel streams large arrays to memory on every thread) */
+  zero(a: Arr): void;
   /**
    * out[i] = a·X[i] + b·Y[i mod Y.length] (Y null: a·X[i]), in float64 and rounded to out's type;
    * returns Σ of the squares of the unrounded values. Y.length is X.length or divides it (a row

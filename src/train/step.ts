@@ -29,12 +29,12 @@ export interface StepSettings {
 
 export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: ParamSet, X: Arr, B: number, o: StepSettings): { fwd: ForwardResult; gradNorm: number } {
   const { D, H } = model.dims;
-  grads.buf.fill(0);
+  e.zero(grads.buf);
   const inp = { e, p: s.p, X, B, coeff: o.coeff, dead: o.dead, training: true };
   const fwd = model.forward(inp);
   model.backward(inp, fwd.state, grads);
   const frozen = new Set([...(o.frozen ?? []), ...(model.nonTrainable ?? [])]);
-  for (const name of frozen) grads.get(name).fill(0);
+  for (const name of frozen) e.zero(grads.get(name));
   const gradNorm = Math.sqrt(e.sumSquares(grads.buf));
   // clipping scales the whole gradient; Adam applies the factor as it reads it (projection is linear)
   const clip = o.gradClip > 0 && gradNorm > o.gradClip ? o.gradClip / gradNorm : 1;
