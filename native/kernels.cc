@@ -90,6 +90,19 @@ static inline bool any_above16(const float* a, const float* b, float t) { return
 void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
           const float* B, float beta, float* C) {
   if (M == 0 || N == 0) return;
+  // a row or column vector for A or B: OpenBLAS's sgemv, on both threads, reads the matrix at
+  // twice the speed of its sgemm at M = 1 (W_enc's 50 MB for the pre-encoder bias: 2.8 against
+  // 5.9 ms). A vector's layout is the same transposed or not.
+  if (M == 1 && K > 0) {
+    if (transB) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, K, A, 1, beta, C, 1);
+    else cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, N, A, 1, beta, C, 1);
+    return;
+  }
+  if (N == 1 && K > 0) {
+    if (transA) cblas_sgemv(CblasRowMajor, CblasTrans, K, M, alpha, A, M, B, 1, beta, C, 1);
+    else cblas_sgemv(CblasRowMajor, CblasNoTrans, M, K, alpha, A, K, B, 1, beta, C, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               M, N, K, alpha, A, transA ? M : K, B, transB ? K : N, beta, C, N);
 }

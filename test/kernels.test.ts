@@ -228,6 +228,18 @@ test("axpby: elementwise, a broadcast row, no Y, sum only, in place; exact where
   close("axpby in place", inPlace, ref(1, Y, -1).out, 0);
 });
 
+test("gemm with a vector for A or B (M = 1 or N = 1: the gemv path), all four transposes, against the reference", { skip }, () => {
+  for (const [M, N, K] of [[1, 37, 500], [45, 1, 300], [1, 1, 64]] as const) {
+    for (const [tA, tB] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      const A = f32(M * K, 60), Bm = f32(K * N, 61), C0 = f32(M * N, 62);
+      const c1 = C0.slice(), c2 = C0.slice();
+      nat.gemm(tA, tB, M, N, K, -0.7, A, Bm, 0.3, c1);
+      jsEngine.gemm(tA, tB, M, N, K, -0.7, A, Bm, 0.3, c2);
+      close(`gemm(${tA},${tB}) ${M}×${N}×${K}`, c1, c2, 1e-4);
+    }
+  }
+});
+
 test("zero: every element of a large unaligned view and none outside it; small arrays too", { skip }, () => {
   // 300 001 elements from offset 3 (not 64-byte aligned): the streaming path with a head and a tail
   for (const [off, n] of [[3, 300_001], [1, 5]] as const) {
