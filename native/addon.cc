@@ -132,8 +132,9 @@ Napi::Value ColSum(const Napi::CallbackInfo& info) {
   a.count(5);
   int rows = a.dim(1, "rows"), cols = a.dim(2, "cols");
   const float* A = a.f32(0, "A", (int64_t)rows * cols);
-  float* out = a.f32(3, "out", cols);
-  sae::col_sum(A, rows, cols, out, a.flag(4, "accumulate"));
+  const bool accumulate = a.flag(4, "accumulate");
+  if (a.isF64(3)) sae::col_sum64(A, rows, cols, a.f64(3, "out", cols), accumulate);  // sums in float64
+  else sae::col_sum(A, rows, cols, a.f32(3, "out", cols), accumulate);
   return info.Env().Undefined();
 }
 

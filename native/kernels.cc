@@ -191,16 +191,25 @@ void relu_backward(float* G, const float* F, const float* colAdd, int rows, int 
   });
 }
 
-void col_sum(const float* A, int rows, int cols, float* out, bool accumulate) {
+template <typename Out>
+static void col_sum_into(const float* A, int rows, int cols, Out* out, bool accumulate) {
   // Threads split columns so each output element has one writer; rows are summed in order,
   // which keeps the result independent of the thread count.
   parallel_for(cols, 256, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; c++) if (!accumulate) out[c] = 0.f;
+    for (int64_t c = c0; c < c1; c++) if (!accumulate) out[c] = 0;
     for (int r = 0; r < rows; r++) {
       const float* a = A + (int64_t)r * cols;
-      for (int64_t c = c0; c < c1; c++) out[c] += a[c];
+      for (int64_t c = c0; c < c1; c++) out[c] += (Out)a[c];
     }
   });
+}
+
+void col_sum(const float* A, int rows, int cols, float* out, bool accumulate) {
+  col_sum_into(A, rows, cols, out, accumulate);
+}
+
+void col_sum64(const float* A, int rows, int cols, double* out, bool accumulate) {
+  col_sum_into(A, rows, cols, out, accumulate);
 }
 
 // Min-heap on "worse": smaller value, or equal value and larger column.

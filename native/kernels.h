@@ -31,6 +31,8 @@ void relu_backward(float* G, const float* F, const float* colAdd, int rows, int 
 
 // out[c] = (accumulate ? out[c] : 0) + sum_r A[r,c]
 void col_sum(const float* A, int rows, int cols, float* out, bool accumulate);
+// the same in float64 (exact for up to 2^29 rows of equal values: a batch mean that is the value)
+void col_sum64(const float* A, int rows, int cols, double* out, bool accumulate);
 
 // Per-row top-k of S = P + bias among the columns where mask is 1 (mask may be null).
 // idx[r, 0..k) = the chosen columns in ascending order; val = max(0, S) at those columns.

@@ -240,6 +240,26 @@ test("gemm with a vector for A or B (M = 1 or N = 1: the gemv path), all four tr
   }
 });
 
+test("colSum into a Float64Array sums in float64, rows in order: the reference's sums bit for bit; equal rows give their value as the mean", { skip }, () => {
+  const rows = 4096, cols = 300;
+  const A = f32(rows * cols, 63);
+  const a = new Float64Array(cols), b = new Float64Array(cols);
+  nat.colSum(A, rows, cols, a, false);
+  jsEngine.colSum(A, rows, cols, b, false);
+  assert.deepEqual(a, b);
+  nat.colSum(A, rows, cols, a, true);
+  for (let c = 0; c < cols; c++) assert.equal(a[c], 2 * b[c]);
+  // AuxK's variance denominator is 0 exactly on a batch of equal rows (docs/variants.md#auxk)
+  const row = f32(cols, 64), same = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) same.set(row, r * cols);
+  nat.colSum(same, rows, cols, a, false);
+  for (let c = 0; c < cols; c++) assert.equal(Math.fround(a[c] / rows), row[c]);
+  // float32 sums of the same rows are not exact (what the float64 path is for)
+  const f = new Float32Array(cols);
+  nat.colSum(same, rows, cols, f, false);
+  assert.ok(row.some((v, c) => Math.fround(f[c] / rows) !== v));
+});
+
 test("zero: every element of a large unaligned view and none outside it; small arrays too", { skip }, () => {
   // 300 001 elements from offset 3 (not 64-byte aligned): the streaming path with a head and a tail
   for (const [off, n] of [[3, 300_001], [1, 5]] as const) {

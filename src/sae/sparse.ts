@@ -190,8 +190,8 @@ export class AuxK {
     // target e = sg(x − x̂) = −E unless a test fixes it; ē its per-dimension batch mean
     const T = auxTarget ?? E, sign = auxTarget ? 1 : -1;
     // the mean accumulates in float64, so that a batch of equal rows has den = 0 exactly
-    const sum = new Float64Array(D), mean = ws.f("auxMean", D, E);
-    for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) sum[d] += T[b * D + d];
+    const sum = ws.d("auxSum", D), mean = ws.f("auxMean", D, E);
+    e.colSum(T.subarray(0, B * D), B, D, sum, false);
     for (let d = 0; d < D; d++) mean[d] = (sign * sum[d]) / B;
     const den = e.axpby(sign, T, -1, mean, null); // Σ ‖e − ē‖²
     const diff = ws.f("auxDiff", B * D, E);
