@@ -211,6 +211,19 @@ Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value ValuesAt(const Napi::CallbackInfo& info) {
+  Args a{info, "valuesAt"};
+  a.count(8);
+  int rows = a.dim(2, "rows"), cols = a.dim(3, "cols"), k = a.dim(6, "k");
+  const float* A = a.f32(0, "A", (int64_t)rows * cols);
+  const float* bias = a.f32(1, "bias", cols, true);
+  const int32_t* idx = a.latents(4, (int64_t)rows * k, cols);
+  const float* val = a.f32(5, "val", (int64_t)rows * k);
+  double* out = a.f64(7, "out", (int64_t)rows * k);
+  sae::values_at(A, bias, rows, cols, idx, val, k, out);
+  return info.Env().Undefined();
+}
+
 Napi::Value GatherDot(const Napi::CallbackInfo& info) {
   Args a{info, "gatherDot"};
   a.count(9);
@@ -467,6 +480,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("zero", Napi::Function::New(env, Zero));
+  exports.Set("valuesAt", Napi::Function::New(env, ValuesAt));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("castBf16", Napi::Function::New(env, CastBf16));

@@ -550,6 +550,20 @@ float kth_largest(const float* a, int64_t n, int64_t k) {
   return from_order_bits((hi << 16) | lo);
 }
 
+void values_at(const float* A, const float* bias, int rows, int cols, const int32_t* idx,
+               const float* val, int k, double* out) {
+  // one cache miss per entry (the row's [cols] are megabytes apart from the next row's): the loop
+  // carries no dependence, so the misses overlap, where a TypeScript loop took 25–35 ms for
+  // 400 000 entries of a [4096, 16384] matrix
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) {
+      const float* a = A + b * cols;
+      for (int64_t e = b * k; e < (b + 1) * k; e++)
+        out[e] = val[e] != 0.f ? (double)a[idx[e]] + (bias ? (double)bias[idx[e]] : 0.0) : 0.0;
+    }
+  });
+}
+
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out) {
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {

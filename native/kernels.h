@@ -60,6 +60,11 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const fl
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
                   int D, const float* bias, float* out, float* out2);
 
+// out[b·k + j] = A[b, idx[b·k + j]] + bias[idx[b·k + j]] in double where val[b·k + j] != 0, else 0
+// (bias may be null): a dense matrix [rows, cols] read at a sparse code's entries.
+void values_at(const float* A, const float* bias, int rows, int cols, const int32_t* idx,
+               const float* val, int k, double* out);
+
 // out[b,k] = G[b,:] · W[idx[b,k], :], or 0 where val[b,k] == 0 (val may be null: no skipping;
 // padded sparse codes have zero values that need no dot product)
 void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,

@@ -260,6 +260,27 @@ test("colSum into a Float64Array sums in float64, rows in order: the reference's
   assert.ok(row.some((v, c) => Math.fround(f[c] / rows) !== v));
 });
 
+test("valuesAt: a dense matrix at a code's entries, in float64, 0 where the code is 0; the reference's values bit for bit", { skip }, () => {
+  const rows = 70, cols = 500, k = 9;
+  const A = f32(rows * cols, 65), bias = f32(cols, 66);
+  const rng = new Rng(67), idx = new Int32Array(rows * k), val = f32(rows * k, 68);
+  for (let e = 0; e < rows * k; e++) idx[e] = Math.floor(rng.next() * cols);
+  for (let e = 0; e < rows * k; e += 4) val[e] = 0;
+  for (const b of [bias, null]) {
+    const o1 = new Float64Array(rows * k), o2 = new Float64Array(rows * k).fill(5);
+    nat.valuesAt(A, b, rows, cols, idx, val, k, o1);
+    jsEngine.valuesAt(A, b, rows, cols, idx, val, k, o2);
+    assert.deepEqual(o1, o2);
+    assert.equal(o1[9], A[cols + idx[9]] + (b ? b[idx[9]] : 0)); // row 1, entry 0 (val ≠ 0)
+    assert.equal(o1[4], 0); // val = 0
+  }
+  const a = addon!, one = new Float64Array(1);
+  const row = A.subarray(0, cols);
+  assert.throws(() => a.valuesAt(row, null, 1, cols, new Int32Array([cols]), new Float32Array(1), 1, one), /valuesAt: idx\[0\] = 500 is outside \[0, 500\)/);
+  assert.throws(() => a.valuesAt(row, null, 1, cols, new Int32Array([0]), new Float32Array(1), 1, new Float32Array(1) as unknown as Float64Array), /out must be a Float64Array/);
+  assert.throws(() => a.valuesAt(A, null, rows + 1, cols, idx, val, k, new Float64Array(rows * k)), /A has length 35000, expected 35500/);
+});
+
 test("zero: every element of a large unaligned view and none outside it; small arrays too", { skip }, () => {
   // 300 001 elements from offset 3 (not 64-byte aligned): the streaming path with a head and a tail
   for (const [off, n] of [[3, 300_001], [1, 5]] as const) {

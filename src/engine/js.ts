@@ -118,6 +118,14 @@ export const jsEngine: Engine = {
     jsEngine.gatherRows(idx, val2, rows, k, W, H, D, bias, out2);
   },
 
+  valuesAt(A, bias, rows, cols, idx, val, k, out) {
+    checkIdx(idx, cols);
+    for (let e = 0; e < rows * k; e++) {
+      const i = idx[e];
+      out[e] = val[e] !== 0 ? A[Math.floor(e / k) * cols + i] + (bias ? bias[i] : 0) : 0;
+    }
+  },
+
   gatherDot(idx, val, rows, k, G, W, H, D, out) {
     checkIdx(idx, H);
     for (let b = 0; b < rows; b++) {

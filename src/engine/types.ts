@@ -31,6 +31,8 @@ export interface Engine {
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
   /** gatherRows(idx, val, …, out) and gatherRows(idx, val2, …, out2) on the same entries, W's rows read once */
   gatherRows2(idx: Int32Array, val: Arr, val2: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr, out2: Arr): void;
+  /** out[b,j] = A[b, idx[b,j]] + bias[idx[b,j]] in float64 (bias may be null), or 0 where val[b,j] = 0: a dense [rows, cols] matrix at a code's entries [rows, k] */
+  valuesAt(A: Arr, bias: Arr | null, rows: number, cols: number, idx: Int32Array, val: Arr, k: number, out: Float64Array): void;
   /** out[b,k] = G[b,:]·W[idx[b,k],:], or 0 where val[b,k] = 0 (val may be null) */
   gatherDot(idx: Int32Array, val: Arr | null, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, out: Arr): void;
   /** out[idx[b,k],:] += val[b,k]·X[b,:]   (out is [H, D]) */

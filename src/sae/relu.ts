@@ -48,7 +48,8 @@ export interface ReluOptions {
 }
 
 /** the active entries of a sparse code: u = U, f = F at (row, idx) pairs [B, m] */
-interface SparseCode { m: number; idx: Int32Array; u: Arr; f: Arr }
+/** u: the packed code of U (rowsAbove's layout, PackedCode); f = u·s, or u itself without a scale */
+interface SparseCode { m: number; idx: Int32Array; u: Arr; f: Arr; len: Int32Array }
 
 /** What backward needs from the forward. */
 interface ReluState {
@@ -85,7 +86,7 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
     const sp = sparsifier.run(e, ws, U, bEnc, B); // reads P + b_enc > 0 directly
     let F = U, sparse: SparseCode | null = null, pen: number;
     if (sp) {
-      sparse = { m: sp.m, idx: sp.idx, u: sp.val, f: s ? ws.f("spF", B * sp.m, X) : sp.val };
+      sparse = { m: sp.m, idx: sp.idx, u: sp.val, f: s ? ws.f("spF", B * sp.m, X) : sp.val, len: sp.len };
       pen = sparseCodePenalty(sparse, B, s, norms, colSumU);
       e.gatherRows(sparse.idx, sparse.f, B, sparse.m, Wdec, H, D, bDec, Xhat);
     } else {
@@ -108,14 +109,17 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
 
   /** f = u·s at the active entries; fills colSumU; returns Σ φ for a non-linear penalty (0 otherwise) */
   function sparseCodePenalty(c: SparseCode, B: number, s: Arr | null, norms: Arr, colSumU: Arr): number {
-    const { m, idx, u, f } = c;
-    if (s) for (let j = 0; j < B * m; j++) f[j] = u[j] * s[idx[j]];
+    const { m, idx, u, f, len } = c;
+    if (s) f.fill(0); // the padding
     colSumU.fill(0);
     let pen = 0;
-    for (let j = 0; j < B * m; j++) {
-      if (u[j] === 0) continue;
-      colSumU[idx[j]] += u[j];
-      if (!penalty.linear) pen += penalty.value(u[j], norms[idx[j]]);
+    for (let b = 0; b < B; b++) {
+      for (let j = b * m, j1 = j + len[b]; j < j1; j++) {
+        const i = idx[j];
+        if (s) f[j] = u[j] * s[i];
+        colSumU[i] += u[j];
+        if (!penalty.linear) pen += penalty.value(u[j], norms[i]);
+      }
     }
     return pen;
   }
@@ -144,22 +148,24 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
 
   /** gradients over the active (row, latent) pairs; gu = dL/dU there, then dP = gu (U > 0) */
   function sparseGrads({ e, p, X, B, coeff }: StepInput, st: ReluState, c: SparseCode, G: Arr, gpSum: Arr, rowScale: Arr, g: ParamSet): void {
-    const { m, idx, u, f } = c;
+    const { m, idx, u, f, len } = c;
     const cB = coeff / B;
     const gu = ws.f("spGU", B * m, X);
     // dW_dec += Fᵀ G over active entries, and gu = dL/dF there
     e.scatterDot(idx, f, u, B, m, G, p.get("W_dec"), H, D, g.get("W_dec"), gu);
     const s = opt.scaleParam ? p.get(opt.scaleParam) : null, ds = opt.scaleParam ? g.get(opt.scaleParam) : null;
     gpSum.fill(0);
-    for (let j = 0; j < B * m; j++) {
-      if (!(u[j] > 0)) { gu[j] = 0; continue; }
-      const i = idx[j];
-      if (s) { ds![i] += gu[j] * u[j]; gu[j] *= s[i]; }
-      if (coeff !== 0) {
-        gu[j] += cB * penalty.du(u[j], st.norms[i]);
-        if (!opt.unitNormDecoder && !penalty.linear) rowScale[i] += cB * penalty.dn(u[j], st.norms[i]);
+    // the padding's gu is 0 already (scatterDot writes 0 where u = 0)
+    for (let b = 0; b < B; b++) {
+      for (let j = b * m, j1 = j + len[b]; j < j1; j++) {
+        const i = idx[j];
+        if (s) { ds![i] += gu[j] * u[j]; gu[j] *= s[i]; }
+        if (coeff !== 0) {
+          gu[j] += cB * penalty.du(u[j], st.norms[i]);
+          if (!opt.unitNormDecoder && !penalty.linear) rowScale[i] += cB * penalty.dn(u[j], st.norms[i]);
+        }
+        gpSum[i] += gu[j];
       }
-      gpSum[i] += gu[j];
     }
     e.scatterRows(idx, gu, B, m, st.Xc, H, D, g.get("W_enc")); // dW_enc += dPᵀ Xc over active entries
   }

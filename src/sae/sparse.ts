@@ -25,7 +25,7 @@ export class Sparsifier {
     this.kmax = Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
   }
 
-  run(e: Engine, ws: Workspace, P: Arr, bias: Arr, B: number): { m: number; idx: Int32Array; val: Arr } | null {
+  run(e: Engine, ws: Workspace, P: Arr, bias: Arr, B: number): PackedCode | null {
     if (this.path === "dense") return null;
     const H = this.H;
     const limit = this.path === "sparse" ? H : Math.max(1, Math.floor(H / SPARSE_DENOMINATOR));
@@ -39,12 +39,31 @@ export class Sparsifier {
         // L0 ≈ 0.5% of H the first width, H/16, was 90% padding). Rarely changed, so the
         // workspace is rarely reallocated; a batch that overflows is scanned again (below).
         if (2 * m < width) this.kmax = Math.max(1, Math.ceil(1.5 * m));
-        return { m: width, idx, val };
+        return { m: width, idx, val, len: rowLengths(ws, val, B, width) };
       }
       if (m > limit) return null;
       this.kmax = Math.min(H, Math.ceil(1.25 * m));
     }
   }
+}
+
+/**
+ * A code [B, m] in rowsAbove's layout: row b's len[b] entries first (ascending columns, values
+ * > 0), then zero padding. The variants' per-entry loops walk b·m .. b·m + len[b] only: the padding
+ * is most of the width (m follows the widest row), and a TypeScript loop costs ~3 ns an entry here.
+ */
+export interface PackedCode { m: number; idx: Int32Array; val: Arr; len: Int32Array }
+
+/** entries per row of a packed code: the position of each row's first zero */
+function rowLengths(ws: Workspace, val: Arr, B: number, m: number): Int32Array {
+  const len = ws.i("spLen", B);
+  for (let b = 0; b < B; b++) {
+    const j0 = b * m;
+    let j = j0;
+    while (j < j0 + m && val[j] > 0) j++;
+    len[b] = j - j0;
+  }
+  return len;
 }
 
 /**

@@ -30,7 +30,7 @@ export interface GatedOptions {
 interface GatedState {
   Xc: Arr; A: Arr; F: Arr; E: Arr; Eaux: Arr; norms: Arr; colSumA: Arr; er: Arr;
   /** the open gates as (index, value) pairs [B, m], when the sparse computation ran */
-  sparse: { m: number; idx: Int32Array; a: Arr; f: Arr } | null;
+  sparse: { m: number; idx: Int32Array; a: Arr; f: Arr; len: Int32Array } | null;
 }
 
 export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState> {
@@ -68,14 +68,17 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
       const Xhat = ws.f("Xhat", B * D, X), XhatAux = ws.f("XhatAux", B * D, X);
       const colSumA = ws.f("colSumA", H, X);
       const sp = sparsifier.run(e, ws, A, bGate, B); // the open gates: Z + b_gate > 0
-      const sparse = sp && { m: sp.m, idx: sp.idx, a: sp.val, f: ws.f("spF", B * sp.m, X) };
+      const sparse = sp && { m: sp.m, idx: sp.idx, a: sp.val, f: ws.f("spF", B * sp.m, X), len: sp.len };
       if (!sparse) e.addBias(A, bGate, B, H, true, colSumA); // A = ReLU(Z + b_gate), dense, with its column sums
       if (sparse) {
-        const { m, idx, a, f } = sparse;
+        const { m, idx, a, f, len } = sparse;
         colSumA.fill(0);
-        for (let j = 0; j < B * m; j++) {
-          f[j] = mag(a[j], idx[j]);
-          colSumA[idx[j]] += a[j];
+        f.fill(0); // the padding
+        for (let b = 0; b < B; b++) {
+          for (let j = b * m, j1 = j + len[b]; j < j1; j++) {
+            f[j] = mag(a[j], idx[j]);
+            colSumA[idx[j]] += a[j];
+          }
         }
         e.gatherRows2(idx, f, a, B, m, Wdec, H, D, bDec, Xhat, XhatAux); // X̂ and the gate path's X̂_aux
       } else {
@@ -119,16 +122,18 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
       };
       gzSum.fill(0);
       if (sparse) {
-        const { m, idx, a, f } = sparse;
+        const { m, idx, a, f, len } = sparse;
         // dW_dec += Fᵀ G (+ Aᵀ G_aux for SAELens) with gm = G·W_decᵀ, gg = G_aux·W_decᵀ at the entries
+        // (gm is 0 where f = 0, the padding included)
         const gm = ws.f("spGm", B * m, X), gg = ws.f("spGg", B * m, X);
         e.scatterDot(idx, f, f, B, m, G, Wdec, H, D, dWdec, gm);
         if (saelens) e.scatterDot(idx, a, a, B, m, Gaux, Wdec, H, D, dWdec, gg);
         else e.gatherDot(idx, a, B, m, Gaux, Wdec, H, D, gg);
-        for (let j = 0; j < B * m; j++) {
-          if (!(a[j] > 0)) { gm[j] = 0; continue; }
-          const i = idx[j];
-          gm[j] = accumulate(i, a[j], f[j] > 0 ? gm[j] : 0, gg[j] + c * norms[i]); // gm now holds dZ
+        for (let b = 0; b < B; b++) {
+          for (let j = b * m, j1 = j + len[b]; j < j1; j++) {
+            const i = idx[j];
+            gm[j] = accumulate(i, a[j], f[j] > 0 ? gm[j] : 0, gg[j] + c * norms[i]); // gm now holds dZ
+          }
         }
         e.scatterRows(idx, gm, B, m, Xc, H, D, dWg);
       } else {

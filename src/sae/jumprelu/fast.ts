@@ -31,7 +31,7 @@ export interface JumpReluOptions {
 interface JumpReluState {
   Xc: Arr; P: Arr; F: Arr; E: Arr; theta: Arr;
   /** the sparse code: candidates idx/cand [B, m], the code f, and P + b_enc at each candidate (pre) */
-  sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr; pre: Float64Array } | null;
+  sparse: { m: number; idx: Int32Array; cand: Arr; f: Arr; pre: Float64Array; len: Int32Array } | null;
 }
 
 export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpReluState> {
@@ -66,20 +66,22 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       const Xhat = ws.f("Xhat", B * D, X);
       let l0 = 0;
       if (sp) {
-        const { m, idx, val: cand } = sp;
+        const { m, idx, val: cand, len } = sp;
         const f = ws.f("spF", B * m, X);
-        // P + b_enc at each candidate, kept in float64 as the sum is here, for backward's band test:
-        // reading P [B, H] at the candidates again there cost a cache miss each
+        f.fill(0); // the padding
+        // P + b_enc at each candidate in float64, for the forward and backward's band test (reading
+        // P [B, H] at the candidates again there cost a cache miss each)
         const pre = ws.d("spPre", B * m);
-        for (let j = 0; j < B * m; j++) {
-          if (!(cand[j] > 0)) { f[j] = 0; continue; } // padding
-          const i = idx[j], v = P[Math.floor(j / m) * H + i] + bEnc[i];
-          pre[j] = v;
-          const on = v > theta[i];
-          f[j] = on ? v : 0;
-          l0 += on ? 1 : 0;
+        e.valuesAt(P, bEnc, B, H, idx, cand, m, pre);
+        for (let b = 0; b < B; b++) {
+          for (let j = b * m, j1 = j + len[b]; j < j1; j++) {
+            const i = idx[j], v = pre[j];
+            const on = v > theta[i];
+            f[j] = on ? v : 0;
+            l0 += on ? 1 : 0;
+          }
         }
-        sparse = { m, idx, cand, f, pre };
+        sparse = { m, idx, cand, f, pre, len };
         e.gatherRows(idx, f, B, m, Wdec, H, D, bDec, Xhat);
       } else {
         sparse = null;
@@ -112,17 +114,18 @@ export function createJumpRelu(dims: Dims, opt: JumpReluOptions): SaeModel<JumpR
       dTheta.fill(0);
       const gpSum = ws.f("gpSum", H, X);
       if (sparse) {
-        const { m, idx, cand, f, pre } = sparse;
-        // dW_dec += Fᵀ G over the active entries, gf = dL/dF at every candidate (padding skipped)
+        const { m, idx, cand, f, pre, len } = sparse;
+        // dW_dec += Fᵀ G over the active entries, gf = dL/dF at every candidate (0 on the padding)
         const gf = ws.f("spGF", B * m, X);
         e.scatterDot(idx, f, cand, B, m, G, Wdec, H, D, dWdec, gf);
         gpSum.fill(0);
-        for (let j = 0; j < B * m; j++) {
-          if (!(cand[j] > 0)) { gf[j] = 0; continue; }
-          const i = idx[j], v = pre[j];
-          if (Math.abs(v - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * gf[j] - c / eps;
-          if (!(f[j] !== 0)) gf[j] = 0; // ∂F/∂P = H(P − θ)
-          gpSum[i] += gf[j];
+        for (let b = 0; b < B; b++) {
+          for (let j = b * m, j1 = j + len[b]; j < j1; j++) {
+            const i = idx[j], v = pre[j];
+            if (Math.abs(v - theta[i]) < eps / 2) dTheta[i] += -(theta[i] / eps) * gf[j] - c / eps;
+            if (!(f[j] !== 0)) gf[j] = 0; // ∂F/∂P = H(P − θ)
+            gpSum[i] += gf[j];
+          }
         }
         e.scatterRows(idx, gf, B, m, Xc, H, D, dWenc); // dW_enc += dPᵀ Xc over the active entries
       } else {
