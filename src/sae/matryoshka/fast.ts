@@ -24,10 +24,11 @@ export interface MatryoshkaOptions extends BatchTopKOptions {
 
 /**
  * What backward needs from a training forward: the encoder input, the residuals x̂_g − x of
- * every prefix [B, D] (E[G−1] the full reconstruction's), the code [B, k] with each entry's
- * block, AuxK's state.
+ * every prefix [B, D] (E[G−1] the full reconstruction's), the code [B, k] and its values split by
+ * block (blockVal[j]: the values of block j's entries, 0 elsewhere; empty with one prefix), AuxK's
+ * state.
  */
-interface MatryoshkaState { training: boolean; Xc: Arr; E: Arr[]; idx: Int32Array; val: Arr; k: number; block: Int32Array; aux: AuxState | null }
+interface MatryoshkaState { training: boolean; Xc: Arr; E: Arr[]; idx: Int32Array; val: Arr; k: number; blockVal: Arr[]; aux: AuxState | null }
 
 export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<MatryoshkaState> {
   const { D, H } = dims;
@@ -40,10 +41,11 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
   for (let j = 0, i = 0; j < G; j++) for (; i < prefixes[j]; i++) blockOf[i] = j;
   const { ws, auxk, selector } = batchTopKParts(dims, opt);
 
-  /** the code's values in block j, 0 elsewhere [B·k] */
-  const blockValues = (val: Arr, block: Int32Array, j: number): Arr => {
-    const out = ws.f("blockVal", val.length, val);
-    for (let t = 0; t < val.length; t++) out[t] = block[t] === j ? val[t] : 0;
+  /** the code's values split by block: out[j] holds block j's values, 0 elsewhere [B·k] each (one pass: each was a pass of its own, forward and backward) */
+  const blockValues = (e: StepInput["e"], idx: Int32Array, val: Arr): Arr[] => {
+    const out = Array.from({ length: G }, (_, j) => ws.f(`blockVal${j}`, val.length, val));
+    for (const o of out) e.zero(o);
+    for (let t = 0; t < val.length; t++) out[blockOf[idx[t]]][t] = val[t];
     return out;
   };
 
@@ -57,11 +59,10 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
       if (!training) {
         // inference: BatchTopK's global threshold over all H latents (the prefixes shape training only)
         const r = thresholdForward(e, ws, dims, p, Xc, X, B);
-        return { ...r, state: { training: false, Xc, E: [r.E], idx: new Int32Array(0), val: r.code.F, k: 0, block: new Int32Array(0), aux: null } };
+        return { ...r, state: { training: false, Xc, E: [r.E], idx: new Int32Array(0), val: r.code.F, k: 0, blockVal: [], aux: null } };
       }
       const { idx, val, k } = selector.select(e, p, Xc, B, dead, X);
-      const block = ws.i("block", B * k);
-      for (let t = 0; t < B * k; t++) block[t] = blockOf[idx[t]];
+      const blockVal = G > 1 ? blockValues(e, idx, val) : [];
       const E = Array.from({ length: G }, (_, g) => ws.f(`E${g}`, B * D, X));
       const sq: number[] = new Array(G);
       // the full reconstruction, as BatchTopK decodes it
@@ -72,7 +73,7 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
       if (G > 1) {
         const Y = ws.f("blockHat", B * D, X);
         for (let g = 0; g < G - 1; g++) {
-          const vg = blockValues(val, block, g);
+          const vg = blockVal[g];
           if (g === 0) {
             e.gatherRows(idx, vg, B, k, Wdec, H, D, bDec, Y);
             sq[0] = residual(e, Y, X, E[0]);
@@ -90,11 +91,11 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
         terms: { loss: recon + auxk.alpha * aux, mse, sparsity: 0, aux },
         code: { kind: "sparse", k, idx, val },
         Xhat,
-        state: { training: true, Xc, E, idx, val, k, block, aux: auxState },
+        state: { training: true, Xc, E, idx, val, k, blockVal, aux: auxState },
       };
     },
 
-    backward({ e, p, X, B }: StepInput, { training, Xc, E, idx, val, k, block, aux }: MatryoshkaState, g: ParamSet): void {
+    backward({ e, p, X, B }: StepInput, { training, Xc, E, idx, val, k, blockVal, aux }: MatryoshkaState, g: ParamSet): void {
       if (!training) throw new Error("matryoshka: backward needs a training forward (training: true)");
       const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
       const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
@@ -106,8 +107,13 @@ export function createMatryoshka(dims: Dims, opt: MatryoshkaOptions): SaeModel<M
       const gpBlock = G > 1 ? ws.f("gpBlock", B * k, X) : gp;
       for (let j = G - 1; j >= 0; j--) {
         if (j < G - 1) e.axpby(1, S, 2 / B, E[j], S);
-        decoderBackward(e, dims, B, k, idx, G > 1 ? blockValues(val, block, j) : val, S, Wdec, dWdec, gpBlock);
-        if (G > 1) for (let t = 0; t < B * k; t++) if (block[t] === j) gp[t] = gpBlock[t];
+        decoderBackward(e, dims, B, k, idx, G > 1 ? blockVal[j] : val, S, Wdec, dWdec, gpBlock);
+        // gpBlock is 0 outside block j (decoderBackward writes 0 where its values are 0), so the
+        // blocks' dF add up exactly to the code's
+        if (G > 1) {
+          if (j === G - 1) gp.set(gpBlock);
+          else e.axpby(1, gp, 1, gpBlock, gp);
+        }
       }
       e.colSum(S, B, D, dbDec, true); // S_1 = Σ_g (2/B) E_g: every prefix adds b_dec
       encoderBackward(e, dims, B, k, idx, val, gp, Xc, dWenc, gpSum);
