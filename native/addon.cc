@@ -4,6 +4,7 @@
 #define NAPI_VERSION 8
 #include <napi.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 
@@ -179,6 +180,28 @@ Napi::Value KthLargest(const Napi::CallbackInfo& info) {
   int k = a.dim(1, "k");
   if (k < 1 || k > n) a.fail("k = " + std::to_string(k) + " must be in [1, " + std::to_string(n) + "]", true);
   return Napi::Number::New(info.Env(), sae::kth_largest(v, n, k));
+}
+
+Napi::Value BatchCutFn(const Napi::CallbackInfo& info) {
+  Args a{info, "batchCut"};
+  a.count(8);
+  int B = a.dim(2, "B"), kc = a.dim(3, "kc");
+  const int64_t n = (int64_t)B * kc;
+  const int32_t* idx = a.i32(0, "idx", n);
+  const float* val = a.f32(1, "val", n);
+  if (!info[4].IsNumber()) a.fail("total must be a number");
+  const double total = info[4].As<Napi::Number>().DoubleValue();
+  if (!(total >= 1 && total <= (double)n && total == std::floor(total)))
+    a.fail("total = " + std::to_string(total) + " must be an integer in [1, B·kc = " + std::to_string(n) + "]", true);
+  const bool packed = a.flag(5, "packed");
+  int32_t* outIdx = a.i32(6, "outIdx", n);
+  float* outVal = a.f32(7, "outVal", n);
+  const sae::BatchCut r = sae::batch_cut(idx, val, B, kc, (int64_t)total, packed, outIdx, outVal);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("m", r.m);
+  o.Set("positives", (double)r.positives);
+  o.Set("complete", r.complete);
+  return o;
 }
 
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
@@ -480,6 +503,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("zero", Napi::Function::New(env, Zero));
+  exports.Set("batchCut", Napi::Function::New(env, BatchCutFn));
   exports.Set("valuesAt", Napi::Function::New(env, ValuesAt));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
   exports.Set("attention", Napi::Function::New(env, Attention));

@@ -550,6 +550,71 @@ float kth_largest(const float* a, int64_t n, int64_t k) {
   return from_order_bits((hi << 16) | lo);
 }
 
+BatchCut batch_cut(const int32_t* idx, const float* val, int B, int kc, int64_t total, bool packed,
+                   int32_t* outIdx, float* outVal) {
+  // the decisions of the TypeScript reference (src/engine/js.ts), in the same order: the tie
+  // budget runs across rows, so they are sequential. Branch-free where a value meets the cut (half
+  // of the candidates, at random: a branch there mispredicted every other entry)
+  std::vector<int> len(B, kc);
+  int64_t positives = 0;
+  for (int b = 0; b < B; b++) {
+    const float* v = val + (int64_t)b * kc;
+    if (packed) {
+      int j = 0;
+      while (j < kc && v[j] > 0.f) j++;
+      len[b] = j;
+      positives += j;
+    } else {
+      for (int j = 0; j < kc; j++) positives += v[j] > 0.f;
+    }
+  }
+  const float cut = positives <= total ? 0.f : kth_largest(val, (int64_t)B * kc, total);
+  int64_t above = 0;
+  if (cut > 0.f)
+    for (int b = 0; b < B; b++)
+      for (int j = 0; j < len[b]; j++) above += val[(int64_t)b * kc + j] > cut;
+  const int64_t ties0 = cut > 0.f ? total - above : 0;
+  std::vector<int> count(B);
+  int64_t ties = ties0;
+  bool complete = true;
+  int m = 1;
+  for (int b = 0; b < B; b++) {
+    const float* v = val + (int64_t)b * kc;
+    float rowMin = len[b] < kc ? 0.f : INFINITY;  // the padding's zeros
+    int c = 0;
+    for (int j = 0; j < len[b]; j++) {
+      if (!(v[j] >= rowMin)) rowMin = v[j];  // NaN included, as Math.min
+      c += v[j] > cut;
+      if (__builtin_expect(v[j] == cut && v[j] > 0.f && ties > 0, 0)) ties--, c++;
+    }
+    if (cut > 0.f && rowMin >= cut) complete = false;
+    count[b] = c;
+    m = std::max(m, c);
+  }
+  // the winners, each row compacted in a scratch row (every candidate written, the cursor moved
+  // by the decision), then copied with its zero padding
+  std::vector<int32_t> ri(kc + 1);
+  std::vector<float> rv(kc + 1);
+  ties = ties0;
+  for (int b = 0; b < B; b++) {
+    const float* v = val + (int64_t)b * kc;
+    const int32_t* ix = idx + (int64_t)b * kc;
+    int c = 0;
+    if (count[b] > 0)
+      for (int j = 0; j < len[b]; j++) {
+        int keep = v[j] > cut;
+        if (__builtin_expect(v[j] == cut && v[j] > 0.f && ties > 0, 0)) ties--, keep = 1;
+        ri[c] = ix[j], rv[c] = v[j];
+        c += keep;
+      }
+    int32_t* oi = outIdx + (int64_t)b * m;
+    float* ov = outVal + (int64_t)b * m;
+    std::copy(ri.begin(), ri.begin() + c, oi), std::fill(oi + c, oi + m, 0);
+    std::copy(rv.begin(), rv.begin() + c, ov), std::fill(ov + c, ov + m, 0.f);
+  }
+  return {m, positives, complete};
+}
+
 void values_at(const float* A, const float* bias, int rows, int cols, const int32_t* idx,
                const float* val, int k, double* out) {
   // one cache miss per entry (the row's [cols] are megabytes apart from the next row's): the loop

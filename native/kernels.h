@@ -52,6 +52,19 @@ int rows_above(const float* A, const float* bias, float threshold, int rows, int
 // the floats' order-preserving bit patterns, threaded. No NaNs expected.
 float kth_largest(const float* a, int64_t n, int64_t k);
 
+// BatchTopK's batch cut: of per-row candidates (idx, val) [B, kc], the `total` largest positive
+// values, ties to the earlier row-major position, written as a code [B, m] (m = the widest row's
+// count, at least 1; zero-padded; the rows' candidate order kept) into outIdx, outVal (room for
+// B·kc). packed: each row's candidates come first, all positive, then zeros. complete = false when
+// a row's candidates were all at or above a positive cut (it may hold more winners than kc).
+struct BatchCut {
+  int m;
+  int64_t positives;
+  bool complete;
+};
+BatchCut batch_cut(const int32_t* idx, const float* val, int B, int kc, int64_t total, bool packed,
+                   int32_t* outIdx, float* outVal);
+
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out);

@@ -281,6 +281,41 @@ test("valuesAt: a dense matrix at a code's entries, in float64, 0 where the code
   assert.throws(() => a.valuesAt(A, null, rows + 1, cols, idx, val, k, new Float64Array(rows * k)), /A has length 35000, expected 35500/);
 });
 
+test("batchCut: the native cut makes the reference's choices (ties at the cut, packed rows, rows full at the cut)", { skip }, () => {
+  const B = 300, kc = 24;
+  const rng = new Rng(70);
+  for (const packed of [false, true]) {
+    for (const grid of [0, 8]) {
+      const idx = new Int32Array(B * kc), val = new Float32Array(B * kc);
+      for (let b = 0; b < B; b++) {
+        // packed: a row's candidates first (all positive), then zeros; else zeros anywhere
+        const n = packed ? Math.floor(rng.next() * (kc + 1)) : kc;
+        for (let j = 0; j < n; j++) {
+          const v = rng.next() < (packed ? 1 : 0.7) ? rng.next() : 0;
+          val[b * kc + j] = grid ? Math.ceil(v * grid) / grid : v; // a coarse grid: many ties at the cut
+          idx[b * kc + j] = b * kc + j;
+        }
+      }
+      for (const total of [1, 700, 2000, B * kc]) {
+        const i1 = new Int32Array(B * kc), v1 = new Float32Array(B * kc), i2 = new Int32Array(B * kc).fill(-1), v2 = new Float32Array(B * kc).fill(-1);
+        const r1 = nat.batchCut(idx, val, B, kc, total, packed, i1, v1);
+        const r2 = jsEngine.batchCut(idx, val, B, kc, total, packed, i2, v2);
+        const tag = `packed ${packed}, grid ${grid}, total ${total}`;
+        assert.deepEqual(r1, r2, tag);
+        assert.deepEqual(i1.subarray(0, B * r1.m), i2.subarray(0, B * r2.m), tag);
+        assert.deepEqual(v1.subarray(0, B * r1.m), v2.subarray(0, B * r2.m), tag);
+        const kept = v1.subarray(0, B * r1.m).filter((v) => v > 0).length;
+        assert.equal(kept, Math.min(total, r1.positives), `${tag}: kept ${kept}`);
+      }
+    }
+  }
+  // every candidate of a row at or above the cut: the row may hold more winners than kc
+  const full = new Float32Array(2 * 4).fill(1), ids = new Int32Array(8);
+  full.set([0.5, 0.4, 0.3, 0.2], 4);
+  assert.equal(nat.batchCut(ids, full, 2, 4, 3, true, new Int32Array(8), new Float32Array(8)).complete, false);
+  assert.throws(() => addon!.batchCut(ids, full, 2, 4, 9, true, new Int32Array(8), new Float32Array(8)), /batchCut: total = 9\.0+ must be an integer in \[1, B·kc = 8\]/);
+});
+
 test("zero: every element of a large unaligned view and none outside it; small arrays too", { skip }, () => {
   // 4 200 001 elements from offset 3 (not 64-byte aligned): the streaming path with a head and a tail
   for (const [off, n] of [[3, 4_200_001], [1, 5]] as const) {

@@ -59,7 +59,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
     // optional trailing arguments are passed explicitly: the addon checks the argument count
     addBias: (P, bias, rows, cols, relu, colSum) => addon.addBias(P, bias, rows, cols, relu, colSum ?? null),
     reluBackward: (G, F, colAdd, rows, cols, colSum) => addon.reluBackward(G, F, colAdd, rows, cols, colSum ?? null),
-    topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, gatherRows: addon.gatherRows, gatherRows2: addon.gatherRows2, gatherDot: addon.gatherDot, valuesAt: addon.valuesAt,
+    topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, batchCut: addon.batchCut, gatherRows: addon.gatherRows, gatherRows2: addon.gatherRows2, gatherDot: addon.gatherDot, valuesAt: addon.valuesAt,
     scatterRows: addon.scatterRows, scatterDot: addon.scatterDot, adam: addon.adam, adamUnitRows: addon.adamUnitRows, rowNorms: addon.rowNorms,
     projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares, zero: addon.zero, axpby: addon.axpby,
     attention: addon.attention,

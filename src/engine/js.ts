@@ -100,6 +100,60 @@ export const jsEngine: Engine = {
     return sorted[a.length - k];
   },
 
+  batchCut(idx, val, B, kc, total, packed, outIdx, outVal) {
+    const n = B * kc;
+    if (!(Number.isInteger(total) && total >= 1 && total <= n)) throw new RangeError(`batchCut: total = ${total} must be an integer in [1, B·kc = ${n}]`);
+    const len = new Int32Array(B); // candidates per row
+    let positives = 0;
+    for (let b = 0; b < B; b++) {
+      if (packed) {
+        let j = b * kc;
+        while (j < (b + 1) * kc && val[j] > 0) j++;
+        len[b] = j - b * kc;
+        positives += len[b];
+      } else {
+        len[b] = kc;
+        for (let j = b * kc; j < (b + 1) * kc; j++) if (val[j] > 0) positives++;
+      }
+    }
+    // the cut: every positive value when there are few enough, else the total-th largest (exact)
+    const cut = positives <= total ? 0 : jsEngine.kthLargest(val, total);
+    let above = 0;
+    if (cut > 0) for (let b = 0; b < B; b++) for (let j = b * kc; j < b * kc + len[b]; j++) if (val[j] > cut) above++;
+    // kept: v > cut, and of the values equal to a positive cut the first total − above in row-major order
+    const ties0 = cut > 0 ? total - above : 0;
+    const counts = new Int32Array(B);
+    let ties = ties0, complete = true, m = 1;
+    for (let b = 0; b < B; b++) {
+      let rowMin = len[b] < kc ? 0 : Infinity, c = 0; // the padding's zeros
+      for (let j = b * kc; j < b * kc + len[b]; j++) {
+        const v = val[j];
+        if (!(v >= rowMin)) rowMin = v; // Math.min's answer, NaN included
+        if (v > cut) c++;
+        else if (v === cut && v > 0 && ties > 0) { ties--; c++; }
+      }
+      if (cut > 0 && rowMin >= cut) complete = false;
+      counts[b] = c;
+      if (c > m) m = c;
+    }
+    // the winners (the same decisions, replayed)
+    outIdx.fill(0, 0, B * m);
+    outVal.fill(0, 0, B * m);
+    ties = ties0;
+    for (let b = 0; b < B; b++) {
+      if (counts[b] === 0) continue;
+      let o = b * m;
+      for (let j = b * kc; j < b * kc + len[b]; j++) {
+        const v = val[j];
+        if (v > cut || (v === cut && v > 0 && ties-- > 0)) {
+          outIdx[o] = idx[j];
+          outVal[o++] = v;
+        }
+      }
+    }
+    return { m, positives, complete };
+  },
+
   gatherRows(idx, val, rows, k, W, H, D, bias, out) {
     checkIdx(idx, H);
     for (let b = 0; b < rows; b++) {

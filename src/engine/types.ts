@@ -27,6 +27,14 @@ export interface Engine {
   rowsAbove(A: Arr, bias: Arr | null, threshold: number, rows: number, cols: number, kmax: number, idx: Int32Array, val: Arr, stop: number): number;
   /** the k-th largest value of a (1 ≤ k ≤ a.length), exactly */
   kthLargest(a: Arr, k: number): number;
+  /**
+   * BatchTopK's batch cut: of per-row candidates (idx, val) [B, kc], the `total` largest positive
+   * values (ties to the earlier row-major position) as a code [B, m] written to the first B·m
+   * entries of outIdx, outVal (room for B·kc; each row's candidates in their order, zero-padded),
+   * m the widest row's count (≥ 1). packed: each row's candidates come first, all positive, then
+   * zeros. complete is false when some row's candidates were all at or above a positive cut.
+   */
+  batchCut(idx: Int32Array, val: Arr, B: number, kc: number, total: number, packed: boolean, outIdx: Int32Array, outVal: Arr): { m: number; positives: number; complete: boolean };
   /** out[b,:] = bias + Σ_k val[b,k]·W[idx[b,k],:]   (W is [H, D]) */
   gatherRows(idx: Int32Array, val: Arr, rows: number, k: number, W: Arr, H: number, D: number, bias: Arr | null, out: Arr): void;
   /** gatherRows(idx, val, …, out) and gatherRows(idx, val2, …, out2) on the same entries, W's rows read once */

@@ -191,67 +191,16 @@ export class BatchSelector {
 }
 
 /**
- * The `total` largest positive values among the per-row candidates (idx, val) [B, kc], ties going
- * to the earlier row-major position, as a code [B, m] (m = the largest per-row count, zero-padded),
- * so the decode and the gradients do not walk the candidates that lost. `complete` is false when
- * some row's candidates were all at or above the cut: that row may hold more winners than kc, and
- * the caller retries with more candidates. `packed`: each row holds its candidates first, all
- * positive, then zero padding (rowsAbove's layout with a positive threshold), so the passes stop at
- * a row's first zero — kc is sized for the widest row, about three times the average.
+ * The batch cut (Engine.batchCut): the `total` largest positive values among the per-row
+ * candidates (idx, val) [B, kc] as a code [B, m] (m = the largest per-row count, zero-padded), so
+ * the decode and the gradients do not walk the candidates that lost. `complete` is false when some
+ * row's candidates were all at or above the cut: that row may hold more winners than kc, and the
+ * caller retries with more candidates. `packed`: the candidates came from rowsAbove with a positive
+ * threshold (each row's first, then zero padding; kc is sized for the widest row, about three times
+ * the average), so the cut's passes stop at a row's first zero.
  */
 function selectBatch(e: Engine, ws: Workspace, idx: Int32Array, val: Arr, B: number, kc: number, total: number, packed: boolean): { complete: boolean; positives: number; idx: Int32Array; val: Arr; k: number } {
-  const n = B * kc;
-  const len = ws.i("selLen", B); // candidates per row
-  let positives = 0;
-  if (packed) {
-    for (let b = 0; b < B; b++) {
-      let j = b * kc;
-      const j1 = j + kc;
-      while (j < j1 && val[j] > 0) j++;
-      len[b] = j - b * kc;
-      positives += len[b];
-    }
-  } else {
-    len.fill(kc);
-    for (let j = 0; j < n; j++) if (val[j] > 0) positives++;
-  }
-  // the cut: every positive value when there are few enough, else the total-th largest (exact)
-  const cut = positives <= total ? 0 : e.kthLargest(val, total);
-  let above = 0;
-  if (cut > 0) for (let b = 0; b < B; b++) for (let j = b * kc, j1 = j + len[b]; j < j1; j++) if (val[j] > cut) above++;
-  // kept: v > cut, and of the values equal to a positive cut the first total − above in row-major
-  // order. Plain loops with the tie budget a local: the same decisions through a closure that
-  // decremented a captured counter took 5.0–5.5 ms instead of 3.7–4.2 at B = 4096, kc = 64.
-  const ties0 = cut > 0 ? total - above : 0;
-  const counts = ws.i("selCount", B);
-  let ties = ties0, complete = true, m = 1;
-  for (let b = 0; b < B; b++) {
-    let rowMin = len[b] < kc ? 0 : Infinity, c = 0; // the padding's zeros
-    for (let j = b * kc, j1 = j + len[b]; j < j1; j++) {
-      const v = val[j];
-      if (!(v >= rowMin)) rowMin = v; // Math.min's answer, NaN included
-      if (v > cut) c++;
-      else if (v === cut && v > 0 && ties > 0) { ties--; c++; }
-    }
-    if (cut > 0 && rowMin >= cut) complete = false;
-    counts[b] = c;
-    if (c > m) m = c;
-  }
-  // the winners as a code [B, m], zero-padded (the same decisions, replayed)
-  const ci = ws.i("selIdx", B * m), cv = ws.f("selVal", B * m, val);
-  ci.fill(0);
-  cv.fill(0);
-  ties = ties0;
-  for (let b = 0; b < B; b++) {
-    if (counts[b] === 0) continue;
-    let o = b * m;
-    for (let j = b * kc, j1 = j + len[b]; j < j1; j++) {
-      const v = val[j];
-      if (v > cut || (v === cut && v > 0 && ties-- > 0)) {
-        ci[o] = idx[j];
-        cv[o++] = v;
-      }
-    }
-  }
-  return { complete, positives, idx: ci, val: cv, k: m };
+  const ci = ws.i("selIdx", B * kc), cv = ws.f("selVal", B * kc, val);
+  const { m, positives, complete } = e.batchCut(idx, val, B, kc, total, packed, ci, cv);
+  return { complete, positives, idx: ci.subarray(0, B * m), val: cv.subarray(0, B * m), k: m };
 }
