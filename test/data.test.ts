@@ -203,8 +203,10 @@ test("a 1 GiB activation file trains under a 64 MiB shuffle buffer with bounded 
   const bigRss = run(big, 256);
   const smallRss = run(small, 256);
   t.diagnostic(`peak RSS: ${bigRss.toFixed(0)} MiB training on a 1 GiB file, ${smallRss.toFixed(0)} MiB on a 16 MiB one`);
-  // the data path holds the 64 MiB buffer (and a batch); everything else is the same in both runs
-  assert.ok(bigRss < smallRss + 128, `peak RSS ${bigRss.toFixed(0)} MiB on the 1 GiB file vs ${smallRss.toFixed(0)} MiB on a 16 MiB one`);
+  // the data path holds the 64 MiB buffer (and a batch); everything else is the same in both runs,
+  // give or take the garbage collector's timing (the small run measured 171–198 MiB, the big one
+  // 280–301 MiB on the same machine): a file read whole would add its 1024 MiB
+  assert.ok(bigRss < smallRss + 192, `peak RSS ${bigRss.toFixed(0)} MiB on the 1 GiB file vs ${smallRss.toFixed(0)} MiB on a 16 MiB one`);
   assert.ok(bigRss < 512, `peak RSS ${bigRss.toFixed(0)} MiB`);
   fs.rmSync(dir, { recursive: true, force: true });
 });
