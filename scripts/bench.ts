@@ -1,5 +1,5 @@
 // `npm run bench [-- --json] [-- --small-only] [-- --steps N] [-- --precision fp32|bf16|auto] [-- --profile]`: milliseconds per training step of
-// each case (the fastest of N steps after a warm-up), the GFLOP/s of the dense encoder GEMM (B×D by D×H) measured in the same process, the
+// each case (the fastest of N steps after four warm-up steps), the GFLOP/s of the dense encoder GEMM (B×D by D×H) measured in the same process, the
 // ratio step / encoder GEMM (the fastest of 3 GEMMs before the steps and one after each step; 1.0 is the floor for an exact step), peak resident memory against what
 // the step needs (parameters + gradients + Adam moments + batch + workspace), and the issue-13
 // target. Each case runs in a child process of its own so that its peak memory is its own; the
@@ -160,6 +160,14 @@ export function prepareCase(c: Case, shape: Shape, want: PrecisionSetting) {
   return { e, se, prec, X, W, P, model, s, step, timeGemm, gemmMs, bf16Gemm };
 }
 
+/**
+ * Steps run before any is timed: the first allocates the workspace, and the variants' TypeScript
+ * loops reach their optimised code only over the first few (Gated's per-entry loop took 16–27 ms
+ * in its first steps, 4–7 ms from the fifth on; a training run spends all but a handful of its
+ * steps there).
+ */
+const WARMUP_STEPS = 4;
+
 /** a bad flag or folder: said in one line, exit 2 */
 function usage(msg: string): never {
   console.error(`error: ${msg}`);
@@ -193,7 +201,7 @@ function runCase(c: Case, shape: Shape, steps: number, want: PrecisionSetting, p
   const prepared = prepareCase(c, shape, want);
   const { se, prec, X, W, P, model, s, step, timeGemm, bf16Gemm } = prepared;
   let gemmMs = prepared.gemmMs;
-  step(); // warm-up: allocates the workspace
+  for (let i = 0; i < WARMUP_STEPS; i++) step(); // allocates the workspace; the JIT's tiers
   let l0 = 0, ms = Infinity, castMs = Infinity;
   for (let i = 0; i < steps; i++) {
     se?.takeCastMs();
@@ -265,8 +273,7 @@ after = ${path.resolve(".")}, before = ${path.resolve(dir)}; ${rounds} rounds of
       continue;
     }
     const before = timedStep(theirPrepare(theirs, shape, want), shape), after = timedStep(prepareCase(c, shape, want), shape);
-    before();
-    after();
+    for (let i = 0; i < WARMUP_STEPS; i++) before(), after();
     const tb: number[] = [], ta: number[] = [], r: number[] = [], restB: number[] = [], restA: number[] = [], rr: number[] = [];
     for (let k = 0; k < rounds; k++) {
       let a: { ms: number; rest: number }, b: { ms: number; rest: number };
@@ -319,7 +326,7 @@ if (caseArg >= 0) {
   const shapes = args.includes("--small-only") ? ["small"] : ["small", "big"];
   const engine = selectEngine();
   const prec = resolvePrecision(precision, engine, engine.engine.name);
-  if (!json) console.log(`${engine.reason}; precision ${prec.reason}; fastest of ${steps} steps per case after one warm-up step; each case in its own process${prec.kernels ? "; ratios against the fp32 encoder GEMM" : ""}\n${machineLine()}`);
+  if (!json) console.log(`${engine.reason}; precision ${prec.reason}; fastest of ${steps} steps per case after ${WARMUP_STEPS} warm-up steps; each case in its own process${prec.kernels ? "; ratios against the fp32 encoder GEMM" : ""}\n${machineLine()}`);
   const rows: Row[] = [];
   const self = fileURLToPath(import.meta.url);
   for (const shape of shapes) {

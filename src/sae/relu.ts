@@ -12,7 +12,7 @@
 //            (index, value) pairs and decode and gradients touch only active latents, like TopK.
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "./variant.ts";
-import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
+import { Workspace, addScaledRows, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "./variant.ts";
 import type { ParamSet, ParamSpec } from "./params.ts";
 import { Sparsifier } from "./sparse.ts";
 
@@ -205,7 +205,7 @@ export function createReluSae(dims: Dims, variant: string, opt: ReluOptions, ext
   function decoderNormGrad(e: Engine, Wdec: Arr, st: ReluState, cB: number, rowScale: Arr, dWdec: Arr): void {
     if (penalty.linear) for (let i = 0; i < H; i++) rowScale[i] = cB * st.colSumU[i];
     for (let i = 0; i < H; i++) rowScale[i] = st.norms[i] > 0 ? rowScale[i] / st.norms[i] : 0;
-    e.scatterRows(iota(ws, H), rowScale, H, 1, Wdec, H, D, dWdec);
+    addScaledRows(e, ws, rowScale, Wdec, dims, dWdec);
   }
 
   return {
@@ -228,8 +228,3 @@ function scaleColumns(U: Arr, s: Arr, B: number, out: Arr): Arr {
   return out;
 }
 
-function iota(ws: Workspace, n: number): Int32Array {
-  const a = ws.i("iota", n);
-  if (n > 1 && a[n - 1] !== n - 1) for (let i = 0; i < n; i++) a[i] = i;
-  return a;
-}

@@ -288,6 +288,16 @@ export function scaled(e: Engine, E: Arr, scale: number, G: Arr): Arr {
 }
 
 /** db_dec −= Σ_b (G_P W_enc)[b] = −(Σ_b G_P[b]) W_enc, for the pre-encoder bias. gpSum is [H]. */
+/**
+ * dW[i] += s[i]·W[i] for every row i of [H, D] (a penalty on the decoder's row norms), as
+ * scatterRows over the identity code: a TypeScript loop over the 12.6 M elements took 35 ms
+ */
+export function addScaledRows(e: Engine, ws: Workspace, s: Arr, W: Arr, { D, H }: Dims, dW: Arr): void {
+  const ids = ws.i("iota", H);
+  if (H > 1 && ids[H - 1] !== H - 1) for (let i = 0; i < H; i++) ids[i] = i;
+  e.scatterRows(ids, s, H, 1, W, H, D, dW);
+}
+
 export function backpropInputBias(e: Engine, gpSum: Arr, Wenc: Arr, dims: Dims, dbDec: Arr): void {
   e.gemm(false, false, 1, dims.D, dims.H, -1, gpSum, Wenc, 1, dbDec);
 }

@@ -13,7 +13,7 @@
 // gradients after the encoder GEMM run over the open (row, latent) pairs only.
 import type { Arr } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
-import { DECODER, ENCODER, Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled } from "../variant.ts";
+import { DECODER, ENCODER, Workspace, addScaledRows, backpropInputBias, centerInput, denseDecode, residual, scaled } from "../variant.ts";
 import { Sparsifier } from "../sparse.ts";
 import type { ParamSet } from "../params.ts";
 
@@ -153,10 +153,9 @@ export function createGated(dims: Dims, opt: GatedOptions): SaeModel<GatedState>
       }
       if (saelens && coeff !== 0) {
         // ∂(λ/B Σ_i colSumA_i‖d_i‖)/∂d_i = λ/B·colSumA_i·d_i/‖d_i‖
-        for (let i = 0; i < H; i++) {
-          const f = norms[i] > 0 ? (c * colSumA[i]) / norms[i] : 0;
-          for (let d = 0; d < D; d++) dWdec[i * D + d] += f * Wdec[i * D + d];
-        }
+        const rowScale = ws.f("rowScale", H, X);
+        for (let i = 0; i < H; i++) rowScale[i] = norms[i] > 0 ? (c * colSumA[i]) / norms[i] : 0;
+        addScaledRows(e, ws, rowScale, Wdec, dims, dWdec);
       }
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gzSum, Wg, dims, dbDec);
     },
