@@ -828,17 +828,25 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
       const float* __restrict gr = g + r * cols;
       float* __restrict mr = m + r * cols;
       float* __restrict vr = v + r * cols;
-      double ww = sumsq(w, cols), gw = 0;
-#pragma omp simd reduction(+ : gw)
-      for (int c = 0; c < cols; c++) gw += (double)gr[c] * w[c];
+      double ww = 0, gw = 0;
+#pragma omp simd reduction(+ : ww, gw)
+      for (int c = 0; c < cols; c++) {
+        ww += (double)w[c] * w[c];
+        gw += (double)gr[c] * w[c];
+      }
+      const AdamStep hs = h;
+      double s = 0;
       if (ww == 0) {
-        adam_span(w, gr, mr, vr, cols, h);
+        adam_span(w, gr, mr, vr, cols, hs);
+        s = sumsq(w, cols);
       } else {
         const float a = (float)(gw / ww);
-#pragma omp simd
-        for (int c = 0; c < cols; c++) adam_update(w[c], h.gscale * (gr[c] - a * w[c]), mr[c], vr[c], h);
+#pragma omp simd reduction(+ : s)
+        for (int c = 0; c < cols; c++) {
+          const float wn = adam_update(w[c], hs.gscale * (gr[c] - a * w[c]), mr[c], vr[c], hs);
+          s += (double)wn * wn;
+        }
       }
-      const double s = sumsq(w, cols);
       if (s == 0) continue;
       const float inv = (float)(1.0 / std::sqrt(s));
       for (int c = 0; c < cols; c++) w[c] *= inv;
