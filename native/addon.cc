@@ -290,6 +290,26 @@ Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value SparseBackward(const Napi::CallbackInfo& info) {
+  Args a{info, "sparseBackward"};
+  a.count(12);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
+  const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
+  const int32_t* idx = a.latents(0, n, H);
+  const float* val = a.f32(1, "val", n);
+  const float* G = a.f32(4, "G", (int64_t)rows * D);
+  const float* W = a.f32(5, "W", len);
+  const float* Xc = a.f32(6, "Xc", (int64_t)rows * D);
+  float* dWdec = a.f32(9, "dWdec", len);
+  float* dWenc = a.f32(10, "dWenc", len);
+  float* gpSum = a.f32(11, "gpSum", H);
+  auto overlap = [&](const float* x, const float* y) { return len > 0 && x < y + len && y < x + len; };
+  if (overlap(W, dWdec) || overlap(W, dWenc) || overlap(dWdec, dWenc))
+    a.fail("W, dWdec and dWenc overlap; the two gradients must be separate arrays, apart from W");
+  sae::sparse_backward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+  return info.Env().Undefined();
+}
+
 // Adam's arguments, shared by adam, adamUnitRows and adamBf16: params, grads, m, v of one length
 // (`expected`, or params' own when −1) at 0–3, then lr, beta1, beta2, eps, bc1, bc2, gradScale from
 // position `hyper`
@@ -503,6 +523,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("zero", Napi::Function::New(env, Zero));
+  exports.Set("sparseBackward", Napi::Function::New(env, SparseBackward));
   exports.Set("batchCut", Napi::Function::New(env, BatchCutFn));
   exports.Set("valuesAt", Napi::Function::New(env, ValuesAt));
   exports.Set("axpby", Napi::Function::New(env, Axpby));

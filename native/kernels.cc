@@ -776,6 +776,35 @@ void scatter_dot(const int32_t* idx, const float* val, const float* sel, int row
   });
 }
 
+void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
+                     const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
+                     float* gpSum) {
+  // scatter_dot (its dot products where val > 0), the mask and scatter_rows of dp in one pass per
+  // latent: one grouping of the entries instead of two, W_dec's, dW_dec's and dW_enc's rows once
+  // each, and the entry loop that masked dp and summed it per latent out of TypeScript. Each sum
+  // runs over the latent's entries in row order, as the three did (the entries they skipped add 0)
+  const ByLatent g = group_by_latent(idx, val, (int64_t)rows * k, H);
+  for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
+    const float* w = W + (int64_t)i * D;
+    float* __restrict od = dWdec + (int64_t)i * D;
+    float* __restrict oe = dWenc + (int64_t)i * D;
+    float sum = gpSum[i];
+    for (int32_t q = q0; q < q1; q++) {
+      const int32_t e = g.order[q];
+      const float a = val[e];
+      const float* __restrict x = G + (int64_t)(e / k) * D;
+      const float dp = a > 0.f ? dot(x, w, D) : 0.f;
+      for (int d = 0; d < D; d++) od[d] += a * x[d];
+      sum += dp;
+      if (dp != 0.f) {
+        const float* __restrict xc = Xc + (int64_t)(e / k) * D;
+        for (int d = 0; d < D; d++) oe[d] += dp * xc[d];
+      }
+    }
+    gpSum[i] = sum;
+  });
+}
+
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
           float beta2, float eps, float bc1, float bc2, float gscale) {
   const AdamStep h{lr, beta1, beta2, eps, bc1, bc2, gscale};

@@ -83,6 +83,13 @@ void values_at(const float* A, const float* bias, int rows, int cols, const int3
 void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
                 int H, int D, float* out);
 
+// The backward of a sparse code (idx, val) [rows, k] with the selection held constant, in one pass
+// per latent: dW_dec[i] += val·G[b], dp = G[b]·W_dec[i] where val > 0 (else 0), gpSum[i] += dp,
+// dW_enc[i] += dp·Xc[b]. The same bits as scatter_dot, the mask and scatter_rows in turn.
+void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
+                     const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
+                     float* gpSum);
+
 // out[idx[b,k], :] += val[b,k] * X[b,:]     (sparse weight gradient)
 void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
                   float* out);

@@ -181,6 +181,28 @@ for (const { B, D, H, K } of SHAPES) {
       close("scatterDot out vs the TypeScript twin", o1, o3, 1e-5);
       if (sl === sel) assert.equal(o1[2], 0, "sel = 0: no dot product");
     }
+    // sparseBackward: scatterDot, the mask (dp = 0 where val ≤ 0) with its per-latent sums, and
+    // scatterRows of dp, fused; the native one bit for bit what the three give (negative values too)
+    const Xc = f32(B * D, 18), code = val.map((v, j) => (j % 4 === 2 ? -Math.abs(v) : Math.abs(v)));
+    code[5] = 0;
+    const dd1 = f32(H * D, 19), de1 = f32(H * D, 20), gs1 = f32(H, 21);
+    const dd2 = dd1.slice(), de2 = de1.slice(), gs2 = gs1.slice(), dd3 = dd1.slice(), de3 = de1.slice(), gs3 = gs1.slice();
+    nat.sparseBackward(idx, code, B, K, G, W, Xc, H, D, dd1, de1, gs1);
+    const dp = new Float32Array(B * K);
+    nat.scatterDot(idx, code, code, B, K, G, W, H, D, dd2, dp);
+    for (let j = 0; j < B * K; j++) {
+      if (!(code[j] > 0)) dp[j] = 0;
+      gs2[idx[j]] += dp[j];
+    }
+    nat.scatterRows(idx, dp, B, K, Xc, H, D, de2);
+    close("sparseBackward dW_dec", dd1, dd2, 0);
+    close("sparseBackward dW_enc", de1, de2, 0);
+    close("sparseBackward gpSum", gs1, gs2, 0);
+    jsEngine.sparseBackward(idx, code, B, K, G, W, Xc, H, D, dd3, de3, gs3);
+    close("sparseBackward dW_dec vs the TypeScript twin", dd1, dd3, 1e-5);
+    // dp is a float32 dot product natively, a float64 one in the reference; dW_enc is dp times Xc (|·| up to ~20 here)
+    close("sparseBackward dW_enc vs the TypeScript twin", de1, de3, 1e-4);
+    close("sparseBackward gpSum vs the TypeScript twin", gs1, gs3, 1e-4);
   });
 
   test(`adam, rowNorms, projectRows, normalizeRows, sumSquares (${tag})`, { skip }, () => {
@@ -427,6 +449,8 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.gatherRows2(new Int32Array([0]), one, one, 1, 1, w, 4, 3, null, o3, o3), /out and out2 must be different arrays/);
   assert.throws(() => a.scatterDot(new Int32Array([4]), one, null, 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /scatterDot: idx\[0\] = 4 is outside \[0, 4\)/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, null, 1, 1, new Float32Array(3), w, 4, 3, w, one), /W and dW overlap/);
+  assert.throws(() => a.sparseBackward(new Int32Array([0]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), w.subarray(0), new Float32Array(4)), /sparseBackward: W, dWdec and dWenc overlap/);
+  assert.throws(() => a.sparseBackward(new Int32Array([9]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), new Float32Array(12), new Float32Array(4)), /sparseBackward: idx\[0\] = 9 is outside \[0, 4\)/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, new Float32Array(2), 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /sel has length 2, expected 1/);
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
   assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);

@@ -60,7 +60,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
     addBias: (P, bias, rows, cols, relu, colSum) => addon.addBias(P, bias, rows, cols, relu, colSum ?? null),
     reluBackward: (G, F, colAdd, rows, cols, colSum) => addon.reluBackward(G, F, colAdd, rows, cols, colSum ?? null),
     topkRows: addon.topkRows, rowsAbove: addon.rowsAbove, kthLargest: addon.kthLargest, batchCut: addon.batchCut, gatherRows: addon.gatherRows, gatherRows2: addon.gatherRows2, gatherDot: addon.gatherDot, valuesAt: addon.valuesAt,
-    scatterRows: addon.scatterRows, scatterDot: addon.scatterDot, adam: addon.adam, adamUnitRows: addon.adamUnitRows, rowNorms: addon.rowNorms,
+    scatterRows: addon.scatterRows, scatterDot: addon.scatterDot, sparseBackward: addon.sparseBackward, adam: addon.adam, adamUnitRows: addon.adamUnitRows, rowNorms: addon.rowNorms,
     projectRows: addon.projectRows, normalizeRows: addon.normalizeRows, sumSquares: addon.sumSquares, zero: addon.zero, axpby: addon.axpby,
     attention: addon.attention,
   };

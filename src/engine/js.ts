@@ -213,6 +213,16 @@ export const jsEngine: Engine = {
     jsEngine.gatherDot(idx, sel, rows, k, G, W, H, D, out);
   },
 
+  sparseBackward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum) {
+    const n = rows * k, dp = val instanceof Float64Array ? new Float64Array(n) : new Float32Array(n);
+    jsEngine.scatterDot(idx, val, val, rows, k, G, W, H, D, dWdec, dp);
+    for (let j = 0; j < n; j++) {
+      if (!(val[j] > 0)) dp[j] = 0;
+      gpSum[idx[j]] += dp[j];
+    }
+    jsEngine.scatterRows(idx, dp, rows, k, Xc, H, D, dWenc);
+  },
+
   adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
     for (let i = 0; i < p.length; i++) {
       const gi = gradScale * g[i];

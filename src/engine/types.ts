@@ -50,6 +50,13 @@ export interface Engine {
    * one pass (the decoder half of a sparse backward reads each row of G once); W and dW separate.
    */
   scatterDot(idx: Int32Array, val: Arr, sel: Arr | null, rows: number, k: number, G: Arr, W: Arr, H: number, D: number, dW: Arr, out: Arr): void;
+  /**
+   * A sparse code's backward with the selection held constant, in one pass per latent: dW_dec[idx]
+   * += val·G, dp = G·W_dec[idx]ᵀ where val > 0 (else 0), gpSum[idx] += dp, dW_enc[idx] += dp·Xc.
+   * The same bits as scatterDot(idx, val, val, …), the mask and scatterRows(idx, dp, …) in turn.
+   * idx, val [rows, k]; G, Xc [rows, D]; W, dWdec, dWenc [H, D]; gpSum [H].
+   */
+  sparseBackward(idx: Int32Array, val: Arr, rows: number, k: number, G: Arr, W: Arr, Xc: Arr, H: number, D: number, dWdec: Arr, dWenc: Arr, gpSum: Arr): void;
   /** One Adam step on the gradient gradScale·g, with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
   adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number): void;
   /**

@@ -67,20 +67,9 @@ function rowLengths(ws: Workspace, val: Arr, B: number, m: number): Int32Array {
 }
 
 /**
- * Backward through a sparse code with the selection held constant:
- *   dW_dec[idx] += val·G,  dF = G·W_dec[idx]ᵀ,  dP = dF where val > 0,  dW_enc[idx] += dP·Xc.
- * Adds each latent's Σ_b dP into gpSum [H] (for db_enc and the pre-encoder bias).
- * Shapes: idx, val [B, k]; G, Xc [B, D]; W_dec, dW_dec, dW_enc [H, D].
- */
-export function sparseBackward(e: Engine, ws: Workspace, name: string, dims: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
-  const gp = ws.f(name, B * k, G);
-  decoderBackward(e, dims, B, k, idx, val, G, Wdec, dWdec, gp);
-  encoderBackward(e, dims, B, k, idx, val, gp, Xc, dWenc, gpSum);
-}
-
-/**
- * The decoder half of sparseBackward: dW_dec[idx] += val·G and dF = G·W_dec[idx]ᵀ into gp [B, k]
- * (0 where val = 0). Matryoshka calls it once per block of latents, each with its own G.
+ * The two halves of Engine.sparseBackward (a sparse code's backward), for Matryoshka, whose blocks
+ * of latents each take their own upstream gradient G. The decoder half: dW_dec[idx] += val·G and
+ * dF = G·W_dec[idx]ᵀ into gp [B, k] (0 where val = 0).
  */
 export function decoderBackward(e: Engine, { D, H }: Dims, B: number, k: number, idx: Int32Array, val: Arr, G: Arr, Wdec: Arr, dWdec: Arr, gp: Arr): void {
   e.scatterDot(idx, val, val, B, k, G, Wdec, H, D, dWdec, gp);
@@ -225,7 +214,7 @@ export class AuxK {
     const { D } = this.dims;
     const Ga = scaled(e, s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
     if (!s.dead) {
-      sparseBackward(e, this.ws, "gpAux", this.dims, B, s.kAux, s.idx!, s.val!, Ga, Wdec, Xc, dWdec, dWenc, gpSum);
+      e.sparseBackward(s.idx!, s.val!, B, s.kAux, Ga, Wdec, Xc, this.dims.H, D, dWdec, dWenc, gpSum);
       return;
     }
     const n = s.dead.length, Z = s.Z!, ws = this.ws;

@@ -15,7 +15,7 @@
 import type { Arr, Engine } from "../../engine/types.ts";
 import type { Dims, ForwardResult, LossTerms, SaeModel, StepInput } from "../variant.ts";
 import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "../variant.ts";
-import { AuxK, sparseBackward, type AuxState } from "../sparse.ts";
+import { AuxK, type AuxState } from "../sparse.ts";
 import { ENCODER_BLOCK_ROWS, type TopKOptions } from "../topk/fast.ts";
 import type { ParamSet, ParamSpec } from "../params.ts";
 
@@ -80,7 +80,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
       gpSum.fill(0);
       const G = scaled(e, E, 2 / B, ws.f("G", B * D, X));
       e.colSum(G, B, D, dbDec, true);
-      sparseBackward(e, ws, "gp", dims, B, kSel, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
+      e.sparseBackward(idx, val, B, kSel, G, Wdec, Xc, H, D, dWdec, dWenc, gpSum);
       auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);

@@ -7,7 +7,7 @@
 import type { Arr } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
 import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "../variant.ts";
-import { AuxK, sparseBackward, type AuxState } from "../sparse.ts";
+import { AuxK, type AuxState } from "../sparse.ts";
 import type { ParamSet } from "../params.ts";
 
 export interface TopKOptions {
@@ -78,7 +78,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
       gpSum.fill(0);
       const G = scaled(e, E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂ [B, D]
       e.colSum(G, B, D, dbDec, true);
-      sparseBackward(e, ws, "gp", dims, B, K, idx, val, G, Wdec, Xc, dWdec, dWenc, gpSum);
+      e.sparseBackward(idx, val, B, K, G, Wdec, Xc, H, D, dWdec, dWenc, gpSum);
       auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
       for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
       if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
