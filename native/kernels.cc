@@ -93,6 +93,8 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
   // a row or column vector for A or B: OpenBLAS's sgemv, on both threads, reads the matrix at
   // twice the speed of its sgemm at M = 1 (W_enc's 50 MB for the pre-encoder bias: 2.8 against
   // 5.9 ms). A vector's layout is the same transposed or not.
+  // (β = 0 ignores what C holds, NaN included: C is zeroed first, as sgemv's β = 0 need not)
+  if ((M == 1 || N == 1) && K > 0 && beta == 0.f) std::fill(C, C + (int64_t)M * N, 0.f);
   if (M == 1 && K > 0) {
     if (transB) cblas_sgemv(CblasRowMajor, CblasNoTrans, N, K, alpha, B, K, A, 1, beta, C, 1);
     else cblas_sgemv(CblasRowMajor, CblasTrans, K, N, alpha, B, N, A, 1, beta, C, 1);
@@ -250,21 +252,21 @@ static int group_max(const float* p, const float* b, int blocks, float* acc) {
 // The rank of v[i] among v[0, n): how many entries come before it when sorted by larger value
 // first, ties by lower position; the ranks of n distinct-or-tied non-NaN values are 0 .. n − 1.
 // Branch-free (the inner loop vectorises): n² compares, cheaper than a sort's mispredicted
-// branches for the few dozen values the top-k ranks.
+// branches up to a few hundred values (kRankedCandidates); above, the top-k sorts or selects.
 static inline int rank_in(const float* v, int n, int i) {
   const float x = v[i];
   int r = 0;
   for (int j = 0; j < n; j++) r += (v[j] > x) + (j < i && v[j] == x);
   return r;
 }
-// above this many candidates the top-k sorts them instead of ranking them (n² grows)
+// above this many values (maxima or candidates) the top-k selects or sorts instead of ranking (n² grows)
 constexpr int kRankedCandidates = 256;
 
 // One row's top-k of s = p + b without a heap, for small k and no mask: the columns are split
 // into G >= k groups and t = the k-th largest group maximum. At least k entries are >= t, so the
 // row's k best are all >= t, and so is every entry tied with the k-th best: the candidates
 // {s >= t} (a few more than k on real data) hold the exact answer, found by two vectorised scans
-// and a sort of the candidates. The groups are strided (group q·16 + j holds the columns
+// and a ranking of the candidates (a sort when there are many). The groups are strided (group q·16 + j holds the columns
 // 16·(q + nv·i) + j, the tail's columns one group each) so that the maxima are nv vector
 // accumulators without horizontal reductions. 2.3x faster than the heap at 16384 columns, k = 32,
 // whose scalar replacements (k·ln(cols/k) per row) dominated. Returns false (nothing written) when
@@ -295,13 +297,20 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
   for (int q = 0; v < blocks; v++, q++)
     for (int j = 0; j < 16; j++) acc[16 * q + j] = std::max(acc[16 * q + j], p[16 * v + j] + b[16 * v + j]);
   for (int j = 0; j < tail; j++) acc[16 * nv + j] = p[16 * blocks + j] + b[16 * blocks + j];
-  // t = the k-th largest maximum, found by rank (below): std::nth_element's data-dependent
-  // branches mispredicted on every few of the 4k maxima and cost as much as a scan of the row
+  // t = the k-th largest maximum, found by rank for up to kRankedCandidates maxima (k ≤ 60):
+  // std::nth_element's data-dependent branches mispredicted on every few of them and cost as much
+  // as a scan of the row (k = 32); for larger k the n² compares would cost more
   float t = NAN;
   const int ng = (int)maxima.size();
-  for (int i = 0; i < ng; i++)
-    if (rank_in(acc, ng, i) == k - 1) t = acc[i];
-  if (!(t == t)) return false;  // NaN sums in the tail: no rank k − 1; the heap decides
+  if (ng <= kRankedCandidates) {
+    for (int i = 0; i < ng; i++)
+      if (rank_in(acc, ng, i) == k - 1) t = acc[i];
+  } else {
+    std::vector<float> sel(maxima);
+    std::nth_element(sel.begin(), sel.begin() + (k - 1), sel.end(), std::greater<float>());
+    t = sel[k - 1];
+  }
+  if (!(t == t)) return false;  // NaN sums (in the tail): no well-defined cut; the heap decides
   cand.clear();
   int c = 0;
 #if defined(__AVX512F__)
@@ -583,7 +592,7 @@ BatchCut batch_cut(const int32_t* idx, const float* val, int B, int kc, int64_t 
     float rowMin = len[b] < kc ? 0.f : INFINITY;  // the padding's zeros
     int c = 0;
     for (int j = 0; j < len[b]; j++) {
-      if (!(v[j] >= rowMin)) rowMin = v[j];  // NaN included, as Math.min
+      if (!(v[j] >= rowMin)) rowMin = v[j];  // the smallest so far (a NaN is replaced by the next value)
       c += v[j] > cut;
       if (__builtin_expect(v[j] == cut && v[j] > 0.f && ties > 0, 0)) ties--, c++;
     }
@@ -886,7 +895,7 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
 // a = 0. A step's gradients (100 MB at H = 16384, D = 768) are zeroed before backward writes
 // into them: with streaming stores the lines go to memory without being read first (a cached
 // store's read-for-ownership doubles the traffic), on two threads. 3 ms for 100 MB here, where
-// a cached fill took 5.4 ms and TypedArray.fill 8–10 ms. Arrays that fit the caches (up to 16 MB)
+// a cached fill took 5.4 ms and TypedArray.fill 8–10 ms (on every thread: 2 here). Arrays that fit the caches (up to 16 MB)
 // take cached stores: they are written again at once, and streamed lines would be fetched back.
 void zero(float* a, int64_t n) {
   if (n < (1 << 22)) {

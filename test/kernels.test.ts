@@ -7,6 +7,8 @@ import { loadNative, nativeEngine } from "../src/engine/index.ts";
 import type { Engine } from "../src/engine/types.ts";
 import { Rng } from "../src/rng.ts";
 import { maxAbsDiff, randn } from "./helpers.ts";
+import { Sparsifier } from "../src/sae/sparse.ts";
+import { Workspace } from "../src/sae/variant.ts";
 
 const { addon, error } = loadNative();
 const skip = addon ? false : process.env.CI ? false : `native addon not built (${error})`;
@@ -258,6 +260,11 @@ test("gemm with a vector for A or B (M = 1 or N = 1: the gemv path), all four tr
       nat.gemm(tA, tB, M, N, K, -0.7, A, Bm, 0.3, c1);
       jsEngine.gemm(tA, tB, M, N, K, -0.7, A, Bm, 0.3, c2);
       close(`gemm(${tA},${tB}) ${M}×${N}×${K}`, c1, c2, 1e-4);
+      // β = 0 ignores C, NaN included
+      const n1 = new Float32Array(M * N).fill(NaN), n2 = new Float32Array(M * N);
+      nat.gemm(tA, tB, M, N, K, -0.7, A, Bm, 0, n1);
+      jsEngine.gemm(tA, tB, M, N, K, -0.7, A, Bm, 0, n2);
+      close(`gemm(${tA},${tB}) ${M}×${N}×${K}, β = 0 over NaN`, n1, n2, 1e-4);
     }
   }
 });
@@ -334,8 +341,28 @@ test("batchCut: the native cut makes the reference's choices (ties at the cut, p
   // every candidate of a row at or above the cut: the row may hold more winners than kc
   const full = new Float32Array(2 * 4).fill(1), ids = new Int32Array(8);
   full.set([0.5, 0.4, 0.3, 0.2], 4);
-  assert.equal(nat.batchCut(ids, full, 2, 4, 3, true, new Int32Array(8), new Float32Array(8)).complete, false);
+  for (const e of [nat, jsEngine]) assert.equal(e.batchCut(ids, full, 2, 4, 3, true, new Int32Array(8), new Float32Array(8)).complete, false, e.name);
+  for (const bad of [NaN, 2.5, 0]) assert.throws(() => addon!.batchCut(ids, full, 2, 4, bad, true, new Int32Array(8), new Float32Array(8)), /batchCut: total = .* must be an integer/);
+  assert.throws(() => addon!.batchCut(ids, full, 2, 4, 3, true, new Int32Array(7), new Float32Array(8)), /outIdx has length 7, expected 8/);
   assert.throws(() => addon!.batchCut(ids, full, 2, 4, 9, true, new Int32Array(8), new Float32Array(8)), /batchCut: total = 9\.0+ must be an integer in \[1, B·kc = 8\]/);
+});
+
+test("Sparsifier: a batch with a row over H/16 goes dense even when the width grew past H/16 (rowsAbove stops scanning at such a row)", { skip }, () => {
+  const B = 8, H = 160; // limit H/16 = 10
+  const batch = (counts: number[]) => {
+    const P = new Float32Array(B * H).fill(-1);
+    counts.forEach((n, b) => { for (let j = 0; j < n; j++) P[b * H + 3 * j] = 1 + j; });
+    return P;
+  };
+  for (const e of [nat, jsEngine]) {
+    const sp = new Sparsifier(H), ws = new Workspace(), bias = new Float32Array(H);
+    assert.ok(sp.run(e, ws, batch([2, 1, 1, 1, 1, 1, 1, 1]), bias, B)); // the width shrinks to 3
+    const c = sp.run(e, ws, batch([9, 1, 1, 1, 1, 1, 1, 1]), bias, B); // overflows: rescanned 12 wide
+    assert.ok(c && c.m === 12, `${e.name}: width ${c?.m}`);
+    assert.deepEqual([...c.len], [9, 1, 1, 1, 1, 1, 1, 1]);
+    // row 0 has 11 > 10 entries, within the width: the dense path, not a code of unscanned rows
+    assert.equal(sp.run(e, ws, batch([11, 2, 2, 2, 2, 2, 2, 2]), bias, B), null, e.name);
+  }
 });
 
 test("zero: every element of a large unaligned view and none outside it; small arrays too", { skip }, () => {
@@ -387,7 +414,8 @@ test("topkRows on wide rows (the group-maxima path): the reference's choice, tie
   for (const grid of [0, 4]) {
     const coarse = grid > 0;
     const X = coarse ? P.map((x) => Math.round(x * grid) / grid) : P;
-    for (const [b, k] of [[bias, 32], [null, 32], [bias, 100]] as const) {
+    // k = 60: 247 maxima, ranked; k = 100: 407, selected by nth_element
+    for (const [b, k] of [[bias, 32], [null, 32], [bias, 60], [bias, 100]] as const) {
       const i1 = new Int32Array(rows * k), i2 = new Int32Array(rows * k);
       const v1 = new Float32Array(rows * k), v2 = new Float32Array(rows * k);
       nat.topkRows(X, b, null, rows, cols, k, i1, v1);

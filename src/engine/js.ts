@@ -128,7 +128,7 @@ export const jsEngine: Engine = {
       let rowMin = len[b] < kc ? 0 : Infinity, c = 0; // the padding's zeros
       for (let j = b * kc; j < b * kc + len[b]; j++) {
         const v = val[j];
-        if (!(v >= rowMin)) rowMin = v; // Math.min's answer, NaN included
+        if (!(v >= rowMin)) rowMin = v; // the smallest so far (a NaN is replaced by the next value)
         if (v > cut) c++;
         else if (v === cut && v > 0 && ties > 0) { ties--; c++; }
       }

@@ -13,8 +13,7 @@ export interface Engine {
   addBias(P: Arr, bias: Arr | null, rows: number, cols: number, relu: boolean, colSum?: Arr | null): void;
   /** G[r,c] = F[r,c] > 0 ? G[r,c] + colAdd[c] : 0 (colAdd may be null); colSum (if given) = Σ_r G[r,c] of the result. */
   reluBackward(G: Arr, F: Arr, colAdd: Arr | null, rows: number, cols: number, colSum?: Arr | null): void;
-  /** out[c] = (accumulate ? out[c] : 0) + Σ_r A[r,c] */
-  /** out[c] (+)= Σ_r A[r,c], rows in order; a Float64Array out sums in float64 */
+  /** out[c] = (accumulate ? out[c] : 0) + Σ_r A[r,c], rows in order; a Float64Array out sums in float64 */
   colSum(A: Arr, rows: number, cols: number, out: Arr, accumulate: boolean): void;
   /** Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column. */
   topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr): void;

@@ -47,8 +47,7 @@ export interface ReluOptions {
   path?: "auto" | "dense" | "sparse";
 }
 
-/** the active entries of a sparse code: u = U, f = F at (row, idx) pairs [B, m] */
-/** u: the packed code of U (rowsAbove's layout, PackedCode); f = u·s, or u itself without a scale */
+/** the active entries of a sparse code: u = U, f = F at (row, idx) pairs [B, m]; u packed (rowsAbove's layout, PackedCode), f = u·s or u itself without a scale */
 interface SparseCode { m: number; idx: Int32Array; u: Arr; f: Arr; len: Int32Array }
 
 /** What backward needs from the forward. */

@@ -33,15 +33,17 @@ export class Sparsifier {
       const width = this.kmax;
       const idx = ws.i("spIdx", B * width), val = ws.f("spVal", B * width, P);
       const m = e.rowsAbove(P, bias, 0, B, H, width, idx, val, limit);
+      // over the limit first: rowsAbove stops scanning once a row passes it, so the code would hold
+      // rows it never wrote (the width can exceed the limit after an overflow, below)
+      if (m > limit) return null;
       if (m <= width) {
-        // Every later loop (decode, gradients, penalties) walks the padding too: when the widest
-        // row needs less than half the room, the next batch gets 1.5x what this one needed (at
-        // L0 ≈ 0.5% of H the first width, H/16, was 90% padding). Rarely changed, so the
+        // The native kernels look at the padding too (the TypeScript loops stop at len): when the
+        // widest row needs less than half the room, the next batch gets 1.5x what this one needed
+        // (at L0 ≈ 0.5% of H the first width, H/16, was 90% padding). Rarely changed, so the
         // workspace is rarely reallocated; a batch that overflows is scanned again (below).
         if (2 * m < width) this.kmax = Math.max(1, Math.ceil(1.5 * m));
         return { m: width, idx, val, len: rowLengths(ws, val, B, width) };
       }
-      if (m > limit) return null;
       this.kmax = Math.min(H, Math.ceil(1.25 * m));
     }
   }

@@ -287,7 +287,6 @@ export function scaled(e: Engine, E: Arr, scale: number, G: Arr): Arr {
   return G;
 }
 
-/** db_dec −= Σ_b (G_P W_enc)[b] = −(Σ_b G_P[b]) W_enc, for the pre-encoder bias. gpSum is [H]. */
 /**
  * dW[i] += s[i]·W[i] for every row i of [H, D] (a penalty on the decoder's row norms), as
  * scatterRows over the identity code: a TypeScript loop over the 12.6 M elements took 35 ms
@@ -298,6 +297,7 @@ export function addScaledRows(e: Engine, ws: Workspace, s: Arr, W: Arr, { D, H }
   e.scatterRows(ids, s, H, 1, W, H, D, dW);
 }
 
+/** db_dec −= Σ_b (G_P W_enc)[b] = −(Σ_b G_P[b]) W_enc, for the pre-encoder bias. gpSum is [H]. */
 export function backpropInputBias(e: Engine, gpSum: Arr, Wenc: Arr, dims: Dims, dbDec: Arr): void {
   e.gemm(false, false, 1, dims.D, dims.H, -1, gpSum, Wenc, 1, dbDec);
 }
