@@ -306,9 +306,9 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
     for (int i = 0; i < ng; i++)
       if (rank_in(acc, ng, i) == k - 1) t = acc[i];
   } else {
-    std::vector<float> sel(maxima);
-    std::nth_element(sel.begin(), sel.begin() + (k - 1), sel.end(), std::greater<float>());
-    t = sel[k - 1];
+    // in place: the maxima are not read again (a copy was an allocation per row)
+    std::nth_element(maxima.begin(), maxima.begin() + (k - 1), maxima.end(), std::greater<float>());
+    t = maxima[k - 1];
   }
   if (!(t == t)) return false;  // NaN sums (in the tail): no well-defined cut; the heap decides
   cand.clear();

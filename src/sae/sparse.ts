@@ -52,7 +52,8 @@ export class Sparsifier {
 /**
  * A code [B, m] in rowsAbove's layout: row b's len[b] entries first (ascending columns, values
  * > 0), then zero padding. The variants' per-entry loops walk b·m .. b·m + len[b] only: the padding
- * is most of the width (m follows the widest row), and a TypeScript loop costs ~3 ns an entry here.
+ * is most of the width (m is the Sparsifier's width, 1.5× the widest row seen), and a TypeScript
+ * loop costs ~3 ns an entry here.
  */
 export interface PackedCode { m: number; idx: Int32Array; val: Arr; len: Int32Array }
 
