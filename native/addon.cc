@@ -503,6 +503,52 @@ Napi::Value AdamBf16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// adamUnitRows that also writes the bf16 copy of the updated rows (the decoder a bf16 step's sparse
+// decode reads), cast in the same pass
+Napi::Value AdamUnitRowsBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "adamUnitRowsBf16"};
+  a.count(14);
+  int rows = a.dim(4, "rows"), cols = a.dim(5, "cols");
+  const AdamArgs d = adam_args(a, (int64_t)rows * cols, 6);
+  uint16_t* out = u16(a, 13, "out", (int64_t)rows * cols);
+  sae::adam_unit_rows(d.p, d.g, d.m, d.v, rows, cols, d.lr, d.beta1, d.beta2, d.eps, d.bc1, d.bc2, d.gradScale, out);
+  return info.Env().Undefined();
+}
+
+// gatherRows with W's rows in bf16 (the sparse decode of a bf16 step)
+Napi::Value GatherRowsBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "gatherRowsBf16"};
+  a.count(9);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
+  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
+  const float* val = a.f32(1, "val", (int64_t)rows * k);
+  const uint16_t* W = u16(a, 4, "W", (int64_t)H * D);
+  const float* bias = a.f32(7, "bias", D, true);
+  float* out = a.f32(8, "out", (int64_t)rows * D);
+  sae::gather_rows_bf16(idx, val, rows, k, W, D, bias, out);
+  return info.Env().Undefined();
+}
+
+// sparseBackward with bf16 G, W and Xc; the float32 outputs cannot overlap the bf16 inputs
+Napi::Value SparseBackwardBf16(const Napi::CallbackInfo& info) {
+  Args a{info, "sparseBackwardBf16"};
+  a.count(12);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
+  const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
+  const int32_t* idx = a.latents(0, n, H);
+  const float* val = a.f32(1, "val", n);
+  const uint16_t* G = u16(a, 4, "G", (int64_t)rows * D);
+  const uint16_t* W = u16(a, 5, "W", len);
+  const uint16_t* Xc = u16(a, 6, "Xc", (int64_t)rows * D);
+  float* dWdec = a.f32(9, "dWdec", len);
+  float* dWenc = a.f32(10, "dWenc", len);
+  float* gpSum = a.f32(11, "gpSum", H);
+  if (len > 0 && dWdec < dWenc + len && dWenc < dWdec + len)
+    a.fail("dWdec and dWenc overlap; the two gradients must be separate arrays");
+  sae::sparse_backward_bf16(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("addBias", Napi::Function::New(env, AddBias));
@@ -531,6 +577,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("castBf16", Napi::Function::New(env, CastBf16));
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
   exports.Set("adamBf16", Napi::Function::New(env, AdamBf16));
+  exports.Set("adamUnitRowsBf16", Napi::Function::New(env, AdamUnitRowsBf16));
+  exports.Set("gatherRowsBf16", Napi::Function::New(env, GatherRowsBf16));
+  exports.Set("sparseBackwardBf16", Napi::Function::New(env, SparseBackwardBf16));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

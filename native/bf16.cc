@@ -19,14 +19,6 @@
 
 namespace sae {
 
-static inline uint16_t to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const uint32_t nan = (u >> 16) | 0x40u;
-  return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
-}
-
 void adam_cast_bf16(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
                     float beta2, float eps, float bc1, float bc2, float gscale, uint16_t* out,
                     int64_t off, int64_t len) {

@@ -638,20 +638,42 @@ void values_at(const float* A, const float* bias, int rows, int cols, const int3
   });
 }
 
-void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
-                 const float* bias, float* out) {
+// A row element as float: float32 as is, bfloat16 (its bits, uint16_t) widened exactly (a shift;
+// the loops that read it still vectorise)
+static inline float widen(float x) { return x; }
+static inline float widen(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <typename T>
+static void gather_rows_t(const int32_t* idx, const float* val, int rows, int k, const T* W, int D,
+                          const float* bias, float* out) {
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t b = r0; b < r1; b++) {
       float* o = out + b * D;
       if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
       for (int j = 0; j < k; j++) {
-        float a = val[b * k + j];
+        const int64_t e = b * k + j;
+        const float a = val[e];
         if (a == 0.f) continue;
-        const float* w = W + (int64_t)idx[b * k + j] * D;
-        for (int d = 0; d < D; d++) o[d] += a * w[d];
+        const T* w = W + (int64_t)idx[e] * D;
+        for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
       }
     }
   });
+}
+
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
+                 const float* bias, float* out) {
+  gather_rows_t(idx, val, rows, k, W, D, bias, out);
+}
+
+void gather_rows_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
+                      const float* bias, float* out) {
+  gather_rows_t(idx, val, rows, k, W, D, bias, out);
 }
 
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
@@ -785,33 +807,50 @@ void scatter_dot(const int32_t* idx, const float* val, const float* sel, int row
   });
 }
 
-void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
-                     const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
-                     float* gpSum) {
+template <typename T>
+static void sparse_backward_t(const int32_t* idx, const float* val, int rows, int k, const T* G,
+                              const T* W, const T* Xc, int H, int D, float* dWdec, float* dWenc,
+                              float* gpSum) {
   // scatter_dot (its dot products where val > 0), the mask and scatter_rows of dp in one pass per
   // latent: one grouping of the entries instead of two, W_dec's, dW_dec's and dW_enc's rows once
   // each, and the entry loop that masked dp and summed it per latent out of TypeScript. Each sum
   // runs over the latent's entries in row order, as the three did (the entries they skipped add 0)
   const ByLatent g = group_by_latent(idx, val, (int64_t)rows * k, H);
   for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
-    const float* w = W + (int64_t)i * D;
+    const T* __restrict w = W + (int64_t)i * D;
     float* __restrict od = dWdec + (int64_t)i * D;
     float* __restrict oe = dWenc + (int64_t)i * D;
     float sum = gpSum[i];
     for (int32_t q = q0; q < q1; q++) {
       const int32_t e = g.order[q];
       const float a = val[e];
-      const float* __restrict x = G + (int64_t)(e / k) * D;
-      const float dp = a > 0.f ? dot(x, w, D) : 0.f;
-      for (int d = 0; d < D; d++) od[d] += a * x[d];
+      const T* __restrict x = G + (int64_t)(e / k) * D;
+      float dp = 0.f;
+      if (a > 0.f) {
+#pragma omp simd reduction(+ : dp)
+        for (int d = 0; d < D; d++) dp += widen(x[d]) * widen(w[d]);
+      }
+      for (int d = 0; d < D; d++) od[d] += a * widen(x[d]);
       sum += dp;
       if (dp != 0.f) {
-        const float* __restrict xc = Xc + (int64_t)(e / k) * D;
-        for (int d = 0; d < D; d++) oe[d] += dp * xc[d];
+        const T* __restrict xc = Xc + (int64_t)(e / k) * D;
+        for (int d = 0; d < D; d++) oe[d] += dp * widen(xc[d]);
       }
     }
     gpSum[i] = sum;
   });
+}
+
+void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
+                     const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
+                     float* gpSum) {
+  sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+}
+
+void sparse_backward_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
+                          const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec,
+                          float* dWenc, float* gpSum) {
+  sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
 }
 
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
@@ -856,9 +895,11 @@ void normalize_rows(float* W, int rows, int cols) {
 }
 
 void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int cols, float lr,
-                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale) {
+                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale,
+                    uint16_t* out) {
   // A row of each array (3 KB at D = 768) stays in L1 between the projection, the update and the
-  // renormalisation; the separate kernels read W_dec three times and its gradient twice.
+  // renormalisation; the separate kernels read W_dec three times and its gradient twice. The bf16
+  // copy (a bf16 step's sparse decode reads it) is cast from the row while it is still in L1.
   const AdamStep h{lr, beta1, beta2, eps, bc1, bc2, gscale};
   parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
@@ -885,9 +926,12 @@ void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int 
           s += (double)wn * wn;
         }
       }
-      if (s == 0) continue;
-      const float inv = (float)(1.0 / std::sqrt(s));
-      for (int c = 0; c < cols; c++) w[c] *= inv;
+      if (s != 0) {
+        const float inv = (float)(1.0 / std::sqrt(s));
+        for (int c = 0; c < cols; c++) w[c] *= inv;
+      }
+      if (out)
+        for (int c = 0; c < cols; c++) out[r * cols + c] = to_bf16(w[c]);
     }
   });
 }

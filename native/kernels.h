@@ -68,6 +68,10 @@ BatchCut batch_cut(const int32_t* idx, const float* val, int B, int kc, int64_t 
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out);
+// the same with W's rows in bfloat16 (uint16_t bit patterns, bf16.h), float32 sums: the sparse decode
+// of `train.precision: bf16` (docs/engine.md#bfloat16)
+void gather_rows_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
+                      const float* bias, float* out);
 
 // gather_rows(idx, val, …, out) and gather_rows(idx, val2, …, out2) in one pass over the entries
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
@@ -89,6 +93,10 @@ void gather_dot(const int32_t* idx, const float* val, int rows, int k, const flo
 void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
                      const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
                      float* gpSum);
+// the same with bfloat16 G, W and Xc (float32 products and sums; the gradients stay float32)
+void sparse_backward_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
+                          const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec,
+                          float* dWenc, float* gpSum);
 
 // out[idx[b,k], :] += val[b,k] * X[b,:]     (sparse weight gradient)
 void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
@@ -116,9 +124,11 @@ void normalize_rows(float* W, int rows, int cols);
 
 // Adam for a unit-norm decoder, one row at a time: project_rows's tangent projection of the
 // gradient row (g itself is not changed), adam on it, then normalize_rows: the same arithmetic as
-// those three kernels in turn, in one pass over the [rows, cols] arrays instead of three.
+// those three kernels in turn, in one pass over the [rows, cols] arrays instead of three. When out
+// is given, out[0 .. rows·cols) = the updated p in bfloat16 (cast_bf16's rounding), in the same pass.
 void adam_unit_rows(float* p, const float* g, float* m, float* v, int rows, int cols, float lr,
-                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale);
+                    float beta1, float beta2, float eps, float bc1, float bc2, float gscale,
+                    uint16_t* out = nullptr);
 
 // sum of squares, accumulated in double
 double sum_squares(const float* a, int64_t n);

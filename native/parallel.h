@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -29,6 +30,16 @@ void parallel_for(int64_t n, int64_t minChunk, Fn fn) {
   }
   fn((int64_t)0, std::min(n, chunk));
   for (auto& th : pool) th.join();
+}
+
+// x rounded to the nearest bfloat16 (its top 16 bits), ties to even; NaN stays a quiet NaN (see
+// cast_bf16 in bf16.h)
+inline uint16_t to_bf16(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t nan = (u >> 16) | 0x40u;
+  return (uint16_t)((u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded);
 }
 
 // Adam's hyper-parameters for one step; bc1, bc2 = 1 − β^t, gscale the clipping factor.

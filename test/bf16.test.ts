@@ -143,7 +143,7 @@ test("native addon: bad bf16 arguments throw errors instead of crashing", { skip
 
 test("bf16Engine: parameters cast once per step and again after newStep; views of them reuse the copy; thin GEMMs stay float32", () => {
   let casts = 0, castElems = 0;
-  const counting: Bf16Kernels = { castBf16: (s, d) => { casts++; castElems += s.length; jsBf16.castBf16(s, d); }, gemmBf16: jsBf16.gemmBf16, adamBf16: jsBf16.adamBf16 };
+  const counting: Bf16Kernels = { ...jsBf16, castBf16: (s, d) => { casts++; castElems += s.length; jsBf16.castBf16(s, d); } };
   const M = 20, N = 36, K = 18;
   const params = f32(N * K + 5, 1); // a buffer with a weight matrix view and a bias after it
   const W = params.subarray(0, N * K);
@@ -193,6 +193,112 @@ test("bf16Engine: parameters cast once per step and again after newStep; views o
   assert.equal(castElems - n1, X.length + W.length, "W is cast again after normalizeRows");
   jsBf16.gemmBf16(false, true, M, N, K, 1, bits(X), bits(W), 0, want);
   assert.deepEqual(C, want);
+});
+
+/** a sparse code [rows, k]: distinct ascending latents per row, every fifth value 0 (padding) */
+function sparseCode(rows: number, k: number, H: number, seed: number): { idx: Int32Array; val: Float32Array } {
+  const rng = new Rng(seed), idx = new Int32Array(rows * k), val = new Float32Array(rows * k);
+  for (let b = 0; b < rows; b++) {
+    const row = new Set<number>();
+    while (row.size < k) row.add(Math.floor(rng.next() * H));
+    [...row].sort((x, y) => x - y).forEach((h, j) => {
+      idx[b * k + j] = h;
+      val[b * k + j] = (b * k + j) % 5 === 4 ? 0 : 0.1 + rng.next();
+    });
+  }
+  return { idx, val };
+}
+const bits = (x: Float32Array) => {
+  const h = new Uint16Array(x.length);
+  jsBf16.castBf16(x, h);
+  return h;
+};
+const widened = (h: Uint16Array) => Float32Array.from(h, bf16ToFloat);
+
+test("gatherRowsBf16, sparseBackwardBf16: the float32 kernels on the widened rows (bit for bit but for the dot products' rounding); the TypeScript twins agree", { skip: noAddon }, () => {
+  const nat = nativeEngine(addon!);
+  // D = 37: the vector loops' tails; H small enough that latents share many rows (threads split them)
+  for (const [rows, k, H, D] of [[64, 6, 50, 37], [300, 16, 2000, 128]] as const) {
+    const { idx, val } = sparseCode(rows, k, H, rows);
+    const W = bits(f32(H * D, 1)), G = bits(f32(rows * D, 2)), Xc = bits(f32(rows * D, 3)), bias = f32(D, 4);
+    const out = new Float32Array(rows * D), want = new Float32Array(rows * D), twin = new Float32Array(rows * D);
+    addon!.gatherRowsBf16(idx, val, rows, k, W, H, D, bias, out);
+    nat.gatherRows(idx, val, rows, k, widened(W), H, D, bias, want);
+    assert.deepEqual(out, want, `gather ${rows}×${k}`);
+    jsBf16.gatherRowsBf16(idx, val, rows, k, W, H, D, bias, twin);
+    for (let i = 0; i < out.length; i++) assert.ok(Math.abs(out[i] - twin[i]) <= 1e-5 * (1 + Math.abs(twin[i])), `gather twin at ${i}: ${out[i]} vs ${twin[i]}`);
+    const grads = () => ({ dWdec: f32(H * D, 5, 0.01), dWenc: f32(H * D, 6, 0.01), gpSum: f32(H, 7, 0.01) });
+    const a = grads(), b = grads(), c = grads();
+    addon!.sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, a.dWdec, a.dWenc, a.gpSum);
+    nat.sparseBackward(idx, val, rows, k, widened(G), widened(W), widened(Xc), H, D, b.dWdec, b.dWenc, b.gpSum);
+    // dW_dec's sums are the same loop; the dot products dp (and so dW_enc, gpSum) are SIMD
+    // reductions whose lane split the compiler picks per element type: equal to rounding
+    assert.deepEqual(a.dWdec, b.dWdec, `sparse backward ${rows}×${k}`);
+    for (const key of ["dWenc", "gpSum"] as const)
+      for (let i = 0; i < a[key].length; i++) assert.ok(Math.abs(a[key][i] - b[key][i]) <= 1e-5 * (1 + Math.abs(b[key][i])), `${key} at ${i}: ${a[key][i]} vs ${b[key][i]}`);
+    jsBf16.sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, c.dWdec, c.dWenc, c.gpSum);
+    for (const key of ["dWdec", "dWenc", "gpSum"] as const)
+      for (let i = 0; i < a[key].length; i++) assert.ok(Math.abs(a[key][i] - c[key][i]) <= 1e-4 * (1 + Math.abs(c[key][i])), `${key} twin at ${i}: ${a[key][i]} vs ${c[key][i]}`);
+  }
+  // the decoder's fused Adam with the copy: the same weights bit for bit, and their bf16 bits
+  const rows = 300, cols = 37;
+  const p1 = f32(rows * cols, 8), g = f32(rows * cols, 9), m1 = f32(rows * cols, 10, 0.1), v1 = Float32Array.from(f32(rows * cols, 11), Math.abs);
+  p1.fill(0, 5 * cols, 6 * cols); // a zero row: no projection, nothing to renormalise, still copied
+  const p2 = p1.slice(), m2 = m1.slice(), v2 = v1.slice(), copy = new Uint16Array(rows * cols);
+  addon!.adamUnitRowsBf16(p1, g, m1, v1, rows, cols, 1e-2, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7, copy);
+  addon!.adamUnitRows(p2, g, m2, v2, rows, cols, 1e-2, 0.9, 0.999, 1e-8, 0.19, 0.002, 0.7);
+  assert.deepEqual([p1, m1, v1], [p2, m2, v2]);
+  assert.deepEqual(copy, bits(p2));
+  assert.throws(() => addon!.adamUnitRowsBf16(p1, g, m1, v1, rows, cols, 1, 0.9, 0.9, 1e-8, 1, 1, 1, new Uint16Array(5)), /adamUnitRowsBf16: out has length 5, expected 11100/);
+  // the addon's checks
+  const { idx, val } = sparseCode(4, 2, 8, 1);
+  const h = new Uint16Array(8 * 3), x = new Float32Array(8 * 3), o = new Float32Array(4 * 3), hb = new Uint16Array(4 * 3);
+  assert.throws(() => addon!.gatherRowsBf16(idx, val, 4, 2, x as unknown as Uint16Array, 8, 3, null, o), /gatherRowsBf16: W must be a Uint16Array/);
+  assert.throws(() => addon!.gatherRowsBf16(idx, val, 4, 2, h, 8, 4, null, o), /gatherRowsBf16: W has length 24, expected 32/);
+  assert.throws(() => addon!.gatherRowsBf16(idx, val, 4, 2, h, 2, 12, null, o), /gatherRowsBf16: idx\[\d+\] = \d+ is outside \[0, 2\)/);
+  assert.throws(() => addon!.sparseBackwardBf16(idx, val, 4, 2, hb, h, x as unknown as Uint16Array, 8, 3, x, x.slice(), new Float32Array(8)), /sparseBackwardBf16: Xc must be a Uint16Array/);
+  assert.throws(() => addon!.sparseBackwardBf16(idx, val, 4, 2, hb, h, hb, 8, 3, x, x, new Float32Array(8)), /sparseBackwardBf16: dWdec and dWenc overlap/);
+  assert.throws(() => (addon!.sparseBackwardBf16 as (...args: unknown[]) => void)(idx), /expected 12 arguments/);
+});
+
+test("bf16Engine: the sparse decode and backward read bf16 rows of a pinned W (cast once per step) and of the batch; an unpinned W stays float32", () => {
+  const calls: string[] = [];
+  const k16: Bf16Kernels = {
+    ...jsBf16,
+    gatherRowsBf16: (...a) => { calls.push("gather"); jsBf16.gatherRowsBf16(...a); },
+    sparseBackwardBf16: (...a) => { calls.push("backward"); jsBf16.sparseBackwardBf16(...a); },
+  };
+  const rows = 40, k = 4, H = 30, D = 20;
+  const W = f32(H * D, 1), other = f32(H * D, 2), G = f32(rows * D, 3), Xc = f32(rows * D, 4);
+  const { idx, val } = sparseCode(rows, k, H, 9);
+  const e = bf16Engine(jsEngine, k16, [W]);
+  e.newStep();
+  const out = new Float32Array(rows * D), want = new Float32Array(rows * D);
+  e.gatherRows(idx, val, rows, k, W, H, D, null, out);
+  jsBf16.gatherRowsBf16(idx, val, rows, k, bits(W), H, D, null, want);
+  assert.deepEqual(out, want);
+  e.gatherRows(idx, val, rows, k, other, H, D, null, out);
+  jsEngine.gatherRows(idx, val, rows, k, other, H, D, null, want);
+  assert.deepEqual(out, want, "an array that is not a parameter: the float32 kernel");
+  const g1 = { dWdec: new Float32Array(H * D), dWenc: new Float32Array(H * D), gpSum: new Float32Array(H) };
+  const g2 = { dWdec: new Float32Array(H * D), dWenc: new Float32Array(H * D), gpSum: new Float32Array(H) };
+  e.sparseBackward(idx, val, rows, k, G, W, Xc, H, D, g1.dWdec, g1.dWenc, g1.gpSum);
+  jsBf16.sparseBackwardBf16(idx, val, rows, k, bits(G), bits(W), bits(Xc), H, D, g2.dWdec, g2.dWenc, g2.gpSum);
+  assert.deepEqual(g1, g2);
+  assert.deepEqual(calls, ["gather", "backward"]);
+  // the decoder's fused Adam writes W's copy: the next step's decode reads it without a cast
+  let casts = 0;
+  const counted = bf16Engine(jsEngine, { ...k16, castBf16: (a, b) => { casts += a.length; jsBf16.castBf16(a, b); } }, [W]);
+  counted.newStep();
+  counted.gatherRows(idx, val, rows, k, W, H, D, null, out);
+  assert.equal(casts, W.length);
+  const m = new Float32Array(H * D), v = new Float32Array(H * D);
+  counted.adamUnitRows(W, f32(H * D, 5), m, v, H, D, 1e-2, 0.9, 0.999, 1e-8, 0.1, 0.001, 1);
+  counted.newStep();
+  counted.gatherRows(idx, val, rows, k, W, H, D, null, out);
+  assert.equal(casts, W.length, "no second cast");
+  jsBf16.gatherRowsBf16(idx, val, rows, k, bits(W), H, D, null, want);
+  assert.deepEqual(out, want, "the copy holds the updated W");
 });
 
 test("bf16 steps with Adam writing the copy match steps with a cast pass of their own, bit for bit", { skip: noBf16 }, () => {

@@ -1,11 +1,12 @@
 // bfloat16 GEMMs for `train.precision: bf16` (docs/engine.md#bfloat16). The GEMMs of a training
-// step take bf16 operands with float32 accumulation and output; everything else (master weights,
-// Adam's moments, the loss, the reductions, what is written to disk) stays float32.
+// step, and their sparse forms (the sparse decode and a sparse code's backward), take bf16 operands
+// with float32 accumulation and output; everything else (master weights, Adam's moments, the loss,
+// the reductions, what is written to disk) stays float32.
 //
-// bf16Engine wraps an Engine: its gemm casts float32 operands to bf16 and calls the bf16 GEMM; the
-// parameters are pinned, so each one is cast at most once per step (on its first use after
-// newStep(), i.e. after the previous step's update) instead of once per GEMM. Every other kernel
-// is the wrapped engine's.
+// bf16Engine wraps an Engine: its gemm, gatherRows and sparseBackward cast float32 operands to bf16
+// and call the bf16 kernels; the parameters are pinned, so each one is cast at most once per step
+// (on its first use after newStep(), i.e. after the previous step's update) instead of once per
+// call. Every other kernel is the wrapped engine's.
 import type { Arr, Engine } from "./types.ts";
 import { jsEngine } from "./js.ts";
 import { loadNative, type EngineChoice } from "./index.ts";
@@ -19,6 +20,12 @@ export interface Bf16Kernels {
   gemmBf16(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Uint16Array, B: Uint16Array, beta: number, C: Float32Array): void;
   /** Engine.adam over p, also writing out = bf16(p[outOffset .. outOffset + out.length)) of the updated weights (the cast fused into Adam's pass) */
   adamBf16(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number, out: Uint16Array, outOffset: number): void;
+  /** Engine.adamUnitRows, also writing out = bf16(p) of the updated rows (the cast fused into its pass) */
+  adamUnitRowsBf16(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, rows: number, cols: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number, out: Uint16Array): void;
+  /** Engine.gatherRows with W's rows in bf16 (float32 sums) */
+  gatherRowsBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, W: Uint16Array, H: number, D: number, bias: Float32Array | null, out: Float32Array): void;
+  /** Engine.sparseBackward with bf16 G, W and Xc (float32 products, sums and gradients) */
+  sparseBackwardBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, G: Uint16Array, W: Uint16Array, Xc: Uint16Array, H: number, D: number, dWdec: Float32Array, dWenc: Float32Array, gpSum: Float32Array): void;
 }
 
 const f32 = new Float32Array(1);
@@ -48,6 +55,19 @@ export const jsBf16: Bf16Kernels = {
     jsEngine.adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale);
     jsBf16.castBf16(p.subarray(outOffset, outOffset + out.length), out);
   },
+  adamUnitRowsBf16(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale, out) {
+    jsEngine.adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+    jsBf16.castBf16(p, out);
+  },
+  // the widened rows through the float32 kernels: the same products (a bf16 value is exact in
+  // float32), summed in their order
+  gatherRowsBf16(idx, val, rows, k, W, H, D, bias, out) {
+    jsEngine.gatherRows(idx, val, rows, k, Float32Array.from(W, bf16ToFloat), H, D, bias, out);
+  },
+  sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum) {
+    const f = (x: Uint16Array) => Float32Array.from(x, bf16ToFloat);
+    jsEngine.sparseBackward(idx, val, rows, k, f(G), f(W), f(Xc), H, D, dWdec, dWenc, gpSum);
+  },
   gemmBf16(tA, tB, M, N, K, alpha, A, B, beta, C) {
     const a = Float64Array.from(A, bf16ToFloat), b = Float64Array.from(B, bf16ToFloat);
     for (let m = 0; m < M; m++) {
@@ -73,7 +93,7 @@ export interface Bf16Engine extends Engine {
 }
 
 /**
- * copy: made on first use, so a parameter no GEMM reads (W_dec of a sparse code) costs no memory.
+ * copy: made on first use, so a parameter no bf16 kernel reads (b_enc, or W_dec when only the float32 kernels read it) costs no memory.
  * fresh: the copy holds src's values; used: a GEMM read it this step; fused: Adam wrote it this step.
  */
 interface Pin { src: Float32Array; copy: Uint16Array | null; fresh: boolean; used: boolean; fused: boolean }
@@ -128,9 +148,43 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     }
     k.gemmBf16(tA, tB, M, N, K, alpha, cast(A, 0), cast(B, 1), beta, C);
   };
+  /** the pin holding all of W (a parameter, or a stretch of one), or undefined */
+  const pinOf = (W: Arr) => (W instanceof Float32Array ? pins.find((p) => inside(W, p.src) >= 0) : undefined);
+  const f32s = (...xs: (Arr | null)[]) => xs.every((x) => x === null || x instanceof Float32Array);
+  // The sparse decode and backward read a random row of W or of the batch per entry, at the
+  // memory's speed: in bf16 they move half the bytes (docs/engine.md#bfloat16). W must be a pinned
+  // parameter (cast once per step, like the GEMMs' weights); anything else takes the float32 kernel.
+  const gatherRows: Engine["gatherRows"] = (idx, val, rows, kk, W, H, D, bias, out) => {
+    if (!pinOf(W) || !f32s(val, bias, out) || D < BF16_MIN_DIM || W.length !== H * D) {
+      base.gatherRows(idx, val, rows, kk, W, H, D, bias, out);
+      return;
+    }
+    k.gatherRowsBf16(idx, val as Float32Array, rows, kk, cast(W as Float32Array, 1), H, D, bias as Float32Array | null, out as Float32Array);
+  };
+  const sparseScratch = [new Uint16Array(0), new Uint16Array(0)];
+  const castScratch = (x: Float32Array, slot: 0 | 1): Uint16Array => {
+    if (sparseScratch[slot].length < x.length) sparseScratch[slot] = new Uint16Array(x.length);
+    const out = sparseScratch[slot].subarray(0, x.length);
+    const t0 = performance.now();
+    k.castBf16(x, out);
+    castMs += performance.now() - t0;
+    return out;
+  };
+  const sparseBackward: Engine["sparseBackward"] = (idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum) => {
+    const ok = pinOf(W) && f32s(val, G, Xc, dWdec, dWenc, gpSum) && D >= BF16_MIN_DIM && W.length === H * D && G.length === rows * D && Xc.length === rows * D;
+    if (!ok) {
+      base.sparseBackward(idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+      return;
+    }
+    // G and Xc change every step (and between AuxK's call and the main one, G does): cast per call,
+    // 1–2 ms against the 20 ms the halved rows save at B=4096 D=768 H=16384 K=32
+    k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, castScratch(G as Float32Array, 0), cast(W as Float32Array, 1), castScratch(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array);
+  };
   return {
     ...base,
     gemm,
+    gatherRows,
+    sparseBackward,
     // Adam writes the copy of one parameter the step's GEMMs read (W_enc) as it writes the weights
     // (docs/engine.md#bfloat16); any other write to a pinned parameter makes its copy stale.
     adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
@@ -147,10 +201,16 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
       base.normalizeRows(W, rows, cols);
       stale(W);
     },
-    // the decoder's fused step writes W_dec: its copy (if any) is stale after it
+    // the decoder's fused step writes W_dec, and its bf16 copy too when a bf16 kernel read it
     adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale) {
-      base.adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+      const pin = p instanceof Float32Array ? pins.find((q) => q.used && q.copy && inside(p, q.src) >= 0) : undefined;
       stale(p);
+      if (!pin || !(g instanceof Float32Array && m instanceof Float32Array && v instanceof Float32Array) || p.length !== rows * cols || pin.src.length !== p.length) {
+        base.adamUnitRows(p, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale);
+        return;
+      }
+      k.adamUnitRowsBf16(p as Float32Array, g, m, v, rows, cols, lr, beta1, beta2, eps, bc1, bc2, gradScale, pin.copy!);
+      pin.fresh = pin.fused = true;
     },
     newStep() {
       // a copy stays fresh into the next step only when Adam wrote it and nothing wrote its weights
@@ -161,7 +221,7 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
       }
     },
     bf16Bytes() {
-      return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length);
+      return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length + sparseScratch[0].length + sparseScratch[1].length);
     },
     takeCastMs() {
       const t = castMs;
