@@ -298,11 +298,28 @@ after = ${path.resolve(".")}, before = ${path.resolve(dir)}; ${rounds} rounds of
   }
 }
 
+const HELP = `npm run bench [-- OPTIONS]: ms per training step of every case, its ratio to the encoder GEMM
+of the same process, peak memory against what the step needs (docs/engine.md, README: Engine and performance)
+  --json                 one JSON document instead of the table
+  --small-only           only B=1024 D=128 H=1024 K=16
+  --steps N              the fastest of N steps per case (default 3, after 4 warm-up steps)
+  --precision P          fp32 (default), bf16 or auto; ratios stay against the fp32 GEMM
+  --profile              per case, each kernel's time over one step and the remainder
+  --case N [--big]       one case (0-based, in the table's order), its row as JSON
+  --against DIR [--big] [--rounds N] [--case N] [--precision P]
+                         this checkout against another one, steps alternated in one process
+  --engine tfjs          the tfjs engine's bench`;
+const KNOWN = new Set(["--json", "--small-only", "--steps", "--precision", "--profile", "--case", "--big", "--against", "--rounds", "--engine", "--help", "-h"]);
+
 // a script only when run, not when another checkout's bench imports this one (--against)
 const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url);
 const args = isMain ? process.argv.slice(2) : [];
+const unknown = args.find((a) => a.startsWith("-") && !KNOWN.has(a));
+if (unknown) usage(`unknown option ${unknown}; \`npm run bench -- --help\` lists them`);
 if (!isMain) {
   // imported: CASES and prepareCase only
+} else if (args.includes("--help") || args.includes("-h")) {
+  console.log(HELP);
 } else if (args[args.indexOf("--engine") + 1] === "tfjs" && args.includes("--engine")) await import("./bench-tfjs.ts"); // the tfjs engine's bench
 else if (args.includes("--against")) {
   const at = (flag: string) => (args.includes(flag) ? args[args.indexOf(flag) + 1] : undefined);

@@ -1,5 +1,6 @@
 // `npm run bench -- --profile` at the small shape: the per-kernel breakdown of one step is there and
-// adds up; `--against` compares two checkouts (no timing assertions: speed lives in the bench itself).
+// adds up; `--against` compares two checkouts; --help and unknown options (no timing assertions:
+// speed lives in the bench itself).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -37,4 +38,15 @@ test("bench --against: two checkouts' steps alternated in one process (here this
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /^error: --against \/nonexistent: no scripts\/bench\.ts there/);
   assert.doesNotMatch(bad.stderr, /    at /);
+});
+
+test("bench --help lists the options without running a case; an unknown option exits 2 naming it", () => {
+  const run = (...a: string[]) => spawnSync(process.execPath, ["--import", "tsx", "scripts/bench.ts", ...a], { encoding: "utf8" });
+  const help = run("--help");
+  assert.equal(help.status, 0, help.stderr);
+  for (const flag of ["--json", "--profile", "--precision", "--against", "--case"]) assert.match(help.stdout, new RegExp(`^  ${flag}`, "m"));
+  assert.doesNotMatch(help.stdout, /× GEMM/, "no case ran");
+  const bad = run("--proflie");
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /^error: unknown option --proflie; `npm run bench -- --help` lists them/);
 });

@@ -173,6 +173,7 @@ train:
   sparsity_warmup_steps: 10
   dead_tokens_threshold: 2000
   log_every: 20
+  precision: fp32 # the tfjs engine trains in float32; the native runs beside it must too (auto would pick bf16 where the CPU has it)
 `;
 
 function setup(text = TINY): { dir: string; cfg: string; runs: string } {
@@ -243,7 +244,8 @@ test("sae eval of a tfjs-trained run: the native engine and the tfjs forward giv
 
 test("quickstart parity: 200 steps on the tfjs CPU backend and on the native engine, same seed: FVU within 2%, the same L0", async () => {
   const { runs } = setup();
-  const small = ["--set", "train.steps=200", "--set", "train.batch_size=64", "--set", "data.eval_tokens=4096", "--set", "train.log_every=100"];
+  // float32 on both sides: train.precision auto would give the native run bf16 GEMMs where the CPU has them
+  const small = ["--set", "train.steps=200", "--set", "train.batch_size=64", "--set", "data.eval_tokens=4096", "--set", "train.log_every=100", "--set", "train.precision=fp32"];
   const quickstart = path.resolve(import.meta.dirname, "..", "configs", "quickstart.yaml");
   for (const engine of ["native", "tfjs"]) {
     const r = await cli(["train", quickstart, "--runs-dir", runs, "--run-id", engine, "--engine", engine, ...small]);

@@ -160,7 +160,7 @@ export const TrainSchema = z
     engine: z.enum(["auto", "native", "tfjs"]).default("auto"),
     /** GEMM operands in bfloat16 (float32 accumulation, master weights, optimizer, loss, files); auto: bf16 where the native
      *  engine has it (docs/engine.md#bfloat16) */
-    precision: z.enum(["fp32", "bf16", "auto"]).default("fp32"),
+    precision: z.enum(["fp32", "bf16", "auto"]).default("auto"),
     /** training phases run in order, each with a fresh optimizer state; default: one phase of train.steps */
     phases: z.array(PhaseSchema).min(1).optional(),
   })
