@@ -161,24 +161,16 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     }
     k.gatherRowsBf16(idx, val as Float32Array, rows, kk, cast(W as Float32Array, 1), H, D, bias as Float32Array | null, out as Float32Array);
   };
-  const sparseScratch = [new Uint16Array(0), new Uint16Array(0)];
-  const castScratch = (x: Float32Array, slot: 0 | 1): Uint16Array => {
-    if (sparseScratch[slot].length < x.length) sparseScratch[slot] = new Uint16Array(x.length);
-    const out = sparseScratch[slot].subarray(0, x.length);
-    const t0 = performance.now();
-    k.castBf16(x, out);
-    castMs += performance.now() - t0;
-    return out;
-  };
   const sparseBackward: Engine["sparseBackward"] = (idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum) => {
     const ok = pinOf(W) && f32s(val, G, Xc, dWdec, dWenc, gpSum) && D >= BF16_MIN_DIM && W.length === H * D && G.length === rows * D && Xc.length === rows * D;
     if (!ok) {
       base.sparseBackward(idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum);
       return;
     }
-    // G and Xc change every step (and between AuxK's call and the main one, G does): cast per call,
-    // 1–2 ms against the 20 ms the halved rows save at B=4096 D=768 H=16384 K=32
-    k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, castScratch(G as Float32Array, 0), cast(W as Float32Array, 1), castScratch(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array);
+    // G and Xc change every step (and between AuxK's call and the main one, G does): cast per call
+    // into the scratch slots (W, pinned, takes its copy, not slot 1), 1–2 ms against the 20 ms the
+    // halved rows save at B=4096 D=768 H=16384 K=32
+    k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), cast(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array);
   };
   return {
     ...base,
@@ -221,7 +213,7 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
       }
     },
     bf16Bytes() {
-      return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length + sparseScratch[0].length + sparseScratch[1].length);
+      return 2 * (pins.reduce((n, p) => n + (p.copy?.length ?? 0), 0) + scratch[0].length + scratch[1].length);
     },
     takeCastMs() {
       const t = castMs;
