@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "bf16.h"
 #include "kernels.h"
@@ -204,36 +205,6 @@ Napi::Value BatchCutFn(const Napi::CallbackInfo& info) {
   return o;
 }
 
-Napi::Value GatherRows(const Napi::CallbackInfo& info) {
-  Args a{info, "gatherRows"};
-  a.count(9);
-  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
-  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
-  const float* val = a.f32(1, "val", (int64_t)rows * k);
-  const float* W = a.f32(4, "W", (int64_t)H * D);
-  const float* bias = a.f32(7, "bias", D, true);
-  float* out = a.f32(8, "out", (int64_t)rows * D);
-  sae::gather_rows(idx, val, rows, k, W, D, bias, out);
-  return info.Env().Undefined();
-}
-
-Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
-  Args a{info, "gatherRows2"};
-  a.count(11);
-  int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
-  const int64_t n = (int64_t)rows * k;
-  const int32_t* idx = a.latents(0, n, H);
-  const float* val = a.f32(1, "val", n);
-  const float* val2 = a.f32(2, "val2", n);
-  const float* W = a.f32(5, "W", (int64_t)H * D);
-  const float* bias = a.f32(8, "bias", D, true);
-  float* out = a.f32(9, "out", (int64_t)rows * D);
-  float* out2 = a.f32(10, "out2", (int64_t)rows * D);
-  if (out == out2 && rows > 0 && D > 0) a.fail("out and out2 must be different arrays");
-  sae::gather_rows2(idx, val, val2, rows, k, W, D, bias, out, out2);
-  return info.Env().Undefined();
-}
-
 Napi::Value ValuesAt(const Napi::CallbackInfo& info) {
   Args a{info, "valuesAt"};
   a.count(8);
@@ -247,64 +218,120 @@ Napi::Value ValuesAt(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// The sparse kernels over rows of a matrix, in two forms (kernels.h): row inputs Float32Array, or
+// Uint16Array of bf16 bits for the *Bf16 export. One template per binding, so both check alike.
+template <typename T>
+const T* rows_of(const Args& a, size_t i, const char* name, int64_t expected) {
+  if constexpr (std::is_same_v<T, float>) return a.f32(i, name, expected);
+  else return a.typed<uint16_t, napi_uint16_array>(i, name, "Uint16Array", expected, false);
+}
+// the export's name: the float32 form's, with "Bf16" after it for the bf16 form
+template <typename T>
+const char* form(const char* name) {
+  if constexpr (std::is_same_v<T, float>) return name;
+  // written per call and read only while it runs (Args names the function in its errors)
+  static thread_local std::string buf;
+  buf = std::string(name) + "Bf16";
+  return buf.c_str();
+}
+bool overlap(const void* x, int64_t xBytes, const void* y, int64_t yBytes) {
+  const char *a = (const char*)x, *b = (const char*)y;
+  return xBytes > 0 && yBytes > 0 && a < b + yBytes && b < a + xBytes;
+}
+
+template <typename T>
+Napi::Value GatherRows(const Napi::CallbackInfo& info) {
+  Args a{info, form<T>("gatherRows")};
+  a.count(9);
+  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
+  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
+  const float* val = a.f32(1, "val", (int64_t)rows * k);
+  const T* W = rows_of<T>(a, 4, "W", (int64_t)H * D);
+  const float* bias = a.f32(7, "bias", D, true);
+  float* out = a.f32(8, "out", (int64_t)rows * D);
+  sae::gather_rows(idx, val, rows, k, W, D, bias, out);
+  return info.Env().Undefined();
+}
+
+template <typename T>
+Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
+  Args a{info, form<T>("gatherRows2")};
+  a.count(11);
+  int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
+  const int64_t n = (int64_t)rows * k;
+  const int32_t* idx = a.latents(0, n, H);
+  const float* val = a.f32(1, "val", n);
+  const float* val2 = a.f32(2, "val2", n);
+  const T* W = rows_of<T>(a, 5, "W", (int64_t)H * D);
+  const float* bias = a.f32(8, "bias", D, true);
+  float* out = a.f32(9, "out", (int64_t)rows * D);
+  float* out2 = a.f32(10, "out2", (int64_t)rows * D);
+  if (out == out2 && rows > 0 && D > 0) a.fail("out and out2 must be different arrays");
+  sae::gather_rows2(idx, val, val2, rows, k, W, D, bias, out, out2);
+  return info.Env().Undefined();
+}
+
+template <typename T>
 Napi::Value GatherDot(const Napi::CallbackInfo& info) {
-  Args a{info, "gatherDot"};
+  Args a{info, form<T>("gatherDot")};
   a.count(9);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
   const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
   const float* val = a.f32(1, "val", (int64_t)rows * k, true);
-  const float* G = a.f32(4, "G", (int64_t)rows * D);
-  const float* W = a.f32(5, "W", (int64_t)H * D);
+  const T* G = rows_of<T>(a, 4, "G", (int64_t)rows * D);
+  const T* W = rows_of<T>(a, 5, "W", (int64_t)H * D);
   float* out = a.f32(8, "out", (int64_t)rows * k);
   sae::gather_dot(idx, val, rows, k, G, W, H, D, out);
   return info.Env().Undefined();
 }
 
+template <typename T>
 Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
-  Args a{info, "scatterRows"};
+  Args a{info, form<T>("scatterRows")};
   a.count(8);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
   const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
   const float* val = a.f32(1, "val", (int64_t)rows * k);
-  const float* X = a.f32(4, "X", (int64_t)rows * D);
+  const T* X = rows_of<T>(a, 4, "X", (int64_t)rows * D);
   float* out = a.f32(7, "out", (int64_t)H * D);
   sae::scatter_rows(idx, val, rows, k, X, H, D, out);
   return info.Env().Undefined();
 }
 
+template <typename T>
 Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
-  Args a{info, "scatterDot"};
+  Args a{info, form<T>("scatterDot")};
   a.count(11);
   int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
-  const int64_t n = (int64_t)rows * k;
+  const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
   const int32_t* idx = a.latents(0, n, H);
   const float* val = a.f32(1, "val", n);
   const float* sel = a.f32(2, "sel", n, true);
-  const float* G = a.f32(5, "G", (int64_t)rows * D);
-  const float* W = a.f32(6, "W", (int64_t)H * D);
-  float* dW = a.f32(9, "dW", (int64_t)H * D);
+  const T* G = rows_of<T>(a, 5, "G", (int64_t)rows * D);
+  const T* W = rows_of<T>(a, 6, "W", len);
+  float* dW = a.f32(9, "dW", len);
   float* out = a.f32(10, "out", n);
-  const int64_t len = (int64_t)H * D;
-  if (len > 0 && W < dW + len && dW < W + len) a.fail("W and dW overlap; dW must be a separate array");
+  if (overlap(W, len * (int64_t)sizeof(T), dW, len * 4)) a.fail("W and dW overlap; dW must be a separate array");
   sae::scatter_dot(idx, val, sel, rows, k, G, W, H, D, dW, out);
   return info.Env().Undefined();
 }
 
+template <typename T>
 Napi::Value SparseBackward(const Napi::CallbackInfo& info) {
-  Args a{info, "sparseBackward"};
+  Args a{info, form<T>("sparseBackward")};
   a.count(12);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
   const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
   const int32_t* idx = a.latents(0, n, H);
   const float* val = a.f32(1, "val", n);
-  const float* G = a.f32(4, "G", (int64_t)rows * D);
-  const float* W = a.f32(5, "W", len);
-  const float* Xc = a.f32(6, "Xc", (int64_t)rows * D);
+  const T* G = rows_of<T>(a, 4, "G", (int64_t)rows * D);
+  const T* W = rows_of<T>(a, 5, "W", len);
+  const T* Xc = rows_of<T>(a, 6, "Xc", (int64_t)rows * D);
   float* dWdec = a.f32(9, "dWdec", len);
   float* dWenc = a.f32(10, "dWenc", len);
   float* gpSum = a.f32(11, "gpSum", H);
-  auto overlap = [&](const float* x, const float* y) { return len > 0 && x < y + len && y < x + len; };
-  if (overlap(W, dWdec) || overlap(W, dWenc) || overlap(dWdec, dWenc))
+  const int64_t wb = len * (int64_t)sizeof(T);
+  if (overlap(W, wb, dWdec, len * 4) || overlap(W, wb, dWenc, len * 4) || overlap(dWdec, len * 4, dWenc, len * 4))
     a.fail("W, dWdec and dWenc overlap; the two gradients must be separate arrays, apart from W");
   sae::sparse_backward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
   return info.Env().Undefined();
@@ -515,40 +542,6 @@ Napi::Value AdamUnitRowsBf16(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// gatherRows with W's rows in bf16 (the sparse decode of a bf16 step)
-Napi::Value GatherRowsBf16(const Napi::CallbackInfo& info) {
-  Args a{info, "gatherRowsBf16"};
-  a.count(9);
-  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
-  const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
-  const float* val = a.f32(1, "val", (int64_t)rows * k);
-  const uint16_t* W = u16(a, 4, "W", (int64_t)H * D);
-  const float* bias = a.f32(7, "bias", D, true);
-  float* out = a.f32(8, "out", (int64_t)rows * D);
-  sae::gather_rows_bf16(idx, val, rows, k, W, D, bias, out);
-  return info.Env().Undefined();
-}
-
-// sparseBackward with bf16 G, W and Xc; the float32 outputs cannot overlap the bf16 inputs
-Napi::Value SparseBackwardBf16(const Napi::CallbackInfo& info) {
-  Args a{info, "sparseBackwardBf16"};
-  a.count(12);
-  int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
-  const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
-  const int32_t* idx = a.latents(0, n, H);
-  const float* val = a.f32(1, "val", n);
-  const uint16_t* G = u16(a, 4, "G", (int64_t)rows * D);
-  const uint16_t* W = u16(a, 5, "W", len);
-  const uint16_t* Xc = u16(a, 6, "Xc", (int64_t)rows * D);
-  float* dWdec = a.f32(9, "dWdec", len);
-  float* dWenc = a.f32(10, "dWenc", len);
-  float* gpSum = a.f32(11, "gpSum", H);
-  if (len > 0 && dWdec < dWenc + len && dWenc < dWdec + len)
-    a.fail("dWdec and dWenc overlap; the two gradients must be separate arrays");
-  sae::sparse_backward_bf16(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
-  return info.Env().Undefined();
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("addBias", Napi::Function::New(env, AddBias));
@@ -557,11 +550,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("topkRows", Napi::Function::New(env, TopkRows));
   exports.Set("rowsAbove", Napi::Function::New(env, RowsAbove));
   exports.Set("kthLargest", Napi::Function::New(env, KthLargest));
-  exports.Set("gatherRows", Napi::Function::New(env, GatherRows));
-  exports.Set("gatherRows2", Napi::Function::New(env, GatherRows2));
-  exports.Set("gatherDot", Napi::Function::New(env, GatherDot));
-  exports.Set("scatterRows", Napi::Function::New(env, ScatterRows));
-  exports.Set("scatterDot", Napi::Function::New(env, ScatterDot));
+  exports.Set("gatherRows", Napi::Function::New(env, GatherRows<float>));
+  exports.Set("gatherRows2", Napi::Function::New(env, GatherRows2<float>));
+  exports.Set("gatherDot", Napi::Function::New(env, GatherDot<float>));
+  exports.Set("scatterRows", Napi::Function::New(env, ScatterRows<float>));
+  exports.Set("scatterDot", Napi::Function::New(env, ScatterDot<float>));
   exports.Set("adam", Napi::Function::New(env, Adam));
   exports.Set("adamUnitRows", Napi::Function::New(env, AdamUnitRows));
   exports.Set("rowNorms", Napi::Function::New(env, RowNorms));
@@ -569,7 +562,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("normalizeRows", Napi::Function::New(env, NormalizeRows));
   exports.Set("sumSquares", Napi::Function::New(env, SumSquares));
   exports.Set("zero", Napi::Function::New(env, Zero));
-  exports.Set("sparseBackward", Napi::Function::New(env, SparseBackward));
+  exports.Set("sparseBackward", Napi::Function::New(env, SparseBackward<float>));
   exports.Set("batchCut", Napi::Function::New(env, BatchCutFn));
   exports.Set("valuesAt", Napi::Function::New(env, ValuesAt));
   exports.Set("axpby", Napi::Function::New(env, Axpby));
@@ -578,8 +571,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("gemmBf16", Napi::Function::New(env, GemmBf16));
   exports.Set("adamBf16", Napi::Function::New(env, AdamBf16));
   exports.Set("adamUnitRowsBf16", Napi::Function::New(env, AdamUnitRowsBf16));
-  exports.Set("gatherRowsBf16", Napi::Function::New(env, GatherRowsBf16));
-  exports.Set("sparseBackwardBf16", Napi::Function::New(env, SparseBackwardBf16));
+  exports.Set("gatherRowsBf16", Napi::Function::New(env, GatherRows<uint16_t>));
+  exports.Set("gatherRows2Bf16", Napi::Function::New(env, GatherRows2<uint16_t>));
+  exports.Set("gatherDotBf16", Napi::Function::New(env, GatherDot<uint16_t>));
+  exports.Set("scatterRowsBf16", Napi::Function::New(env, ScatterRows<uint16_t>));
+  exports.Set("scatterDotBf16", Napi::Function::New(env, ScatterDot<uint16_t>));
+  exports.Set("sparseBackwardBf16", Napi::Function::New(env, SparseBackward<uint16_t>));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads));
   exports.Set("info", Napi::Function::New(env, Info));
   return exports;

@@ -37,6 +37,25 @@ static inline float dot(const float* a, const float* b, int n) {
   return s;
 }
 
+// A row element as float: float32 as is, bfloat16 (its bits, uint16_t) widened exactly (a shift;
+// the loops that read it still vectorise)
+static inline float widen(float x) { return x; }
+static inline float widen(uint16_t h) {
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// dot() over rows of float32 or bfloat16 values (T = float: the same loop as dot)
+template <typename T>
+static inline float dot_t(const T* a, const T* b, int n) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int i = 0; i < n; i++) s += widen(a[i]) * widen(b[i]);
+  return s;
+}
+
 static inline double sumsq(const float* a, int64_t n) {
   double s = 0;
 #pragma omp simd reduction(+ : s)
@@ -638,16 +657,6 @@ void values_at(const float* A, const float* bias, int rows, int cols, const int3
   });
 }
 
-// A row element as float: float32 as is, bfloat16 (its bits, uint16_t) widened exactly (a shift;
-// the loops that read it still vectorise)
-static inline float widen(float x) { return x; }
-static inline float widen(uint16_t h) {
-  const uint32_t u = (uint32_t)h << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 template <typename T>
 static void gather_rows_t(const int32_t* idx, const float* val, int rows, int k, const T* W, int D,
                           const float* bias, float* out) {
@@ -671,13 +680,14 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const fl
   gather_rows_t(idx, val, rows, k, W, D, bias, out);
 }
 
-void gather_rows_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
-                      const float* bias, float* out) {
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
+                 const float* bias, float* out) {
   gather_rows_t(idx, val, rows, k, W, D, bias, out);
 }
 
-void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
-                  int D, const float* bias, float* out, float* out2) {
+template <typename T>
+static void gather_rows2_t(const int32_t* idx, const float* val, const float* val2, int rows, int k,
+                           const T* W, int D, const float* bias, float* out, float* out2) {
   // gather_rows for two codes on the same entries (Gated: the magnitudes and the gate's ReLU), each
   // decoder row read once for both; each output sums as gather_rows sums it
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
@@ -688,20 +698,29 @@ void gather_rows2(const int32_t* idx, const float* val, const float* val2, int r
       else std::fill(o, o + D, 0.f), std::fill(o2, o2 + D, 0.f);
       for (int j = 0; j < k; j++) {
         const float a = val[b * k + j], a2 = val2[b * k + j];
-        const float* __restrict w = W + (int64_t)idx[b * k + j] * D;
+        const T* __restrict w = W + (int64_t)idx[b * k + j] * D;
         if (a != 0.f && a2 != 0.f) {
           for (int d = 0; d < D; d++) {
-            o[d] += a * w[d];
-            o2[d] += a2 * w[d];
+            o[d] += a * widen(w[d]);
+            o2[d] += a2 * widen(w[d]);
           }
         } else if (a != 0.f) {
-          for (int d = 0; d < D; d++) o[d] += a * w[d];
+          for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
         } else if (a2 != 0.f) {
-          for (int d = 0; d < D; d++) o2[d] += a2 * w[d];
+          for (int d = 0; d < D; d++) o2[d] += a2 * widen(w[d]);
         }
       }
     }
   });
+}
+
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
+                  int D, const float* bias, float* out, float* out2) {
+  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
+}
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const uint16_t* W,
+                  int D, const float* bias, float* out, float* out2) {
+  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
 }
 
 // The entries (b, j) of a sparse code grouped by latent: a stable counting sort of the entries
@@ -752,24 +771,34 @@ static void for_each_latent(const ByLatent& g, Fn fn) {
   });
 }
 
-void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
-                int H, int D, float* out) {
+template <typename T>
+static void gather_dot_t(const int32_t* idx, const float* val, int rows, int k, const T* G, const T* W,
+                         int H, int D, float* out) {
   const int64_t n = (int64_t)rows * k;
   if (val)
     for (int64_t e = 0; e < n; e++)
       if (val[e] == 0.f) out[e] = 0.f;
   const ByLatent g = group_by_latent(idx, val, n, H);
   for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
-    const float* w = W + (int64_t)i * D;
+    const T* w = W + (int64_t)i * D;
     for (int32_t q = q0; q < q1; q++) {
       const int32_t e = g.order[q];
-      out[e] = dot(G + (int64_t)(e / k) * D, w, D);
+      out[e] = dot_t(G + (int64_t)(e / k) * D, w, D);
     }
   });
 }
+void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
+                int H, int D, float* out) {
+  gather_dot_t(idx, val, rows, k, G, W, H, D, out);
+}
+void gather_dot(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G, const uint16_t* W,
+                int H, int D, float* out) {
+  gather_dot_t(idx, val, rows, k, G, W, H, D, out);
+}
 
-void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
-                  float* out) {
+template <typename T>
+static void scatter_rows_t(const int32_t* idx, const float* val, int rows, int k, const T* X, int H, int D,
+                           float* out) {
   // every element is summed in row order, as a loop over the entries in order would
   const ByLatent g = group_by_latent(idx, val, (int64_t)rows * k, H);
   for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
@@ -777,14 +806,23 @@ void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const f
     for (int32_t q = q0; q < q1; q++) {
       const int32_t e = g.order[q];
       const float a = val[e];
-      const float* __restrict x = X + (int64_t)(e / k) * D;
-      for (int d = 0; d < D; d++) o[d] += a * x[d];
+      const T* __restrict x = X + (int64_t)(e / k) * D;
+      for (int d = 0; d < D; d++) o[d] += a * widen(x[d]);
     }
   });
 }
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
+                  float* out) {
+  scatter_rows_t(idx, val, rows, k, X, H, D, out);
+}
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* X, int H, int D,
+                  float* out) {
+  scatter_rows_t(idx, val, rows, k, X, H, D, out);
+}
 
-void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
-                 const float* G, const float* W, int H, int D, float* dW, float* out) {
+template <typename T>
+static void scatter_dot_t(const int32_t* idx, const float* val, const float* sel, int rows, int k,
+                          const T* G, const T* W, int H, int D, float* dW, float* out) {
   // scatter_rows(idx, val, G → dW) and gather_dot(idx, sel, G, W → out) in one pass per latent:
   // each entry's row of G is read once for both (from L1 the second time), and W's and dW's rows
   // once per latent. The dot products and each dW row's sums are those of the two kernels.
@@ -794,17 +832,25 @@ void scatter_dot(const int32_t* idx, const float* val, const float* sel, int row
       if (sel[e] == 0.f) out[e] = 0.f;
   const ByLatent g = group_by_latent_if(idx, n, H, [=](int64_t e) { return val[e] != 0.f || !sel || sel[e] != 0.f; });
   for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
-    const float* w = W + (int64_t)i * D;
+    const T* w = W + (int64_t)i * D;
     float* __restrict o = dW + (int64_t)i * D;
     for (int32_t q = q0; q < q1; q++) {
       const int32_t e = g.order[q];
-      const float* __restrict x = G + (int64_t)(e / k) * D;
-      if (!sel || sel[e] != 0.f) out[e] = dot(x, w, D);
+      const T* __restrict x = G + (int64_t)(e / k) * D;
+      if (!sel || sel[e] != 0.f) out[e] = dot_t(x, w, D);
       const float a = val[e];
       if (a != 0.f)
-        for (int d = 0; d < D; d++) o[d] += a * x[d];
+        for (int d = 0; d < D; d++) o[d] += a * widen(x[d]);
     }
   });
+}
+void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
+                 const float* G, const float* W, int H, int D, float* dW, float* out) {
+  scatter_dot_t(idx, val, sel, rows, k, G, W, H, D, dW, out);
+}
+void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
+                 const uint16_t* G, const uint16_t* W, int H, int D, float* dW, float* out) {
+  scatter_dot_t(idx, val, sel, rows, k, G, W, H, D, dW, out);
 }
 
 // G's and Xc's rows of each token side by side, [rows, 2·D]: a sparse backward's entry then reads
@@ -845,11 +891,7 @@ static void sparse_backward_t(const int32_t* idx, const float* val, int rows, in
       const int32_t e = g.order[q];
       const float a = val[e];
       const T* __restrict x = GX + (int64_t)(e / k) * 2 * D;  // G's row; Xc's follows it
-      float dp = 0.f;
-      if (a > 0.f) {
-#pragma omp simd reduction(+ : dp)
-        for (int d = 0; d < D; d++) dp += widen(x[d]) * widen(w[d]);
-      }
+      const float dp = a > 0.f ? dot_t(x, w, D) : 0.f;
       for (int d = 0; d < D; d++) od[d] += a * widen(x[d]);
       sum += dp;
       if (dp != 0.f) {
@@ -867,9 +909,9 @@ void sparse_backward(const int32_t* idx, const float* val, int rows, int k, cons
   sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
 }
 
-void sparse_backward_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
-                          const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec,
-                          float* dWenc, float* gpSum) {
+void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
+                     const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec, float* dWenc,
+                     float* gpSum) {
   sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
 }
 

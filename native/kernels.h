@@ -2,6 +2,10 @@
 // benchmarked and tested on its own. Every array is row-major; shapes use the project's letters:
 // B batch rows, D input dim, H latents, K selected latents per row.
 // Arguments are assumed valid: addon.cc checks every length and index before calling in.
+// The sparse kernels that read rows of a matrix per entry (gather_rows, gather_rows2, gather_dot,
+// scatter_rows, scatter_dot, sparse_backward) have a second overload whose row inputs are bfloat16
+// (uint16_t bit patterns, bf16.h): the same loops on the widened values, float32 products, sums and
+// outputs (`train.precision: bf16`, docs/engine.md#bfloat16).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -68,13 +72,13 @@ BatchCut batch_cut(const int32_t* idx, const float* val, int B, int kc, int64_t 
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
 void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
                  const float* bias, float* out);
-// the same with W's rows in bfloat16 (uint16_t bit patterns, bf16.h), float32 sums: the sparse decode
-// of `train.precision: bf16` (docs/engine.md#bfloat16)
-void gather_rows_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
-                      const float* bias, float* out);
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
+                 const float* bias, float* out);
 
 // gather_rows(idx, val, …, out) and gather_rows(idx, val2, …, out2) in one pass over the entries
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
+                  int D, const float* bias, float* out, float* out2);
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const uint16_t* W,
                   int D, const float* bias, float* out, float* out2);
 
 // out[b·k + j] = A[b, idx[b·k + j]] + bias[idx[b·k + j]] in double where val[b·k + j] != 0, else 0
@@ -86,6 +90,8 @@ void values_at(const float* A, const float* bias, int rows, int cols, const int3
 // padded sparse codes have zero values that need no dot product)
 void gather_dot(const int32_t* idx, const float* val, int rows, int k, const float* G, const float* W,
                 int H, int D, float* out);
+void gather_dot(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G, const uint16_t* W,
+                int H, int D, float* out);
 
 // The backward of a sparse code (idx, val) [rows, k] with the selection held constant, in one pass
 // per latent: dW_dec[i] += val·G[b], dp = G[b]·W_dec[i] where val > 0 (else 0), gpSum[i] += dp,
@@ -93,19 +99,22 @@ void gather_dot(const int32_t* idx, const float* val, int rows, int k, const flo
 void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
                      const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
                      float* gpSum);
-// the same with bfloat16 G, W and Xc (float32 products and sums; the gradients stay float32)
-void sparse_backward_bf16(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
-                          const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec,
-                          float* dWenc, float* gpSum);
+void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
+                     const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec, float* dWenc,
+                     float* gpSum);
 
 // out[idx[b,k], :] += val[b,k] * X[b,:]     (sparse weight gradient)
 void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,
+                  float* out);
+void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* X, int H, int D,
                   float* out);
 
 // scatter_rows(idx, val, rows, k, G, H, D, dW) and gather_dot(idx, sel, rows, k, G, W, H, D, out)
 // in one pass (the decoder's half of a sparse backward); W and dW must not overlap
 void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
                  const float* G, const float* W, int H, int D, float* dW, float* out);
+void scatter_dot(const int32_t* idx, const float* val, const float* sel, int rows, int k,
+                 const uint16_t* G, const uint16_t* W, int H, int D, float* dW, float* out);
 
 // Adam with bias correction over n contiguous parameters, on the gradient gscale·g (gscale carries
 // gradient clipping, so clipping costs no extra pass over the gradients).

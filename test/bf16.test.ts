@@ -215,7 +215,7 @@ const bits = (x: Float32Array) => {
 };
 const widened = (h: Uint16Array) => Float32Array.from(h, bf16ToFloat);
 
-test("gatherRowsBf16, sparseBackwardBf16: the float32 kernels on the widened rows (bit for bit but for the dot products' rounding); the TypeScript twins agree", { skip: noAddon }, () => {
+test("the sparse kernels' bf16 forms: the float32 kernels on the widened rows (bit for bit but for the dot products' rounding); the TypeScript twins agree", { skip: noAddon }, () => {
   const nat = nativeEngine(addon!);
   // D = 37: the vector loops' tails; H small enough that latents share many rows (threads split them)
   for (const [rows, k, H, D] of [[64, 6, 50, 37], [300, 16, 2000, 128]] as const) {
@@ -239,6 +239,40 @@ test("gatherRowsBf16, sparseBackwardBf16: the float32 kernels on the widened row
     jsBf16.sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, c.dWdec, c.dWenc, c.gpSum);
     for (const key of ["dWdec", "dWenc", "gpSum"] as const)
       for (let i = 0; i < a[key].length; i++) assert.ok(Math.abs(a[key][i] - c[key][i]) <= 1e-4 * (1 + Math.abs(c[key][i])), `${key} twin at ${i}: ${a[key][i]} vs ${c[key][i]}`);
+    // the other sparse kernels' bf16 forms: the float32 kernels on the widened rows, and the twins
+    const close = (x: Float32Array, y: Float32Array, tol: number, what: string) => {
+      for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) <= tol * (1 + Math.abs(y[i])), `${what} at ${i}: ${x[i]} vs ${y[i]}`);
+    };
+    const val2 = Float32Array.from(val, (v, i) => (i % 3 === 0 ? 0 : 0.5 * v + 0.1));
+    const forms = (f: (bf: boolean, native: boolean) => Float32Array[], exact: boolean[], what: string) => {
+      const bfN = f(true, true), fpN = f(false, true), bfJ = f(true, false);
+      bfN.forEach((x, i) => (exact[i] ? assert.deepEqual(x, fpN[i], what) : close(x, fpN[i], 1e-5, what)));
+      bfN.forEach((x, i) => close(x, bfJ[i], 1e-4, `${what} twin`));
+    };
+    forms((bf, nat) => {
+      const o1 = new Float32Array(rows * D), o2 = new Float32Array(rows * D);
+      if (bf) (nat ? addon! : jsBf16).gatherRows2Bf16(idx, val, val2, rows, k, W, H, D, bias, o1, o2);
+      else nativeEngine(addon!).gatherRows2(idx, val, val2, rows, k, widened(W), H, D, bias, o1, o2);
+      return [o1, o2];
+    }, [true, true], "gatherRows2");
+    forms((bf, nat) => {
+      const o = new Float32Array(rows * k);
+      if (bf) (nat ? addon! : jsBf16).gatherDotBf16(idx, val, rows, k, G, W, H, D, o);
+      else nativeEngine(addon!).gatherDot(idx, val, rows, k, widened(G), widened(W), H, D, o);
+      return [o];
+    }, [false], "gatherDot");
+    forms((bf, nat) => {
+      const o = f32(H * D, 12, 0.01);
+      if (bf) (nat ? addon! : jsBf16).scatterRowsBf16(idx, val, rows, k, Xc, H, D, o);
+      else nativeEngine(addon!).scatterRows(idx, val, rows, k, widened(Xc), H, D, o);
+      return [o];
+    }, [true], "scatterRows");
+    forms((bf, nat) => {
+      const dW = f32(H * D, 13, 0.01), o = new Float32Array(rows * k);
+      if (bf) (nat ? addon! : jsBf16).scatterDotBf16(idx, val, val2, rows, k, G, W, H, D, dW, o);
+      else nativeEngine(addon!).scatterDot(idx, val, val2, rows, k, widened(G), widened(W), H, D, dW, o);
+      return [dW, o];
+    }, [true, false], "scatterDot");
   }
   // the decoder's fused Adam with the copy: the same weights bit for bit, and their bf16 bits
   const rows = 300, cols = 37;
@@ -257,16 +291,22 @@ test("gatherRowsBf16, sparseBackwardBf16: the float32 kernels on the widened row
   assert.throws(() => addon!.gatherRowsBf16(idx, val, 4, 2, h, 8, 4, null, o), /gatherRowsBf16: W has length 24, expected 32/);
   assert.throws(() => addon!.gatherRowsBf16(idx, val, 4, 2, h, 2, 12, null, o), /gatherRowsBf16: idx\[\d+\] = \d+ is outside \[0, 2\)/);
   assert.throws(() => addon!.sparseBackwardBf16(idx, val, 4, 2, hb, h, x as unknown as Uint16Array, 8, 3, x, x.slice(), new Float32Array(8)), /sparseBackwardBf16: Xc must be a Uint16Array/);
-  assert.throws(() => addon!.sparseBackwardBf16(idx, val, 4, 2, hb, h, hb, 8, 3, x, x, new Float32Array(8)), /sparseBackwardBf16: dWdec and dWenc overlap/);
+  assert.throws(() => addon!.sparseBackwardBf16(idx, val, 4, 2, hb, h, hb, 8, 3, x, x, new Float32Array(8)), /sparseBackwardBf16: W, dWdec and dWenc overlap/);
   assert.throws(() => (addon!.sparseBackwardBf16 as (...args: unknown[]) => void)(idx), /expected 12 arguments/);
+  assert.throws(() => addon!.scatterRowsBf16(idx, val, 4, 2, o as unknown as Uint16Array, 8, 3, x), /scatterRowsBf16: X must be a Uint16Array/);
+  assert.throws(() => addon!.scatterDotBf16(idx, val, null, 4, 2, hb, new Uint16Array(x.buffer, 0, 24), 8, 3, x, new Float32Array(8)), /scatterDotBf16: W and dW overlap/);
+  assert.throws(() => addon!.gatherDotBf16(idx, val, 4, 2, hb, h, 8, 3, new Float32Array(7)), /gatherDotBf16: out has length 7, expected 8/);
+  assert.throws(() => addon!.gatherRows2Bf16(idx, val, val, 4, 2, h, 8, 3, null, o, o), /gatherRows2Bf16: out and out2 must be different arrays/);
 });
 
-test("bf16Engine: the sparse decode and backward read bf16 rows of a pinned W (cast once per step) and of the batch; an unpinned W stays float32", () => {
+test("bf16Engine: the sparse kernels read bf16 rows of a pinned W (cast once per step) and of the batch; an unpinned W, and a parameter's own rows, stay float32", () => {
   const calls: string[] = [];
   const k16: Bf16Kernels = {
     ...jsBf16,
     gatherRowsBf16: (...a) => { calls.push("gather"); jsBf16.gatherRowsBf16(...a); },
     sparseBackwardBf16: (...a) => { calls.push("backward"); jsBf16.sparseBackwardBf16(...a); },
+    scatterRowsBf16: (...a) => { calls.push("scatterRows"); jsBf16.scatterRowsBf16(...a); },
+    scatterDotBf16: (...a) => { calls.push("scatterDot"); jsBf16.scatterDotBf16(...a); },
   };
   const rows = 40, k = 4, H = 30, D = 20;
   const W = f32(H * D, 1), other = f32(H * D, 2), G = f32(rows * D, 3), Xc = f32(rows * D, 4);
@@ -286,6 +326,19 @@ test("bf16Engine: the sparse decode and backward read bf16 rows of a pinned W (c
   jsBf16.sparseBackwardBf16(idx, val, rows, k, bits(G), bits(W), bits(Xc), H, D, g2.dWdec, g2.dWenc, g2.gpSum);
   assert.deepEqual(g1, g2);
   assert.deepEqual(calls, ["gather", "backward"]);
+  // the ReLU family's two halves: the batch's rows in bf16; a parameter's own rows (addScaledRows) stay float32
+  const dW1 = new Float32Array(H * D), dW2 = new Float32Array(H * D), o1 = new Float32Array(rows * k), o2 = new Float32Array(rows * k);
+  e.scatterDot(idx, val, val, rows, k, G, W, H, D, dW1, o1);
+  jsBf16.scatterDotBf16(idx, val, val, rows, k, bits(G), bits(W), H, D, dW2, o2);
+  assert.deepEqual([dW1, o1], [dW2, o2]);
+  e.scatterRows(idx, val, rows, k, Xc, H, D, dW1);
+  jsBf16.scatterRowsBf16(idx, val, rows, k, bits(Xc), H, D, dW2);
+  assert.deepEqual(dW1, dW2);
+  const ids = Int32Array.from({ length: H }, (_, i) => i), s = f32(H, 6);
+  e.scatterRows(ids, s, H, 1, W, H, D, dW1);
+  jsEngine.scatterRows(ids, s, H, 1, W, H, D, dW2);
+  assert.deepEqual(dW1, dW2, "W's own rows: float32");
+  assert.deepEqual(calls, ["gather", "backward", "scatterDot", "scatterRows"]);
   // the decoder's fused Adam writes W's copy: the next step's decode reads it without a cast
   let casts = 0;
   const counted = bf16Engine(jsEngine, { ...k16, castBf16: (a, b) => { casts += a.length; jsBf16.castBf16(a, b); } }, [W]);

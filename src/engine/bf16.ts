@@ -24,6 +24,14 @@ export interface Bf16Kernels {
   adamUnitRowsBf16(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, rows: number, cols: number, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number, out: Uint16Array): void;
   /** Engine.gatherRows with W's rows in bf16 (float32 sums) */
   gatherRowsBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, W: Uint16Array, H: number, D: number, bias: Float32Array | null, out: Float32Array): void;
+  /** Engine.gatherRows2 with W's rows in bf16 */
+  gatherRows2Bf16(idx: Int32Array, val: Float32Array, val2: Float32Array, rows: number, k: number, W: Uint16Array, H: number, D: number, bias: Float32Array | null, out: Float32Array, out2: Float32Array): void;
+  /** Engine.gatherDot with bf16 G and W */
+  gatherDotBf16(idx: Int32Array, val: Float32Array | null, rows: number, k: number, G: Uint16Array, W: Uint16Array, H: number, D: number, out: Float32Array): void;
+  /** Engine.scatterRows with X's rows in bf16 */
+  scatterRowsBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, X: Uint16Array, H: number, D: number, out: Float32Array): void;
+  /** Engine.scatterDot with bf16 G and W */
+  scatterDotBf16(idx: Int32Array, val: Float32Array, sel: Float32Array | null, rows: number, k: number, G: Uint16Array, W: Uint16Array, H: number, D: number, dW: Float32Array, out: Float32Array): void;
   /** Engine.sparseBackward with bf16 G, W and Xc (float32 products, sums and gradients) */
   sparseBackwardBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, G: Uint16Array, W: Uint16Array, Xc: Uint16Array, H: number, D: number, dWdec: Float32Array, dWenc: Float32Array, gpSum: Float32Array): void;
 }
@@ -36,6 +44,9 @@ export function bf16ToFloat(h: number): number {
   u32[0] = h << 16;
   return f32[0];
 }
+
+/** bf16 bits widened to float32 (exact) */
+const wide = (x: Uint16Array) => Float32Array.from(x, bf16ToFloat);
 
 /**
  * The TypeScript twins of the native bf16 kernels: the same rounding bit for bit; the GEMM forms
@@ -62,11 +73,22 @@ export const jsBf16: Bf16Kernels = {
   // the widened rows through the float32 kernels: the same products (a bf16 value is exact in
   // float32), summed in their order
   gatherRowsBf16(idx, val, rows, k, W, H, D, bias, out) {
-    jsEngine.gatherRows(idx, val, rows, k, Float32Array.from(W, bf16ToFloat), H, D, bias, out);
+    jsEngine.gatherRows(idx, val, rows, k, wide(W), H, D, bias, out);
+  },
+  gatherRows2Bf16(idx, val, val2, rows, k, W, H, D, bias, out, out2) {
+    jsEngine.gatherRows2(idx, val, val2, rows, k, wide(W), H, D, bias, out, out2);
+  },
+  gatherDotBf16(idx, val, rows, k, G, W, H, D, out) {
+    jsEngine.gatherDot(idx, val, rows, k, wide(G), wide(W), H, D, out);
+  },
+  scatterRowsBf16(idx, val, rows, k, X, H, D, out) {
+    jsEngine.scatterRows(idx, val, rows, k, wide(X), H, D, out);
+  },
+  scatterDotBf16(idx, val, sel, rows, k, G, W, H, D, dW, out) {
+    jsEngine.scatterDot(idx, val, sel, rows, k, wide(G), wide(W), H, D, dW, out);
   },
   sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum) {
-    const f = (x: Uint16Array) => Float32Array.from(x, bf16ToFloat);
-    jsEngine.sparseBackward(idx, val, rows, k, f(G), f(W), f(Xc), H, D, dWdec, dWenc, gpSum);
+    jsEngine.sparseBackward(idx, val, rows, k, wide(G), wide(W), wide(Xc), H, D, dWdec, dWenc, gpSum);
   },
   gemmBf16(tA, tB, M, N, K, alpha, A, B, beta, C) {
     const a = Float64Array.from(A, bf16ToFloat), b = Float64Array.from(B, bf16ToFloat);
@@ -151,7 +173,7 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
   /** the pin holding all of W (a parameter, or a stretch of one), or undefined */
   const pinOf = (W: Arr) => (W instanceof Float32Array ? pins.find((p) => inside(W, p.src) >= 0) : undefined);
   const f32s = (...xs: (Arr | null)[]) => xs.every((x) => x === null || x instanceof Float32Array);
-  // The sparse decode and backward read a random row of W or of the batch per entry, at the
+  // The sparse kernels (decode, backward) read a random row of W or of the batch per entry, at the
   // memory's speed: in bf16 they move half the bytes (docs/engine.md#bfloat16). W must be a pinned
   // parameter (cast once per step, like the GEMMs' weights); anything else takes the float32 kernel.
   const gatherRows: Engine["gatherRows"] = (idx, val, rows, kk, W, H, D, bias, out) => {
@@ -172,10 +194,45 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     // halved rows save at B=4096 D=768 H=16384 K=32
     k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), cast(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array);
   };
+  const gatherRows2: Engine["gatherRows2"] = (idx, val, val2, rows, kk, W, H, D, bias, out, out2) => {
+    if (!pinOf(W) || !f32s(val, val2, bias, out, out2) || D < BF16_MIN_DIM || W.length !== H * D) {
+      base.gatherRows2(idx, val, val2, rows, kk, W, H, D, bias, out, out2);
+      return;
+    }
+    k.gatherRows2Bf16(idx, val as Float32Array, val2 as Float32Array, rows, kk, cast(W as Float32Array, 1), H, D, bias as Float32Array | null, out as Float32Array, out2 as Float32Array);
+  };
+  const gatherDot: Engine["gatherDot"] = (idx, val, rows, kk, G, W, H, D, out) => {
+    if (!pinOf(W) || !f32s(val, G, out) || D < BF16_MIN_DIM || W.length !== H * D || G.length !== rows * D) {
+      base.gatherDot(idx, val, rows, kk, G, W, H, D, out);
+      return;
+    }
+    k.gatherDotBf16(idx, val as Float32Array | null, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), H, D, out as Float32Array);
+  };
+  const scatterDot: Engine["scatterDot"] = (idx, val, sel, rows, kk, G, W, H, D, dW, out) => {
+    if (!pinOf(W) || !f32s(val, sel, G, dW, out) || D < BF16_MIN_DIM || W.length !== H * D || G.length !== rows * D) {
+      base.scatterDot(idx, val, sel, rows, kk, G, W, H, D, dW, out);
+      return;
+    }
+    k.scatterDotBf16(idx, val as Float32Array, sel as Float32Array | null, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), H, D, dW as Float32Array, out as Float32Array);
+  };
+  // X is the batch here (the centred input): cast per call, worth it from about two entries a row
+  // (the cast reads X once, the kernel a row of it per entry). A parameter as X (the decoder's own
+  // rows in addScaledRows, an elementwise update, not a product of the step) stays float32.
+  const scatterRows: Engine["scatterRows"] = (idx, val, rows, kk, X, H, D, out) => {
+    if (pinOf(X) || kk < 2 || !f32s(val, X, out) || D < BF16_MIN_DIM || X.length !== rows * D) {
+      base.scatterRows(idx, val, rows, kk, X, H, D, out);
+      return;
+    }
+    k.scatterRowsBf16(idx, val as Float32Array, rows, kk, cast(X as Float32Array, 0), H, D, out as Float32Array);
+  };
   return {
     ...base,
     gemm,
     gatherRows,
+    gatherRows2,
+    gatherDot,
+    scatterRows,
+    scatterDot,
     sparseBackward,
     // Adam writes the copy of one parameter the step's GEMMs read (W_enc) as it writes the weights
     // (docs/engine.md#bfloat16); any other write to a pinned parameter makes its copy stale.
