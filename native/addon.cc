@@ -225,14 +225,10 @@ const T* rows_of(const Args& a, size_t i, const char* name, int64_t expected) {
   if constexpr (std::is_same_v<T, float>) return a.f32(i, name, expected);
   else return a.typed<uint16_t, napi_uint16_array>(i, name, "Uint16Array", expected, false);
 }
-// the export's name: the float32 form's, with "Bf16" after it for the bf16 form
+// the export's name for the row type: the float32 form's, or the bf16 form's
 template <typename T>
-const char* form(const char* name) {
-  if constexpr (std::is_same_v<T, float>) return name;
-  // written per call and read only while it runs (Args names the function in its errors)
-  static thread_local std::string buf;
-  buf = std::string(name) + "Bf16";
-  return buf.c_str();
+constexpr const char* form(const char* f32Name, const char* bf16Name) {
+  return std::is_same_v<T, float> ? f32Name : bf16Name;
 }
 bool overlap(const void* x, int64_t xBytes, const void* y, int64_t yBytes) {
   const char *a = (const char*)x, *b = (const char*)y;
@@ -241,7 +237,7 @@ bool overlap(const void* x, int64_t xBytes, const void* y, int64_t yBytes) {
 
 template <typename T>
 Napi::Value GatherRows(const Napi::CallbackInfo& info) {
-  Args a{info, form<T>("gatherRows")};
+  Args a{info, form<T>("gatherRows", "gatherRowsBf16")};
   a.count(9);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
   const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
@@ -255,7 +251,7 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
 
 template <typename T>
 Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
-  Args a{info, form<T>("gatherRows2")};
+  Args a{info, form<T>("gatherRows2", "gatherRows2Bf16")};
   a.count(11);
   int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
   const int64_t n = (int64_t)rows * k;
@@ -273,7 +269,7 @@ Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
 
 template <typename T>
 Napi::Value GatherDot(const Napi::CallbackInfo& info) {
-  Args a{info, form<T>("gatherDot")};
+  Args a{info, form<T>("gatherDot", "gatherDotBf16")};
   a.count(9);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(6, "H"), D = a.dim(7, "D");
   const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
@@ -287,7 +283,7 @@ Napi::Value GatherDot(const Napi::CallbackInfo& info) {
 
 template <typename T>
 Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
-  Args a{info, form<T>("scatterRows")};
+  Args a{info, form<T>("scatterRows", "scatterRowsBf16")};
   a.count(8);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(5, "H"), D = a.dim(6, "D");
   const int32_t* idx = a.latents(0, (int64_t)rows * k, H);
@@ -300,7 +296,7 @@ Napi::Value ScatterRows(const Napi::CallbackInfo& info) {
 
 template <typename T>
 Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
-  Args a{info, form<T>("scatterDot")};
+  Args a{info, form<T>("scatterDot", "scatterDotBf16")};
   a.count(11);
   int rows = a.dim(3, "rows"), k = a.dim(4, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
   const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
@@ -318,7 +314,7 @@ Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
 
 template <typename T>
 Napi::Value SparseBackward(const Napi::CallbackInfo& info) {
-  Args a{info, form<T>("sparseBackward")};
+  Args a{info, form<T>("sparseBackward", "sparseBackwardBf16")};
   a.count(12);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
   const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
@@ -356,6 +352,13 @@ static AdamArgs adam_args(Args& a, int64_t expected = -1, size_t hyper = 4) {
   float* v = a.f32(3, "v", n);
   return {p, g, m, v, n, a.num(hyper, "lr"), a.num(hyper + 1, "beta1"), a.num(hyper + 2, "beta2"), a.num(hyper + 3, "eps"),
           a.num(hyper + 4, "bc1"), a.num(hyper + 5, "bc2"), a.num(hyper + 6, "gradScale")};
+}
+
+// a bf16 copy's out [len] against Adam's four float32 arrays (an aliased out would write its bits
+// into the weights or moments being updated)
+static bool out_overlaps(const AdamArgs& d, const uint16_t* out, int64_t len) {
+  const int64_t b = d.n * 4;
+  return overlap(out, len * 2, d.p, b) || overlap(out, len * 2, d.g, b) || overlap(out, len * 2, d.m, b) || overlap(out, len * 2, d.v, b);
 }
 
 Napi::Value Adam(const Napi::CallbackInfo& info) {
@@ -526,6 +529,7 @@ Napi::Value AdamBf16(const Napi::CallbackInfo& info) {
   int64_t off = a.dim(12, "outOffset");
   if (off + len > n)
     a.fail("out (" + std::to_string(len) + " values from outOffset " + std::to_string(off) + ") reaches past params (" + std::to_string(n) + ")", true);
+  if (out_overlaps(d, out, len)) a.fail("out overlaps params, grads, m or v; the bf16 copy must be an array of its own");
   sae::adam_cast_bf16(d.p, d.g, d.m, d.v, n, d.lr, d.beta1, d.beta2, d.eps, d.bc1, d.bc2, d.gradScale, out, off, len);
   return info.Env().Undefined();
 }
@@ -538,6 +542,7 @@ Napi::Value AdamUnitRowsBf16(const Napi::CallbackInfo& info) {
   int rows = a.dim(4, "rows"), cols = a.dim(5, "cols");
   const AdamArgs d = adam_args(a, (int64_t)rows * cols, 6);
   uint16_t* out = u16(a, 13, "out", (int64_t)rows * cols);
+  if (out_overlaps(d, out, (int64_t)rows * cols)) a.fail("out overlaps params, grads, m or v; the bf16 copy must be an array of its own");
   sae::adam_unit_rows(d.p, d.g, d.m, d.v, rows, cols, d.lr, d.beta1, d.beta2, d.eps, d.bc1, d.bc2, d.gradScale, out);
   return info.Env().Undefined();
 }

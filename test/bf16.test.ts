@@ -284,6 +284,9 @@ test("the sparse kernels' bf16 forms: the float32 kernels on the widened rows (b
   assert.deepEqual([p1, m1, v1], [p2, m2, v2]);
   assert.deepEqual(copy, bits(p2));
   assert.throws(() => addon!.adamUnitRowsBf16(p1, g, m1, v1, rows, cols, 1, 0.9, 0.9, 1e-8, 1, 1, 1, new Uint16Array(5)), /adamUnitRowsBf16: out has length 5, expected 11100/);
+  const inM = new Uint16Array(m1.buffer, m1.byteOffset, rows * cols); // a copy over the moments' own bytes
+  assert.throws(() => addon!.adamUnitRowsBf16(p1, g, m1, v1, rows, cols, 1, 0.9, 0.9, 1e-8, 1, 1, 1, inM), /adamUnitRowsBf16: out overlaps params, grads, m or v/);
+  assert.throws(() => addon!.adamBf16(p1, g, m1, v1, 1, 0.9, 0.9, 1e-8, 1, 1, 1, inM.subarray(0, 10), 0), /adamBf16: out overlaps params, grads, m or v/);
   // the addon's checks
   const { idx, val } = sparseCode(4, 2, 8, 1);
   const h = new Uint16Array(8 * 3), x = new Float32Array(8 * 3), o = new Float32Array(4 * 3), hb = new Uint16Array(4 * 3);
@@ -394,6 +397,14 @@ test("train.precision resolves: fp32 as asked, auto falls back to fp32 where bf1
   const noCpu = { engine: { ...jsEngine, name: "native" as const }, threads: 2, reason: "native", info: { threads: 2, blas: "", blasCore: "", blasCoreSource: "", compiler: "", simd: "avx2", bf16: { available: false, reason: "oneDNN finds no bf16 instructions on this CPU (its best: avx2)", isa: "avx2", onednn: "2.6.3", impl: "" } } };
   refused(() => resolvePrecision("bf16", noCpu, "native"), 1, /oneDNN finds no bf16 instructions on this CPU/);
   assert.equal(resolvePrecision("auto", noCpu, "native").precision, "fp32");
+  // an addon built before some bf16 kernels existed (bf16 available, kernels missing): rebuild
+  const cpu = { ...noCpu, info: { ...noCpu.info, bf16: { ...noCpu.info.bf16, available: true, reason: "", isa: "avx512_core_bf16" } } };
+  const old = () => ({ ...jsBf16, gatherRowsBf16: undefined, scatterDotBf16: undefined });
+  const fallback = resolvePrecision("auto", cpu, "native", old);
+  assert.equal(fallback.precision, "fp32");
+  assert.match(fallback.reason, /auto: the native addon predates the bf16 kernels gatherRowsBf16, scatterDotBf16; rebuild it with `npm run build:native`/);
+  refused(() => resolvePrecision("bf16", cpu, "native", old), 1, /predates the bf16 kernels/);
+  assert.equal(resolvePrecision("auto", cpu, "native", () => jsBf16).precision, "bf16", "every kernel there");
 });
 
 test("sae doctor names the CPU's bf16 instructions and what train.precision auto picks", async () => {
@@ -479,4 +490,17 @@ test("a bf16 run resumes exactly: the bf16 copies are made again from the float3
   assert.match(r.err, /resuming from step-0*30\.json/);
   const weights = (id: string) => fs.readFileSync(path.join(runs, id, "final", "sae_weights.safetensors"));
   assert.deepEqual(weights("cut"), weights("full"));
+});
+
+test("a run from before train.precision resumes in fp32, not in the auto default", async () => {
+  const { resumeConfig } = await import("../src/train/resume-config.ts");
+  const { config } = loadConfig(null);
+  assert.equal(config.train.precision, "auto", "the default");
+  const before = JSON.parse(JSON.stringify(config));
+  delete before.train.precision; // a checkpoint's record from before the key existed
+  const r = resumeConfig(config, before, 10, "old");
+  assert.equal(r.config.train.precision, "fp32");
+  assert.deepEqual(r.changes, []);
+  before.train.precision = "fp32"; // a later run, which recorded it
+  assert.equal(resumeConfig({ ...config, train: { ...config.train, precision: "fp32" } }, before, 10, "new").config.train.precision, "fp32");
 });

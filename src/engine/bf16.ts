@@ -3,10 +3,12 @@
 // with float32 accumulation and output; everything else (master weights, Adam's moments, the loss,
 // the reductions, what is written to disk) stays float32.
 //
-// bf16Engine wraps an Engine: its gemm, gatherRows and sparseBackward cast float32 operands to bf16
-// and call the bf16 kernels; the parameters are pinned, so each one is cast at most once per step
-// (on its first use after newStep(), i.e. after the previous step's update) instead of once per
-// call. Every other kernel is the wrapped engine's.
+// bf16Engine wraps an Engine: its gemm and its sparse kernels (gatherRows, gatherRows2, gatherDot,
+// scatterRows, scatterDot, sparseBackward) cast float32 operands to bf16 and call the bf16 kernels;
+// the parameters are pinned, so each one is cast at most once per step (on its first use after
+// newStep(), i.e. after the previous step's update) instead of once per call, and the Adam steps
+// (adam, adamUnitRows) write the copies of the parameters they update. Every other kernel is the
+// wrapped engine's.
 import type { Arr, Engine } from "./types.ts";
 import { jsEngine } from "./js.ts";
 import { loadNative, type EngineChoice } from "./index.ts";
@@ -101,6 +103,9 @@ export const jsBf16: Bf16Kernels = {
     }
   },
 };
+
+/** the names of Bf16Kernels, which the native addon must export for bf16 to run */
+export const BF16_KERNELS = Object.keys(jsBf16) as (keyof Bf16Kernels)[];
 
 /** GEMMs with every dimension at least this go through bf16; thinner ones (GEMVs, a few dead latents) stay float32, where bf16 saves nothing */
 export const BF16_MIN_DIM = 16;
@@ -293,19 +298,22 @@ export interface PrecisionChoice {
 }
 
 /** where bf16 GEMMs run: the native engine's bf16 kernels, or why not */
-export function bf16Support(choice: EngineChoice, stepEngine: string): { kernels: Bf16Kernels | null; why: string; where: string } {
+export function bf16Support(choice: EngineChoice, stepEngine: string, native: () => unknown = () => loadNative().addon): { kernels: Bf16Kernels | null; why: string; where: string } {
   if (stepEngine === "tfjs") return { kernels: null, why: "train.precision applies to the native engine; the tfjs engine trains in float32", where: "" };
   const info = choice.info?.bf16;
   if (choice.engine.name !== "native" || !choice.info) return { kernels: null, why: "bf16 needs the native engine, and the TypeScript engine runs", where: "" };
   if (!info) return { kernels: null, why: "the native addon was built before bf16 support; rebuild it with `npm run build:native`", where: "" };
   if (!info.available) return { kernels: null, why: info.reason, where: "" };
-  const { addon } = loadNative();
-  return { kernels: addon, why: "", where: `oneDNN ${info.onednn}, ${info.isa}` };
+  const addon = native() as Record<string, unknown> | null;
+  // an addon built before some bf16 kernel existed: auto falls back to fp32, bf16 says to rebuild
+  const missing = BF16_KERNELS.filter((name) => typeof addon?.[name] !== "function");
+  if (missing.length) return { kernels: null, why: `the native addon predates the bf16 kernel${missing.length > 1 ? "s" : ""} ${missing.join(", ")}; rebuild it with \`npm run build:native\``, where: "" };
+  return { kernels: addon as unknown as Bf16Kernels, why: "", where: `oneDNN ${info.onednn}, ${info.isa}` };
 }
 
 /** `train.precision` for this run; bf16 where it cannot run is an error saying why (exit 1; a tfjs run: exit 2) */
-export function resolvePrecision(want: PrecisionSetting, choice: EngineChoice, stepEngine: string): PrecisionChoice {
-  const s = bf16Support(choice, stepEngine);
+export function resolvePrecision(want: PrecisionSetting, choice: EngineChoice, stepEngine: string, native?: () => unknown): PrecisionChoice {
+  const s = bf16Support(choice, stepEngine, native);
   if (want === "fp32") return { precision: "fp32", reason: "fp32", kernels: null };
   if (s.kernels) return { precision: "bf16", reason: `bf16 (${want === "auto" ? "auto: " : ""}${s.where}; float32 master weights)`, kernels: s.kernels };
   if (want === "auto") return { precision: "fp32", reason: `fp32 (auto: ${s.why})`, kernels: null };

@@ -61,6 +61,9 @@ export function resumeConfig(c: Config, before: Record<string, unknown> | null, 
   if (refused.length) {
     throw new SaeError("usage", `run ${run}: its config.yaml differs from the config its checkpoint at step ${step} was trained with:\n  ${refused.join("\n  ")}\na resume continues the same run, so ${MAY_CHANGE}`, `undo the edit of config.yaml, or start a new run from this one's weights: sae finetune ${run} --set KEY=VALUE`);
   }
+  // train.precision is newer than some runs, which trained in fp32 without it; its default has been
+  // auto since (bf16 where it runs), which would change such a run's arithmetic at the resume
+  if (old.train && !("precision" in old.train) && config.train.precision === "auto") config.train.precision = "fp32";
   // train.steps is the phases' sum: it changes only with them
   return { config, changes: changes.filter((l) => !l.startsWith("train.steps:")) };
 }
