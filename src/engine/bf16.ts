@@ -178,19 +178,20 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
   /** the pin holding all of W (a parameter, or a stretch of one), or undefined */
   const pinOf = (W: Arr) => (W instanceof Float32Array ? pins.find((p) => inside(W, p.src) >= 0) : undefined);
   const f32s = (...xs: (Arr | null)[]) => xs.every((x) => x === null || x instanceof Float32Array);
+  /** W [H, D] is (in) a pinned parameter, wide enough for bf16, and the other arrays are float32 */
+  const pinnedRows = (W: Arr, H: number, D: number, ...xs: (Arr | null)[]) => pinOf(W) !== undefined && W.length === H * D && D >= BF16_MIN_DIM && f32s(...xs);
   // The sparse kernels (decode, backward) read a random row of W or of the batch per entry, at the
   // memory's speed: in bf16 they move half the bytes (docs/engine.md#bfloat16). W must be a pinned
   // parameter (cast once per step, like the GEMMs' weights); anything else takes the float32 kernel.
   const gatherRows: Engine["gatherRows"] = (idx, val, rows, kk, W, H, D, bias, out) => {
-    if (!pinOf(W) || !f32s(val, bias, out) || D < BF16_MIN_DIM || W.length !== H * D) {
+    if (!pinnedRows(W, H, D, val, bias, out)) {
       base.gatherRows(idx, val, rows, kk, W, H, D, bias, out);
       return;
     }
     k.gatherRowsBf16(idx, val as Float32Array, rows, kk, cast(W as Float32Array, 1), H, D, bias as Float32Array | null, out as Float32Array);
   };
   const sparseBackward: Engine["sparseBackward"] = (idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum) => {
-    const ok = pinOf(W) && f32s(val, G, Xc, dWdec, dWenc, gpSum) && D >= BF16_MIN_DIM && W.length === H * D && G.length === rows * D && Xc.length === rows * D;
-    if (!ok) {
+    if (!pinnedRows(W, H, D, val, G, Xc, dWdec, dWenc, gpSum) || G.length !== rows * D || Xc.length !== rows * D) {
       base.sparseBackward(idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum);
       return;
     }
@@ -200,21 +201,21 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), cast(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array);
   };
   const gatherRows2: Engine["gatherRows2"] = (idx, val, val2, rows, kk, W, H, D, bias, out, out2) => {
-    if (!pinOf(W) || !f32s(val, val2, bias, out, out2) || D < BF16_MIN_DIM || W.length !== H * D) {
+    if (!pinnedRows(W, H, D, val, val2, bias, out, out2)) {
       base.gatherRows2(idx, val, val2, rows, kk, W, H, D, bias, out, out2);
       return;
     }
     k.gatherRows2Bf16(idx, val as Float32Array, val2 as Float32Array, rows, kk, cast(W as Float32Array, 1), H, D, bias as Float32Array | null, out as Float32Array, out2 as Float32Array);
   };
   const gatherDot: Engine["gatherDot"] = (idx, val, rows, kk, G, W, H, D, out) => {
-    if (!pinOf(W) || !f32s(val, G, out) || D < BF16_MIN_DIM || W.length !== H * D || G.length !== rows * D) {
+    if (!pinnedRows(W, H, D, val, G, out) || G.length !== rows * D) {
       base.gatherDot(idx, val, rows, kk, G, W, H, D, out);
       return;
     }
     k.gatherDotBf16(idx, val as Float32Array | null, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), H, D, out as Float32Array);
   };
   const scatterDot: Engine["scatterDot"] = (idx, val, sel, rows, kk, G, W, H, D, dW, out) => {
-    if (!pinOf(W) || !f32s(val, sel, G, dW, out) || D < BF16_MIN_DIM || W.length !== H * D || G.length !== rows * D) {
+    if (!pinnedRows(W, H, D, val, sel, G, dW, out) || G.length !== rows * D) {
       base.scatterDot(idx, val, sel, rows, kk, G, W, H, D, dW, out);
       return;
     }

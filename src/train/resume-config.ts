@@ -50,8 +50,12 @@ export function resumeConfig(c: Config, before: Record<string, unknown> | null, 
   const changes: string[] = [], refused: string[] = [];
   for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])]) {
     if (JSON.stringify(a[key]) === JSON.stringify(b[key]) || key === "runs_dir") continue;
-    // a key newer than the checkpoint (a later sae), at its default: the run trained without it
-    if (!(key in a) && JSON.stringify(b[key]) === JSON.stringify(defaults()[key])) continue;
+    // a key newer than the checkpoint (a later sae), at its default: the run trained without it,
+    // and goes on as it did where the default has changed since (BEFORE_THE_KEY)
+    if (!(key in a) && JSON.stringify(b[key]) === JSON.stringify(defaults()[key])) {
+      if (key in BEFORE_THE_KEY) setKey(config, key, BEFORE_THE_KEY[key]);
+      continue;
+    }
     const line = `${key}: ${show(a[key])} → ${show(b[key])}`;
     const phase = /^train\.phases\.(\d+)\.(\w+)$/.exec(key);
     const ok = (RESUME_KEYS as readonly string[]).includes(key) || PATH_KEYS.includes(key) || key === "train.steps"
@@ -61,11 +65,23 @@ export function resumeConfig(c: Config, before: Record<string, unknown> | null, 
   if (refused.length) {
     throw new SaeError("usage", `run ${run}: its config.yaml differs from the config its checkpoint at step ${step} was trained with:\n  ${refused.join("\n  ")}\na resume continues the same run, so ${MAY_CHANGE}`, `undo the edit of config.yaml, or start a new run from this one's weights: sae finetune ${run} --set KEY=VALUE`);
   }
-  // train.precision is newer than some runs, which trained in fp32 without it; its default has been
-  // auto since (bf16 where it runs), which would change such a run's arithmetic at the resume
-  if (old.train && !("precision" in old.train) && config.train.precision === "auto") config.train.precision = "fp32";
   // train.steps is the phases' sum: it changes only with them
   return { config, changes: changes.filter((l) => !l.startsWith("train.steps:")) };
+}
+
+/**
+ * Keys whose default has changed since they were added, with the value a run had before the key
+ * existed: train.precision came in as fp32 and became auto (bf16 where it runs), which would change
+ * an older run's arithmetic at its resume.
+ */
+const BEFORE_THE_KEY: Record<string, unknown> = { "train.precision": "fp32" };
+
+/** config[a][b]... = value for the dotted key */
+function setKey(config: Config, key: string, value: unknown): void {
+  const parts = key.split(".");
+  let o = config as unknown as Record<string, unknown>;
+  for (const p of parts.slice(0, -1)) o = o[p] as Record<string, unknown>;
+  o[parts.at(-1)!] = value;
 }
 
 let schemaDefaults: Record<string, unknown> | null = null;
