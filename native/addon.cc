@@ -245,7 +245,7 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
   const T* W = rows_of<T>(a, 4, "W", (int64_t)H * D);
   const float* bias = a.f32(7, "bias", D, true);
   float* out = a.f32(8, "out", (int64_t)rows * D);
-  sae::gather_rows(idx, val, rows, k, W, D, bias, out);
+  sae::gather_rows(idx, val, rows, k, W, H, D, bias, out);
   return info.Env().Undefined();
 }
 

@@ -278,7 +278,21 @@ static inline int rank_in(const float* v, int n, int i) {
   for (int j = 0; j < n; j++) r += (v[j] > x) + (j < i && v[j] == x);
   return r;
 }
-// above this many values (maxima or candidates) the top-k selects or sorts instead of ranking (n² grows)
+// The k-th largest of v[0, n) counting ties, among its non-NaN values (+∞ when fewer than k): the
+// least v[i] that fewer than k values exceed. n² compares like rank_in, but with no tie term the
+// inner loop is one compare and add per lane (rank_in's position test kept GCC 12 from unrolling
+// it: the 128 group maxima of a k = 32 row cost 1.5–3.5 µs, a third of the row's time)
+static inline float kth_largest_small(const float* v, int n, int k) {
+  float t = INFINITY;
+  for (int i = 0; i < n; i++) {
+    const float x = v[i];
+    int above = 0;
+#pragma omp simd reduction(+ : above)
+    for (int j = 0; j < n; j++) above += v[j] > x;
+    if (above < k && x < t) t = x;  // a NaN x fails x < t
+  }
+  return t;
+}
 constexpr int kRankedCandidates = 256;
 
 // One row's top-k of s = p + b without a heap, for small k and no mask: the columns are split
@@ -316,14 +330,13 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
   for (int q = 0; v < blocks; v++, q++)
     for (int j = 0; j < 16; j++) acc[16 * q + j] = std::max(acc[16 * q + j], p[16 * v + j] + b[16 * v + j]);
   for (int j = 0; j < tail; j++) acc[16 * nv + j] = p[16 * blocks + j] + b[16 * blocks + j];
-  // t = the k-th largest maximum, found by rank for up to kRankedCandidates maxima (k ≤ 60):
+  // t = the k-th largest maximum, found by counting for up to kRankedCandidates maxima (k ≤ 60):
   // std::nth_element's data-dependent branches mispredicted on every few of them and cost as much
   // as a scan of the row (k = 32); for larger k the n² compares would cost more
   float t = NAN;
   const int ng = (int)maxima.size();
   if (ng <= kRankedCandidates) {
-    for (int i = 0; i < ng; i++)
-      if (rank_in(acc, ng, i) == k - 1) t = acc[i];
+    t = kth_largest_small(acc, ng, k);
   } else {
     // in place: the maxima are not read again (a copy was an allocation per row)
     std::nth_element(maxima.begin(), maxima.begin() + (k - 1), maxima.end(), std::greater<float>());
@@ -338,16 +351,19 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
   {
     thread_local std::vector<float> cv;
     thread_local std::vector<int32_t> ci;
-    if ((int)cv.size() < cols) cv.resize(cols), ci.resize(cols);
+    // 16 spare entries: each take stores a whole vector (below)
+    if ((int)cv.size() < cols + 16) cv.resize(cols + 16), ci.resize(cols + 16);
     const __m512 tt = _mm512_set1_ps(t);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     int nc = 0;
     auto mask = [&](int c0) { return _mm512_cmp_ps_mask(_mm512_add_ps(_mm512_loadu_ps(p + c0), _mm512_loadu_ps(b + c0)), tt, _CMP_GE_OQ); };
-    // the rare blocks with candidates: sums recomputed, so the scan keeps nothing across its test
+    // the rare blocks with candidates: sums recomputed, so the scan keeps nothing across its test.
+    // Compressed in a register, then stored whole: the compress-to-memory form is microcoded on
+    // AMD Zen 4 (a few hundred cycles each; this scan spent a sixth of its time in it)
     auto take = [&](int c0, __mmask16 m) __attribute__((noinline)) {
       const __m512 x = _mm512_add_ps(_mm512_loadu_ps(p + c0), _mm512_loadu_ps(b + c0));
-      _mm512_mask_compressstoreu_ps(cv.data() + nc, m, x);
-      _mm512_mask_compressstoreu_epi32(ci.data() + nc, m, _mm512_add_epi32(iota, _mm512_set1_epi32(c0)));
+      _mm512_storeu_ps(cv.data() + nc, _mm512_maskz_compress_ps(m, x));
+      _mm512_storeu_si512(ci.data() + nc, _mm512_maskz_compress_epi32(m, _mm512_add_epi32(iota, _mm512_set1_epi32(c0))));
       nc += __builtin_popcount(m);
     };
     for (; c + 64 <= cols; c += 64) {
@@ -657,72 +673,6 @@ void values_at(const float* A, const float* bias, int rows, int cols, const int3
   });
 }
 
-template <typename T>
-static void gather_rows_t(const int32_t* idx, const float* val, int rows, int k, const T* W, int D,
-                          const float* bias, float* out) {
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t b = r0; b < r1; b++) {
-      float* o = out + b * D;
-      if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
-      for (int j = 0; j < k; j++) {
-        const int64_t e = b * k + j;
-        const float a = val[e];
-        if (a == 0.f) continue;
-        const T* w = W + (int64_t)idx[e] * D;
-        for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
-      }
-    }
-  });
-}
-
-void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
-                 const float* bias, float* out) {
-  gather_rows_t(idx, val, rows, k, W, D, bias, out);
-}
-
-void gather_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
-                 const float* bias, float* out) {
-  gather_rows_t(idx, val, rows, k, W, D, bias, out);
-}
-
-template <typename T>
-static void gather_rows2_t(const int32_t* idx, const float* val, const float* val2, int rows, int k,
-                           const T* W, int D, const float* bias, float* out, float* out2) {
-  // gather_rows for two codes on the same entries (Gated: the magnitudes and the gate's ReLU), each
-  // decoder row read once for both; each output sums as gather_rows sums it
-  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
-    for (int64_t b = r0; b < r1; b++) {
-      float* __restrict o = out + b * D;
-      float* __restrict o2 = out2 + b * D;
-      if (bias) std::copy(bias, bias + D, o), std::copy(bias, bias + D, o2);
-      else std::fill(o, o + D, 0.f), std::fill(o2, o2 + D, 0.f);
-      for (int j = 0; j < k; j++) {
-        const float a = val[b * k + j], a2 = val2[b * k + j];
-        const T* __restrict w = W + (int64_t)idx[b * k + j] * D;
-        if (a != 0.f && a2 != 0.f) {
-          for (int d = 0; d < D; d++) {
-            o[d] += a * widen(w[d]);
-            o2[d] += a2 * widen(w[d]);
-          }
-        } else if (a != 0.f) {
-          for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
-        } else if (a2 != 0.f) {
-          for (int d = 0; d < D; d++) o2[d] += a2 * widen(w[d]);
-        }
-      }
-    }
-  });
-}
-
-void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
-                  int D, const float* bias, float* out, float* out2) {
-  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
-}
-void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const uint16_t* W,
-                  int D, const float* bias, float* out, float* out2) {
-  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
-}
-
 // The entries (b, j) of a sparse code grouped by latent: a stable counting sort of the entries
 // with a non-zero value (all entries when val is null). Kernels that read or write one [H, D]
 // matrix row per entry then touch each row once, while it sits in L1, instead of once per entry
@@ -770,6 +720,116 @@ static void for_each_latent(const ByLatent& g, Fn fn) {
         if (g.start[i] < g.start[i + 1]) fn(i, g.start[i], g.start[i + 1]);
   });
 }
+
+// Whether every row's entries with a non-zero value come in ascending latent order (as topk_rows
+// and rows_above write them): then a walk over the latents adds each row's entries in the order a
+// walk over the row does.
+static bool ascending_rows(const int32_t* idx, const float* val, int rows, int k) {
+  for (int64_t b = 0; b < rows; b++) {
+    int32_t last = -1;
+    for (int64_t e = b * k; e < (b + 1) * k; e++)
+      if (val[e] != 0.f) {
+        if (idx[e] < last) return false;
+        last = idx[e];
+      }
+  }
+  return true;
+}
+
+template <typename T>
+static void gather_rows_t(const int32_t* idx, const float* val, int rows, int k, const T* W, int H,
+                          int D, const float* bias, float* out) {
+  // A matrix larger than the caches, with about one entry a latent or more: walk the latents, each
+  // thread adding into its own rows of out, so that W is read once in order and the random rows
+  // are out's (rows·D, a quarter of W's size at B=4096 H=16384) — 0.55× the time of the walk over
+  // each row's K rows of W (random code, 2 Zen 4 cores), and the same sums in the same order
+  // (docs/engine.md#gather-decode).
+  const int64_t n = (int64_t)rows * k;
+  if ((int64_t)H * D * (int64_t)sizeof(T) >= (8 << 20) && n >= H && ascending_rows(idx, val, rows, k)) {
+    const ByLatent g = group_by_latent(idx, val, n, H);
+    parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t b = r0; b < r1; b++) {
+        float* o = out + b * D;
+        if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
+      }
+      for (int i = 0; i < H; i++) {
+        // latent i's entries in rows [r0, r1): order is ascending within a latent
+        const int32_t* q = std::lower_bound(g.order.data() + g.start[i], g.order.data() + g.start[i + 1], (int32_t)(r0 * k));
+        const int32_t* q1 = g.order.data() + g.start[i + 1];
+        if (q == q1 || *q >= r1 * k) continue;
+        const T* __restrict w = W + (int64_t)i * D;
+        for (; q < q1 && *q < r1 * k; q++) {
+          const float a = val[*q];
+          float* __restrict o = out + (int64_t)(*q / k) * D;
+          for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
+        }
+      }
+    });
+    return;
+  }
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) {
+      float* o = out + b * D;
+      if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
+      for (int j = 0; j < k; j++) {
+        const int64_t e = b * k + j;
+        const float a = val[e];
+        if (a == 0.f) continue;
+        const T* w = W + (int64_t)idx[e] * D;
+        for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
+      }
+    }
+  });
+}
+
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int H, int D,
+                 const float* bias, float* out) {
+  gather_rows_t(idx, val, rows, k, W, H, D, bias, out);
+}
+
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int H, int D,
+                 const float* bias, float* out) {
+  gather_rows_t(idx, val, rows, k, W, H, D, bias, out);
+}
+
+template <typename T>
+static void gather_rows2_t(const int32_t* idx, const float* val, const float* val2, int rows, int k,
+                           const T* W, int D, const float* bias, float* out, float* out2) {
+  // gather_rows for two codes on the same entries (Gated: the magnitudes and the gate's ReLU), each
+  // decoder row read once for both; each output sums as gather_rows sums it
+  parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) {
+      float* __restrict o = out + b * D;
+      float* __restrict o2 = out2 + b * D;
+      if (bias) std::copy(bias, bias + D, o), std::copy(bias, bias + D, o2);
+      else std::fill(o, o + D, 0.f), std::fill(o2, o2 + D, 0.f);
+      for (int j = 0; j < k; j++) {
+        const float a = val[b * k + j], a2 = val2[b * k + j];
+        const T* __restrict w = W + (int64_t)idx[b * k + j] * D;
+        if (a != 0.f && a2 != 0.f) {
+          for (int d = 0; d < D; d++) {
+            o[d] += a * widen(w[d]);
+            o2[d] += a2 * widen(w[d]);
+          }
+        } else if (a != 0.f) {
+          for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
+        } else if (a2 != 0.f) {
+          for (int d = 0; d < D; d++) o2[d] += a2 * widen(w[d]);
+        }
+      }
+    }
+  });
+}
+
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
+                  int D, const float* bias, float* out, float* out2) {
+  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
+}
+void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const uint16_t* W,
+                  int D, const float* bias, float* out, float* out2) {
+  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
+}
+
 
 template <typename T>
 static void gather_dot_t(const int32_t* idx, const float* val, int rows, int k, const T* G, const T* W,

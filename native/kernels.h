@@ -70,9 +70,10 @@ BatchCut batch_cut(const int32_t* idx, const float* val, int B, int kc, int64_t 
                    int32_t* outIdx, float* outVal);
 
 // out[b,:] = (bias ? bias : 0) + sum_k val[b,k] * W[idx[b,k], :]      (sparse decode)
-void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int D,
+// (W is [H, D]; idx < H)
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const float* W, int H, int D,
                  const float* bias, float* out);
-void gather_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int D,
+void gather_rows(const int32_t* idx, const float* val, int rows, int k, const uint16_t* W, int H, int D,
                  const float* bias, float* out);
 
 // gather_rows(idx, val, …, out) and gather_rows(idx, val2, …, out2) in one pass over the entries

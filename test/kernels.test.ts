@@ -452,6 +452,39 @@ test("topkRows: ties go to the lower column; rows with fewer than K positives ke
   }
 });
 
+test("gatherRows over a decoder larger than the caches (the walk over latents): the row walk's sums, bit for bit", { skip }, () => {
+  // W [8192, 512]: 16 MB in float32, 8 MB in bf16, both over the kernel's 8 MB switch; rows·k ≥ H.
+  // gatherRows2 always walks the rows, summing each row's entries in order (tested equal to two
+  // gatherRows on small shapes above), so its first output is the reference.
+  const rows = 600, k = 16, H = 8192, D = 512;
+  const rng = new Rng(31);
+  const idx = new Int32Array(rows * k), val = f32(rows * k, 32);
+  for (let b = 0; b < rows; b++) {
+    const s = new Set<number>();
+    while (s.size < k) s.add(Math.floor(rng.next() * H));
+    idx.set([...s].sort((x, y) => x - y), b * k);
+  }
+  for (let j = 0; j < val.length; j += 5) val[j] = 0; // zeros are skipped
+  const W = f32(H * D, 33, 0.05), bias = f32(D, 34);
+  const Wb = new Uint16Array(W.buffer.slice(0)).filter((_, i) => i % 2 === 1); // top halves: bf16 bits
+  const check = (what: string, code: Int32Array) => {
+    const out = new Float32Array(rows * D), ref = new Float32Array(rows * D), ref2 = new Float32Array(rows * D);
+    nat.gatherRows(code, val, rows, k, W, H, D, bias, out);
+    nat.gatherRows2(code, val, val, rows, k, W, H, D, bias, ref, ref2);
+    assert.deepEqual(out, ref, `float32, ${what}`);
+    if (addon!.gatherRowsBf16) {
+      addon!.gatherRowsBf16(code, val, rows, k, Wb, H, D, null, out);
+      addon!.gatherRows2Bf16(code, val, val, rows, k, Wb, H, D, null, ref, ref2);
+      assert.deepEqual(out, ref, `bf16, ${what}`);
+    }
+  };
+  check("ascending rows", idx);
+  // one row out of order: the kernel walks the rows (summing in the code's order), still equal
+  const shuffled = idx.slice();
+  shuffled.set(idx.subarray(7 * k, 8 * k).reverse(), 7 * k);
+  check("a row out of order", shuffled);
+});
+
 test("native addon: bad arguments throw errors instead of crashing", { skip }, () => {
   const a = addon!;
   const x = new Float32Array(6);
