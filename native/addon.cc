@@ -263,7 +263,7 @@ Napi::Value GatherRows2(const Napi::CallbackInfo& info) {
   float* out = a.f32(9, "out", (int64_t)rows * D);
   float* out2 = a.f32(10, "out2", (int64_t)rows * D);
   if (out == out2 && rows > 0 && D > 0) a.fail("out and out2 must be different arrays");
-  sae::gather_rows2(idx, val, val2, rows, k, W, D, bias, out, out2);
+  sae::gather_rows2(idx, val, val2, rows, k, W, H, D, bias, out, out2);
   return info.Env().Undefined();
 }
 

@@ -721,14 +721,15 @@ static void for_each_latent(const ByLatent& g, Fn fn) {
   });
 }
 
-// Whether every row's entries with a non-zero value come in ascending latent order (as topk_rows
-// and rows_above write them): then a walk over the latents adds each row's entries in the order a
-// walk over the row does.
-static bool ascending_rows(const int32_t* idx, const float* val, int rows, int k) {
+// Whether every row's kept entries come in ascending latent order (as topk_rows and rows_above
+// write them): then a walk over the latents adds each row's entries in the order a walk over the
+// row does.
+template <typename Keep>
+static bool ascending_rows(const int32_t* idx, int rows, int k, Keep keep) {
   for (int64_t b = 0; b < rows; b++) {
     int32_t last = -1;
     for (int64_t e = b * k; e < (b + 1) * k; e++)
-      if (val[e] != 0.f) {
+      if (keep(e)) {
         if (idx[e] < last) return false;
         last = idx[e];
       }
@@ -736,47 +737,52 @@ static bool ascending_rows(const int32_t* idx, const float* val, int rows, int k
   return true;
 }
 
+// The sparse decode's walk over the latents (docs/engine.md#gather-decode), for a W [H, D] larger
+// than the caches with about one entry a latent or more, and rows in ascending latent order: each
+// thread owns rows [r0, r1) of the outputs, start(b) readies row b, then add(w, e) runs for each
+// kept entry e in those rows, latent by latent (w: the latent's row of W). W is read once in order
+// and the random rows are the outputs' (rows·D, a quarter of W's size at B=4096 H=16384): 0.45–0.55×
+// the time of the walk over each row's K rows of W (random code, 2 Zen 4 cores). Each row still
+// adds its entries in ascending latent order, the row walk's order, so the sums are the same bit
+// for bit. Returns false, having done nothing, where the walk over rows is the one to take.
+template <typename T, typename Keep, typename Start, typename Add>
+static bool decode_by_latent(const int32_t* idx, int rows, int k, const T* W, int H, int D, Keep keep,
+                             Start start, Add add) {
+  const int64_t n = (int64_t)rows * k;
+  if ((int64_t)H * D * (int64_t)sizeof(T) < (8 << 20) || n < H || !ascending_rows(idx, rows, k, keep)) return false;
+  const ByLatent g = group_by_latent_if(idx, n, H, keep);
+  parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t b = r0; b < r1; b++) start(b);
+    for (int i = 0; i < H; i++) {
+      // latent i's entries in rows [r0, r1) (order is ascending within a latent)
+      const int32_t* q = std::lower_bound(g.order.data() + g.start[i], g.order.data() + g.start[i + 1], (int32_t)(r0 * k));
+      const int32_t* q1 = g.order.data() + g.start[i + 1];
+      const T* w = W + (int64_t)i * D;
+      for (; q < q1 && *q < r1 * k; q++) add(w, *q);
+    }
+  });
+  return true;
+}
+
 template <typename T>
 static void gather_rows_t(const int32_t* idx, const float* val, int rows, int k, const T* W, int H,
                           int D, const float* bias, float* out) {
-  // A matrix larger than the caches, with about one entry a latent or more: walk the latents, each
-  // thread adding into its own rows of out, so that W is read once in order and the random rows
-  // are out's (rows·D, a quarter of W's size at B=4096 H=16384) — 0.55× the time of the walk over
-  // each row's K rows of W (random code, 2 Zen 4 cores), and the same sums in the same order
-  // (docs/engine.md#gather-decode).
-  const int64_t n = (int64_t)rows * k;
-  if ((int64_t)H * D * (int64_t)sizeof(T) >= (8 << 20) && n >= H && ascending_rows(idx, val, rows, k)) {
-    const ByLatent g = group_by_latent(idx, val, n, H);
-    parallel_for(rows, 64, [&](int64_t r0, int64_t r1) {
-      for (int64_t b = r0; b < r1; b++) {
-        float* o = out + b * D;
-        if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
-      }
-      for (int i = 0; i < H; i++) {
-        // latent i's entries in rows [r0, r1): order is ascending within a latent
-        const int32_t* q = std::lower_bound(g.order.data() + g.start[i], g.order.data() + g.start[i + 1], (int32_t)(r0 * k));
-        const int32_t* q1 = g.order.data() + g.start[i + 1];
-        if (q == q1 || *q >= r1 * k) continue;
-        const T* __restrict w = W + (int64_t)i * D;
-        for (; q < q1 && *q < r1 * k; q++) {
-          const float a = val[*q];
-          float* __restrict o = out + (int64_t)(*q / k) * D;
-          for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
-        }
-      }
-    });
-    return;
-  }
+  auto start = [&](int64_t b) {
+    float* o = out + b * D;
+    if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
+  };
+  auto add = [&](const T* __restrict w, int64_t e) {
+    const float a = val[e];
+    float* __restrict o = out + (e / k) * D;
+    for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
+  };
+  if (decode_by_latent(idx, rows, k, W, H, D, [=](int64_t e) { return val[e] != 0.f; }, start, add)) return;
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t b = r0; b < r1; b++) {
-      float* o = out + b * D;
-      if (bias) std::copy(bias, bias + D, o); else std::fill(o, o + D, 0.f);
+      start(b);
       for (int j = 0; j < k; j++) {
         const int64_t e = b * k + j;
-        const float a = val[e];
-        if (a == 0.f) continue;
-        const T* w = W + (int64_t)idx[e] * D;
-        for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
+        if (val[e] != 0.f) add(W + (int64_t)idx[e] * D, e);
       }
     }
   });
@@ -794,40 +800,46 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const ui
 
 template <typename T>
 static void gather_rows2_t(const int32_t* idx, const float* val, const float* val2, int rows, int k,
-                           const T* W, int D, const float* bias, float* out, float* out2) {
+                           const T* W, int H, int D, const float* bias, float* out, float* out2) {
   // gather_rows for two codes on the same entries (Gated: the magnitudes and the gate's ReLU), each
   // decoder row read once for both; each output sums as gather_rows sums it
+  auto start = [&](int64_t b) {
+    float* o = out + b * D;
+    float* o2 = out2 + b * D;
+    if (bias) std::copy(bias, bias + D, o), std::copy(bias, bias + D, o2);
+    else std::fill(o, o + D, 0.f), std::fill(o2, o2 + D, 0.f);
+  };
+  auto add = [&](const T* __restrict w, int64_t e) {
+    const float a = val[e], a2 = val2[e];
+    float* __restrict o = out + (e / k) * D;
+    float* __restrict o2 = out2 + (e / k) * D;
+    if (a != 0.f && a2 != 0.f) {
+      for (int d = 0; d < D; d++) {
+        o[d] += a * widen(w[d]);
+        o2[d] += a2 * widen(w[d]);
+      }
+    } else if (a != 0.f) {
+      for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
+    } else if (a2 != 0.f) {
+      for (int d = 0; d < D; d++) o2[d] += a2 * widen(w[d]);
+    }
+  };
+  if (decode_by_latent(idx, rows, k, W, H, D, [=](int64_t e) { return val[e] != 0.f || val2[e] != 0.f; }, start, add)) return;
   parallel_for(rows, 8, [&](int64_t r0, int64_t r1) {
     for (int64_t b = r0; b < r1; b++) {
-      float* __restrict o = out + b * D;
-      float* __restrict o2 = out2 + b * D;
-      if (bias) std::copy(bias, bias + D, o), std::copy(bias, bias + D, o2);
-      else std::fill(o, o + D, 0.f), std::fill(o2, o2 + D, 0.f);
-      for (int j = 0; j < k; j++) {
-        const float a = val[b * k + j], a2 = val2[b * k + j];
-        const T* __restrict w = W + (int64_t)idx[b * k + j] * D;
-        if (a != 0.f && a2 != 0.f) {
-          for (int d = 0; d < D; d++) {
-            o[d] += a * widen(w[d]);
-            o2[d] += a2 * widen(w[d]);
-          }
-        } else if (a != 0.f) {
-          for (int d = 0; d < D; d++) o[d] += a * widen(w[d]);
-        } else if (a2 != 0.f) {
-          for (int d = 0; d < D; d++) o2[d] += a2 * widen(w[d]);
-        }
-      }
+      start(b);
+      for (int j = 0; j < k; j++) add(W + (int64_t)idx[b * k + j] * D, b * k + j);
     }
   });
 }
 
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
-                  int D, const float* bias, float* out, float* out2) {
-  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
+                  int H, int D, const float* bias, float* out, float* out2) {
+  gather_rows2_t(idx, val, val2, rows, k, W, H, D, bias, out, out2);
 }
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const uint16_t* W,
-                  int D, const float* bias, float* out, float* out2) {
-  gather_rows2_t(idx, val, val2, rows, k, W, D, bias, out, out2);
+                  int H, int D, const float* bias, float* out, float* out2) {
+  gather_rows2_t(idx, val, val2, rows, k, W, H, D, bias, out, out2);
 }
 
 

@@ -78,9 +78,9 @@ void gather_rows(const int32_t* idx, const float* val, int rows, int k, const ui
 
 // gather_rows(idx, val, …, out) and gather_rows(idx, val2, …, out2) in one pass over the entries
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const float* W,
-                  int D, const float* bias, float* out, float* out2);
+                  int H, int D, const float* bias, float* out, float* out2);
 void gather_rows2(const int32_t* idx, const float* val, const float* val2, int rows, int k, const uint16_t* W,
-                  int D, const float* bias, float* out, float* out2);
+                  int H, int D, const float* bias, float* out, float* out2);
 
 // out[b·k + j] = A[b, idx[b·k + j]] + bias[idx[b·k + j]] in double where val[b·k + j] != 0, else 0
 // (bias may be null): a dense matrix [rows, cols] read at a sparse code's entries.
