@@ -293,6 +293,8 @@ static inline float kth_largest_small(const float* v, int n, int k) {
   }
   return t;
 }
+// above this many values (maxima or candidates) the top-k selects or sorts instead of counting or
+// ranking (n² grows)
 constexpr int kRankedCandidates = 256;
 
 // One row's top-k of s = p + b without a heap, for small k and no mask: the columns are split
@@ -342,7 +344,9 @@ static bool topk_row_by_groups(const float* p, const float* b, int cols, int k, 
     std::nth_element(maxima.begin(), maxima.begin() + (k - 1), maxima.end(), std::greater<float>());
     t = maxima[k - 1];
   }
-  if (!(t == t)) return false;  // NaN sums (in the tail): no well-defined cut; the heap decides
+  // NaN sums (in the tail): no well-defined cut; the heap decides. (Counting skips NaN maxima, and
+  // gives +∞ when fewer than k are left: the candidates then come out fewer than k, below.)
+  if (!(t == t)) return false;
   cand.clear();
   int c = 0;
 #if defined(__AVX512F__)
@@ -841,7 +845,6 @@ void gather_rows2(const int32_t* idx, const float* val, const float* val2, int r
                   int H, int D, const float* bias, float* out, float* out2) {
   gather_rows2_t(idx, val, val2, rows, k, W, H, D, bias, out, out2);
 }
-
 
 template <typename T>
 static void gather_dot_t(const int32_t* idx, const float* val, int rows, int k, const T* G, const T* W,
