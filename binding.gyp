@@ -14,7 +14,7 @@
       "cflags_cc!": ["-fno-exceptions", "-O2", "-O0"],
       "cflags_cc": [
         "-std=c++17", "-fexceptions", "-O3", "-march=native",
-        "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"
+        "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-mprefer-vector-width=512"
       ],
       "conditions": [
         ["have_dnnl==1", {
