@@ -140,9 +140,15 @@ Napi::Value ColSum(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+bool overlap(const void* x, int64_t xBytes, const void* y, int64_t yBytes) {
+  const char *a = (const char*)x, *b = (const char*)y;
+  return xBytes > 0 && yBytes > 0 && a < b + yBytes && b < a + xBytes;
+}
+
 Napi::Value TopkRows(const Napi::CallbackInfo& info) {
   Args a{info, "topkRows"};
-  a.count(8);
+  // 8 arguments, or 10 with pick (Int32Array of column numbers, or null) and picked [rows, pick.length]
+  if (info.Length() != 10) a.count(8);
   int rows = a.dim(3, "rows"), cols = a.dim(4, "cols"), k = a.dim(5, "k");
   const float* P = a.f32(0, "P", (int64_t)rows * cols);
   const float* bias = a.f32(1, "bias", cols, true);
@@ -156,7 +162,17 @@ Napi::Value TopkRows(const Napi::CallbackInfo& info) {
   }
   if (k > candidates)
     a.fail("k = " + std::to_string(k) + " exceeds the " + std::to_string(candidates) + " candidate columns", true);
-  sae::topk_rows(P, bias, mask, rows, cols, k, idx, val);
+  const int32_t* pick = nullptr;
+  float* picked = nullptr;
+  int npick = 0;
+  if (info.Length() == 10 && !info[8].IsNull() && !info[8].IsUndefined()) {
+    pick = a.i32(8, "pick", -1);
+    npick = (int)info[8].As<Napi::Int32Array>().ElementLength();
+    a.indices(pick, npick, cols, "pick");
+    picked = a.f32(9, "picked", (int64_t)rows * npick);
+    if (overlap(P, (int64_t)rows * cols * 4, picked, (int64_t)rows * npick * 4)) a.fail("P and picked overlap; picked must be a separate array");
+  }
+  sae::topk_rows(P, bias, mask, rows, cols, k, idx, val, pick, npick, picked);
   return info.Env().Undefined();
 }
 
@@ -229,10 +245,6 @@ const T* rows_of(const Args& a, size_t i, const char* name, int64_t expected) {
 template <typename T>
 constexpr const char* form(const char* f32Name, const char* bf16Name) {
   return std::is_same_v<T, float> ? f32Name : bf16Name;
-}
-bool overlap(const void* x, int64_t xBytes, const void* y, int64_t yBytes) {
-  const char *a = (const char*)x, *b = (const char*)y;
-  return xBytes > 0 && yBytes > 0 && a < b + yBytes && b < a + xBytes;
 }
 
 template <typename T>

@@ -40,9 +40,10 @@ void col_sum64(const float* A, int rows, int cols, double* out, bool accumulate)
 
 // Per-row top-k of S = P + bias among the columns where mask is 1 (mask may be null).
 // idx[r, 0..k) = the chosen columns in ascending order; val = max(0, S) at those columns.
-// Ties go to the lower column. Requires k <= number of candidate columns.
+// Ties go to the lower column. Requires k <= number of candidate columns. With pick (npick column
+// numbers in [0, cols)), also picked[r, j] = P[r, pick[j]] (no bias), read while the row is in cache.
 void topk_rows(const float* P, const float* bias, const uint8_t* mask, int rows, int cols, int k,
-               int32_t* idx, float* val);
+               int32_t* idx, float* val, const int32_t* pick = nullptr, int npick = 0, float* picked = nullptr);
 
 // Per row, the entries of S = A + bias (bias may be null) above `threshold`, up to kmax per row:
 // idx/val [rows, kmax] (val = S) in column order, padded with (0, 0). Returns the largest per-row

@@ -101,6 +101,25 @@ for (const { B, D, H, K } of SHAPES) {
     }
   });
 
+  test(`topkRows copies the picked columns of every row, whichever path selects (${tag})`, { skip }, () => {
+    // AuxK's dense path reads its dead latents' pre-activations out of the encoder's blocks this
+    // way: P's own values (no bias), in the order asked, repeats allowed, next to an unchanged top-k
+    const P = f32(B * H, 12), bias = f32(H, 13, 0.1);
+    const pick = new Int32Array([H - 1, 0, 5 % H, 5 % H, Math.floor(H / 2)]), n = pick.length;
+    const mask = new Uint8Array(H).map((_, i) => (i % 3 === 0 ? 1 : 0));
+    for (const [m, k] of [[null, K], [mask, Math.min(K, Math.ceil(H / 3))], [null, Math.ceil(H / 2)], [null, 0]] as const) {
+      const i0 = new Int32Array(B * k), v0 = new Float32Array(B * k);
+      nat.topkRows(P, bias, m, B, H, k, i0, v0);
+      for (const e of [nat, jsEngine]) {
+        const i1 = new Int32Array(B * k), v1 = new Float32Array(B * k), picked = new Float32Array(B * n).fill(NaN);
+        e.topkRows(P, bias, m, B, H, k, i1, v1, pick, picked);
+        assert.deepEqual(i1, i0, `k = ${k}: the pick changed the selection`);
+        assert.deepEqual(v1, v0);
+        for (let r = 0; r < B; r++) for (let j = 0; j < n; j++) assert.equal(picked[r * n + j], P[r * H + pick[j]], `row ${r}, pick ${j} (k = ${k})`);
+      }
+    }
+  });
+
   test(`rowsAbove (${tag})`, { skip }, () => {
     const A = f32(B * H, 30);
     for (let j = 0; j < A.length; j++) if (A[j] < 1.2) A[j] = 0; // about 11% non-zero
@@ -424,6 +443,11 @@ test("topkRows on wide rows (the group-maxima path): the reference's choice, tie
       assert.deepEqual(v1, v2);
     }
   }
+  // the columns picked on the way (AuxK's dead latents), from rows the group maxima selected in
+  const pick = new Int32Array([4102, 7, 4096, 0]), picked = new Float32Array(rows * 4);
+  const i3 = new Int32Array(rows * 32), v3 = new Float32Array(rows * 32);
+  nat.topkRows(P, bias, null, rows, cols, 32, i3, v3, pick, picked);
+  for (let r = 0; r < rows; r++) assert.deepEqual([...picked.subarray(r * 4, r * 4 + 4)], [...pick].map((c) => P[r * cols + c]), `row ${r}`);
   // a row of equal values: every group maximum ties with the cut, every column is a candidate (too
   // many to rank: they are sorted); the first k columns win
   const flat = new Float32Array(cols).fill(0.5), idx = new Int32Array(32), val = new Float32Array(32);
@@ -521,6 +545,10 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.sparseBackward(new Int32Array([9]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), new Float32Array(12), new Float32Array(4)), /sparseBackward: idx\[0\] = 9 is outside \[0, 4\)/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, new Float32Array(2), 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /sel has length 2, expected 1/);
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);
+  assert.throws(() => a.topkRows(x, null, null, 1, 6, 2, new Int32Array(2), new Float32Array(2), new Int32Array([6]), new Float32Array(1)), /topkRows: pick\[0\] = 6 is outside \[0, 6\)/);
+  assert.throws(() => a.topkRows(x, null, null, 1, 6, 2, new Int32Array(2), new Float32Array(2), new Int32Array([1, 2]), new Float32Array(1)), /topkRows: picked has length 1, expected 2/);
+  assert.throws(() => a.topkRows(x, null, null, 1, 6, 2, new Int32Array(2), new Float32Array(2), new Int32Array([1]), x.subarray(5)), /P and picked overlap/);
+  assert.throws(() => (a.topkRows as (...args: unknown[]) => void)(x, null, null, 1, 6, 2, new Int32Array(2), new Float32Array(2), new Int32Array([1])), /expected 8 arguments, received 9/);
   assert.throws(() => a.adam(x, new Float32Array(5), x, x, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /grads has length 5, expected 6/);
   assert.throws(() => a.setThreads(0), /threads must be at least 1/);
   assert.throws(() => a.adamUnitRows(x, x, x, x, 2, 4, 1, 0.9, 0.9, 1e-8, 1, 1, 1), /adamUnitRows: params has length 6, expected 8/);

@@ -53,7 +53,8 @@ export const jsEngine: Engine = {
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c] += A[r * cols + c];
   },
 
-  topkRows(P, bias, mask, rows, cols, k, idx, val) {
+  topkRows(P, bias, mask, rows, cols, k, idx, val, pick, picked) {
+    if (pick && picked) for (let r = 0; r < rows; r++) for (let j = 0; j < pick.length; j++) picked[r * pick.length + j] = P[r * cols + pick[j]];
     const cand: number[] = [];
     for (let c = 0; c < cols; c++) if (!mask || mask[c]) cand.push(c);
     if (k > cand.length) throw new RangeError(`topkRows: k = ${k} exceeds the ${cand.length} candidate columns`);

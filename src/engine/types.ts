@@ -15,8 +15,11 @@ export interface Engine {
   reluBackward(G: Arr, F: Arr, colAdd: Arr | null, rows: number, cols: number, colSum?: Arr | null): void;
   /** out[c] = (accumulate ? out[c] : 0) + Σ_r A[r,c], rows in order; a Float64Array out sums in float64 */
   colSum(A: Arr, rows: number, cols: number, out: Arr, accumulate: boolean): void;
-  /** Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column. */
-  topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr): void;
+  /**
+   * Per-row top-k of P + bias among mask==1 columns; idx ascending, val = max(0, ·); ties to the lower column.
+   * With pick (column numbers), also picked[r, j] = P[r, pick[j]] (no bias) [rows, pick.length], read while the row is in cache.
+   */
+  topkRows(P: Arr, bias: Arr | null, mask: Uint8Array | null, rows: number, cols: number, k: number, idx: Int32Array, val: Arr, pick?: Int32Array | null, picked?: Arr | null): void;
   /**
    * Per row, the entries of S = A + bias (bias may be null) above threshold, into idx/val
    * [rows, kmax] (val = S; column order; padded with (0, 0)). Returns the largest per-row count;

@@ -133,8 +133,9 @@ export class AuxK {
    * Selection, in up to three calls so that the encoder can hand over its pre-activations block by
    * block: begin() with the encoder input Xc [B, D] and W_enc, then select() for each block of rows
    * of P (pre-activations without b_enc, [rows, H]), then finish() with E = X̂ − X [B, D]. finish returns the loss before α and the state backward takes.
+   * With `picks` the caller's top-k copies the dense path's columns out of each block (see picks()).
    */
-  begin(e: Engine, B: number, dead: Uint8Array | null, Xc: Arr, Wenc: Arr): void {
+  begin(e: Engine, B: number, dead: Uint8Array | null, Xc: Arr, Wenc: Arr, picks = false): void {
     const { D, H } = this.dims;
     const like = Xc;
     const ws = this.ws;
@@ -147,23 +148,37 @@ export class AuxK {
     if (dense) {
       const ids = ws.i("auxDead", nDead);
       for (let i = 0, j = 0; i < H; i++) if (dead[i]) ids[j++] = i;
-      // the dead latents' pre-activations by a GEMM of their own, Xc·W_enc[dead]ᵀ [B, n]: picking
-      // them out of the encoder's blocks cost 20 ms a block in cache misses, this GEMM 1–2 ms
+      const Pd = ws.f("auxP", B * nDead, like);
+      this.sel = { B, kAux, dead, idx, val, ids, Pd };
+      // the dead latents' pre-activations [B, n]: copied out of the encoder's blocks by the
+      // caller's top-k, row by row while each row is in cache (docs/engine.md#auxk-paths), or by a
+      // GEMM of their own, Xc·W_enc[dead]ᵀ (picking them out of a whole block afterwards cost
+      // 20 ms a block in cache misses, this GEMM 1–2 ms)
+      if (picks) return;
       const We = ws.f("auxWe", nDead * D, like);
       for (let j = 0; j < nDead; j++) We.set(Wenc.subarray(ids[j] * D, (ids[j] + 1) * D), j * D);
-      const Pd = ws.f("auxP", B * nDead, like);
       e.gemm(false, true, B, nDead, D, 1, Xc.subarray(0, B * D), We, 0, Pd);
-      this.sel = { B, kAux, dead, idx, val, ids, Pd };
     } else {
       this.sel = { B, kAux, dead, idx, val };
     }
+  }
+
+  /**
+   * After begin(…, picks = true): the columns to copy out of the block of rows [r0, r0 + rows) and
+   * where (topkRows' pick and picked), or null when the dense path is not taken.
+   */
+  picks(r0: number, rows: number): { pick: Int32Array; picked: Arr } | null {
+    const sel = this.sel;
+    if (!sel?.ids) return null;
+    const n = sel.ids.length;
+    return { pick: sel.ids, picked: sel.Pd!.subarray(r0 * n, (r0 + rows) * n) };
   }
 
   select(e: Engine, P: Arr, bEnc: Arr, r0: number, rows: number): void {
     const sel = this.sel;
     if (!sel) return;
     const { H } = this.dims;
-    if (sel.ids) return; // the dense path's pre-activations came from begin()
+    if (sel.ids) return; // the dense path's pre-activations came from begin() or the caller's top-k
     const k = sel.kAux;
     e.topkRows(P, bEnc, sel.dead, rows, H, k, sel.idx.subarray(r0 * k, (r0 + rows) * k), sel.val.subarray(r0 * k, (r0 + rows) * k));
   }

@@ -51,7 +51,7 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
       const Xc = centerInput(e, X, opt.fixedInputBias ?? bDec, opt.applyBDecToInput, B, D, ws.f("Xc", B * D, X));
       const idx = ws.i("idx", B * K);
       const val = ws.f("val", B * K, X);
-      auxk.begin(e, B, dead, Xc, Wenc);
+      auxk.begin(e, B, dead, Xc, Wenc, true);
       // Encoder GEMM and selection in blocks of rows, so the dense pre-activations [rows, H] are
       // still in cache when the top-k reads them, and never exist for the whole batch.
       const R = Math.min(B, ENCODER_BLOCK_ROWS);
@@ -60,7 +60,8 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
         const rows = Math.min(R, B - r0);
         const Pb = P.subarray(0, rows * H);
         e.gemm(false, true, rows, H, D, 1, Xc.subarray(r0 * D, (r0 + rows) * D), Wenc, 0, Pb);
-        e.topkRows(Pb, bEnc, null, rows, H, K, idx.subarray(r0 * K, (r0 + rows) * K), val.subarray(r0 * K, (r0 + rows) * K));
+        const aux = auxk.picks(r0, rows); // AuxK's dense path: its dead latents' columns, copied by the top-k
+        e.topkRows(Pb, bEnc, null, rows, H, K, idx.subarray(r0 * K, (r0 + rows) * K), val.subarray(r0 * K, (r0 + rows) * K), aux?.pick, aux?.picked);
         auxk.select(e, Pb, bEnc, r0, rows);
       }
       const Xhat = ws.f("Xhat", B * D, X);
