@@ -327,7 +327,8 @@ Napi::Value ScatterDot(const Napi::CallbackInfo& info) {
 template <typename T>
 Napi::Value SparseBackward(const Napi::CallbackInfo& info) {
   Args a{info, form<T>("sparseBackward", "sparseBackwardBf16")};
-  a.count(12);
+  // 12 arguments, or 14 with overwrite (boolean) and rowSq (Float64Array [H], or null)
+  if (info.Length() != 14) a.count(12);
   int rows = a.dim(2, "rows"), k = a.dim(3, "k"), H = a.dim(7, "H"), D = a.dim(8, "D");
   const int64_t n = (int64_t)rows * k, len = (int64_t)H * D;
   const int32_t* idx = a.latents(0, n, H);
@@ -341,7 +342,9 @@ Napi::Value SparseBackward(const Napi::CallbackInfo& info) {
   const int64_t wb = len * (int64_t)sizeof(T);
   if (overlap(W, wb, dWdec, len * 4) || overlap(W, wb, dWenc, len * 4) || overlap(dWdec, len * 4, dWenc, len * 4))
     a.fail("W, dWdec and dWenc overlap; the two gradients must be separate arrays, apart from W");
-  sae::sparse_backward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+  const bool overwrite = info.Length() == 14 && a.flag(12, "overwrite");
+  double* rowSq = info.Length() == 14 && !info[13].IsNull() && !info[13].IsUndefined() ? a.f64(13, "rowSq", H) : nullptr;
+  sae::sparse_backward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite, rowSq);
   return info.Env().Undefined();
 }
 

@@ -965,44 +965,56 @@ static const T* side_by_side(const T* G, const T* Xc, int rows, int D) {
 template <typename T>
 static void sparse_backward_t(const int32_t* idx, const float* val, int rows, int k, const T* G,
                               const T* W, const T* Xc, int H, int D, float* dWdec, float* dWenc,
-                              float* gpSum) {
+                              float* gpSum, bool overwrite, double* rowSq) {
   // scatter_dot (its dot products where val > 0), the mask and scatter_rows of dp in one pass per
   // latent: one grouping of the entries instead of two, W_dec's, dW_dec's and dW_enc's rows once
   // each, and the entry loop that masked dp and summed it per latent out of TypeScript. Each sum
-  // runs over the latent's entries in row order, as the three did (the entries they skipped add 0)
+  // runs over the latent's entries in row order, as the three did (the entries they skipped add 0).
+  // overwrite and rowSq (docs/engine.md#grouped-sparse-gradients): the zeroing and the sum of
+  // squares of the gradient, two passes of 100 MB over [H, D] rows out of cache, done to each row
+  // here while it is in L1.
   const ByLatent g = group_by_latent(idx, val, (int64_t)rows * k, H);
   const T* GX = side_by_side(G, Xc, rows, D);
-  for_each_latent(g, [&](int i, int32_t q0, int32_t q1) {
-    const T* __restrict w = W + (int64_t)i * D;
-    float* __restrict od = dWdec + (int64_t)i * D;
-    float* __restrict oe = dWenc + (int64_t)i * D;
-    float sum = gpSum[i];
-    for (int32_t q = q0; q < q1; q++) {
-      const int32_t e = g.order[q];
-      const float a = val[e];
-      const T* __restrict x = GX + (int64_t)(e / k) * 2 * D;  // G's row; Xc's follows it
-      const float dp = a > 0.f ? dot_t(x, w, D) : 0.f;
-      for (int d = 0; d < D; d++) od[d] += a * widen(x[d]);
-      sum += dp;
-      if (dp != 0.f) {
-        const T* __restrict xc = x + D;
-        for (int d = 0; d < D; d++) oe[d] += dp * widen(xc[d]);
+  const bool every = overwrite || rowSq;  // latents without entries count too
+  const int nt = (int)g.bound.size() - 1;
+  parallel_for(nt, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++)
+      for (int i = g.bound[t]; i < g.bound[t + 1]; i++) {
+        const int32_t q0 = g.start[i], q1 = g.start[i + 1];
+        if (q0 == q1 && !every) continue;
+        const T* __restrict w = W + (int64_t)i * D;
+        float* __restrict od = dWdec + (int64_t)i * D;
+        float* __restrict oe = dWenc + (int64_t)i * D;
+        if (overwrite) std::fill(od, od + D, 0.f), std::fill(oe, oe + D, 0.f);
+        float sum = gpSum[i];
+        for (int32_t q = q0; q < q1; q++) {
+          const int32_t e = g.order[q];
+          const float a = val[e];
+          const T* __restrict x = GX + (int64_t)(e / k) * 2 * D;  // G's row; Xc's follows it
+          const float dp = a > 0.f ? dot_t(x, w, D) : 0.f;
+          for (int d = 0; d < D; d++) od[d] += a * widen(x[d]);
+          sum += dp;
+          if (dp != 0.f) {
+            const T* __restrict xc = x + D;
+            for (int d = 0; d < D; d++) oe[d] += dp * widen(xc[d]);
+          }
+        }
+        if (q0 < q1) gpSum[i] = sum;
+        if (rowSq) rowSq[i] = sumsq(od, D) + sumsq(oe, D);
       }
-    }
-    gpSum[i] = sum;
   });
 }
 
 void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
                      const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
-                     float* gpSum) {
-  sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+                     float* gpSum, bool overwrite, double* rowSq) {
+  sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite, rowSq);
 }
 
 void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
                      const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec, float* dWenc,
-                     float* gpSum) {
-  sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+                     float* gpSum, bool overwrite, double* rowSq) {
+  sparse_backward_t(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite, rowSq);
 }
 
 void adam(float* p, const float* g, float* m, float* v, int64_t n, float lr, float beta1,

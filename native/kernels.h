@@ -97,13 +97,16 @@ void gather_dot(const int32_t* idx, const float* val, int rows, int k, const uin
 
 // The backward of a sparse code (idx, val) [rows, k] with the selection held constant, in one pass
 // per latent: dW_dec[i] += val·G[b], dp = G[b]·W_dec[i] where val > 0 (else 0), gpSum[i] += dp,
-// dW_enc[i] += dp·Xc[b]. The same bits as scatter_dot, the mask and scatter_rows in turn.
+// dW_enc[i] += dp·Xc[b]. The same bits as scatter_dot, the mask and scatter_rows in turn. With
+// overwrite, every row of dW_dec and dW_enc is first set to 0 (the rows of latents without entries
+// too), so the caller need not zero them; with rowSq [H], rowSq[i] = Σ dW_dec[i]² + Σ dW_enc[i]²
+// (float64) of the rows as left, for every latent.
 void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const float* G,
                      const float* W, const float* Xc, int H, int D, float* dWdec, float* dWenc,
-                     float* gpSum);
+                     float* gpSum, bool overwrite = false, double* rowSq = nullptr);
 void sparse_backward(const int32_t* idx, const float* val, int rows, int k, const uint16_t* G,
                      const uint16_t* W, const uint16_t* Xc, int H, int D, float* dWdec, float* dWenc,
-                     float* gpSum);
+                     float* gpSum, bool overwrite = false, double* rowSq = nullptr);
 
 // out[idx[b,k], :] += val[b,k] * X[b,:]     (sparse weight gradient)
 void scatter_rows(const int32_t* idx, const float* val, int rows, int k, const float* X, int H, int D,

@@ -224,6 +224,30 @@ for (const { B, D, H, K } of SHAPES) {
     // dp is a float32 dot product natively, a float64 one in the reference; dW_enc is dp times Xc (|·| up to ~20 here)
     close("sparseBackward dW_enc vs the TypeScript twin", de1, de3, 1e-4);
     close("sparseBackward gpSum vs the TypeScript twin", gs1, gs3, 1e-4);
+    // overwrite: rows written whole (dirty gradients, latents without entries included: the ones
+    // the code skips below) give what zero-then-add gives, bit for bit; rowSq their squares
+    const few = idx.map((i) => i % Math.max(1, H - 3)); // latents H−3 .. H−1 get no entries
+    const ddZ = new Float32Array(H * D), deZ = new Float32Array(H * D), gsZ = new Float32Array(H);
+    nat.sparseBackward(few, code, B, K, G, W, Xc, H, D, ddZ, deZ, gsZ);
+    for (const e of [nat, jsEngine]) {
+      const dd = f32(H * D, 22), de = f32(H * D, 23), gs = new Float32Array(H), sq = new Float64Array(H).fill(NaN);
+      e.sparseBackward(few, code, B, K, G, W, Xc, H, D, dd, de, gs, true, sq);
+      close("overwritten dW_dec", dd, ddZ, e === nat ? 0 : 1e-5);
+      close("overwritten dW_enc", de, deZ, e === nat ? 0 : 1e-4);
+      for (let i = 0; i < H; i++) {
+        let want = 0;
+        for (let d = i * D; d < (i + 1) * D; d++) want += dd[d] * dd[d] + de[d] * de[d];
+        assert.ok(Math.abs(sq[i] - want) <= 1e-12 * Math.max(1, want), `rowSq[${i}] = ${sq[i]}, the rows give ${want}`);
+      }
+      assert.equal(sq[H - 1], 0, "a latent without entries has a zero row");
+    }
+    // rowSq without overwrite: the squares of the rows as left (what was there plus the update)
+    const dd4 = f32(H * D, 24), de4 = f32(H * D, 25), sq4 = new Float64Array(H);
+    nat.sparseBackward(few, code, B, K, G, W, Xc, H, D, dd4, de4, new Float32Array(H), false, sq4);
+    let rows4 = 0, sum4 = 0;
+    for (let d = 0; d < H * D; d++) rows4 += dd4[d] * dd4[d] + de4[d] * de4[d];
+    for (const v of sq4) sum4 += v;
+    assert.ok(Math.abs(sum4 - rows4) <= 1e-10 * rows4, `Σ rowSq ${sum4} against ${rows4}`);
   });
 
   test(`adam, rowNorms, projectRows, normalizeRows, sumSquares (${tag})`, { skip }, () => {
@@ -542,6 +566,8 @@ test("native addon: bad arguments throw errors instead of crashing", { skip }, (
   assert.throws(() => a.scatterDot(new Int32Array([4]), one, null, 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /scatterDot: idx\[0\] = 4 is outside \[0, 4\)/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, null, 1, 1, new Float32Array(3), w, 4, 3, w, one), /W and dW overlap/);
   assert.throws(() => a.sparseBackward(new Int32Array([0]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), w.subarray(0), new Float32Array(4)), /sparseBackward: W, dWdec and dWenc overlap/);
+  assert.throws(() => a.sparseBackward(new Int32Array([0]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), new Float32Array(12), new Float32Array(4), true, new Float64Array(3)), /sparseBackward: rowSq has length 3, expected 4/);
+  assert.throws(() => (a.sparseBackward as (...args: unknown[]) => void)(new Int32Array([0]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), new Float32Array(12), new Float32Array(4), 1, null), /sparseBackward: overwrite must be a boolean/);
   assert.throws(() => a.sparseBackward(new Int32Array([9]), one, 1, 1, new Float32Array(3), w, new Float32Array(3), 4, 3, new Float32Array(12), new Float32Array(12), new Float32Array(4)), /sparseBackward: idx\[0\] = 9 is outside \[0, 4\)/);
   assert.throws(() => a.scatterDot(new Int32Array([0]), one, new Float32Array(2), 1, 1, new Float32Array(3), w, 4, 3, new Float32Array(12), one), /sel has length 2, expected 1/);
   assert.throws(() => a.topkRows(x, null, new Uint8Array(6), 1, 6, 2, new Int32Array(2), new Float32Array(2)), /exceeds the 0 candidate columns/);

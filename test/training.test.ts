@@ -64,6 +64,35 @@ for (const variant of ["standard", "topk"] as const) {
   });
 }
 
+test("topk: the gradients its backward writes whole need no zeroing, and its Σ g² is the step's norm (AuxK dense, sparse, off)", () => {
+  // TopK writes W_enc's and W_dec's gradients row by row and sums their squares on the way
+  // (docs/training.md#one-step). Against the same model with both turned off (zeroed gradients, the
+  // step's own sum), from gradients left full of NaN: the same norm to float64 rounding, the same
+  // weights to float32 rounding (the clip factor comes from that norm), clipping on.
+  const { engine: e } = selectEngine();
+  const D = 16, H = 48, B = 32;
+  for (const [what, dead, auxPath] of [["AuxK dense", 6, "dense"], ["AuxK sparse", 40, "sparse"], ["no dead latents", 0, "auto"]] as const) {
+    const model = createTopK({ D, H }, { k: 4, kAux: 4, auxCoefficient: 0.5, applyBDecToInput: true, auxPath });
+    const legacy = { ...model, writesGradients: undefined, backward: (...a: Parameters<typeof model.backward>) => void model.backward(...a) };
+    const mask = new Uint8Array(H).map((_, i) => (i < dead ? 1 : 0));
+    const states = [model, legacy].map(() => {
+      const st = { p: new ParamSet(model.specs), m: new ParamSet(model.specs), v: new ParamSet(model.specs), adamT: 0 };
+      st.p.buf.set(randn(st.p.buf.length, new Rng(3), 0.3, Float32Array));
+      return st;
+    });
+    const grads = [states[0].p.like(), states[1].p.like()];
+    for (let step = 0; step < 3; step++) {
+      const X = randn(B * D, new Rng(4, step), 1, Float32Array);
+      grads[0].buf.fill(NaN);
+      const norms = [model, legacy].map((m, j) => optimizerStep(e, m, states[j], grads[j], X, B, { ...settings, gradClip: 0.05, coeff: 0, dead: dead ? mask : null }).gradNorm);
+      assert.ok(norms[1] > 0.05, "clipping is on");
+      assert.ok(Math.abs(norms[0] - norms[1]) <= 1e-12 * norms[1], `${what}, step ${step}: norm ${norms[0]} against ${norms[1]}`);
+      const [a, b] = [states[0].p.buf, states[1].p.buf];
+      for (let i = 0; i < a.length; i++) assert.ok(Number.isFinite(a[i]) && Math.abs(a[i] - b[i]) <= 1e-6, `${what}, step ${step}: weight ${i} ${a[i]} against ${b[i]}`);
+    }
+  }
+});
+
 test("april flavour: the decoder is free (row norms move away from their init)", () => {
   const D = 8, H = 12, B = 16;
   const model = createStandard({ D, H }, { flavour: "april", applyBDecToInput: false });

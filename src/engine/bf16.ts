@@ -35,7 +35,7 @@ export interface Bf16Kernels {
   /** Engine.scatterDot with bf16 G and W */
   scatterDotBf16(idx: Int32Array, val: Float32Array, sel: Float32Array | null, rows: number, k: number, G: Uint16Array, W: Uint16Array, H: number, D: number, dW: Float32Array, out: Float32Array): void;
   /** Engine.sparseBackward with bf16 G, W and Xc (float32 products, sums and gradients) */
-  sparseBackwardBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, G: Uint16Array, W: Uint16Array, Xc: Uint16Array, H: number, D: number, dWdec: Float32Array, dWenc: Float32Array, gpSum: Float32Array): void;
+  sparseBackwardBf16(idx: Int32Array, val: Float32Array, rows: number, k: number, G: Uint16Array, W: Uint16Array, Xc: Uint16Array, H: number, D: number, dWdec: Float32Array, dWenc: Float32Array, gpSum: Float32Array, overwrite?: boolean, rowSq?: Float64Array | null): void;
 }
 
 const f32 = new Float32Array(1);
@@ -89,8 +89,8 @@ export const jsBf16: Bf16Kernels = {
   scatterDotBf16(idx, val, sel, rows, k, G, W, H, D, dW, out) {
     jsEngine.scatterDot(idx, val, sel, rows, k, wide(G), wide(W), H, D, dW, out);
   },
-  sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum) {
-    jsEngine.sparseBackward(idx, val, rows, k, wide(G), wide(W), wide(Xc), H, D, dWdec, dWenc, gpSum);
+  sparseBackwardBf16(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite, rowSq) {
+    jsEngine.sparseBackward(idx, val, rows, k, wide(G), wide(W), wide(Xc), H, D, dWdec, dWenc, gpSum, overwrite, rowSq);
   },
   gemmBf16(tA, tB, M, N, K, alpha, A, B, beta, C) {
     const a = Float64Array.from(A, bf16ToFloat), b = Float64Array.from(B, bf16ToFloat);
@@ -190,15 +190,15 @@ export function bf16Engine(base: Engine, k: Bf16Kernels, pinned: Float32Array[])
     }
     k.gatherRowsBf16(idx, val as Float32Array, rows, kk, cast(W as Float32Array, 1), H, D, bias as Float32Array | null, out as Float32Array);
   };
-  const sparseBackward: Engine["sparseBackward"] = (idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum) => {
+  const sparseBackward: Engine["sparseBackward"] = (idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite = false, rowSq = null) => {
     if (!pinnedRows(W, H, D, val, G, Xc, dWdec, dWenc, gpSum) || G.length !== rows * D || Xc.length !== rows * D) {
-      base.sparseBackward(idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum);
+      base.sparseBackward(idx, val, rows, kk, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite, rowSq);
       return;
     }
     // G and Xc change every step (and between AuxK's call and the main one, G does): cast per call
     // into the scratch slots (W, pinned, takes its copy, not slot 1), 1–2 ms against the 20 ms the
     // halved rows save at B=4096 D=768 H=16384 K=32
-    k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), cast(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array);
+    k.sparseBackwardBf16(idx, val as Float32Array, rows, kk, cast(G as Float32Array, 0), cast(W as Float32Array, 1), cast(Xc as Float32Array, 1), H, D, dWdec as Float32Array, dWenc as Float32Array, gpSum as Float32Array, overwrite, rowSq);
   };
   const gatherRows2: Engine["gatherRows2"] = (idx, val, val2, rows, kk, W, H, D, bias, out, out2) => {
     if (!pinnedRows(W, H, D, val, val2, bias, out, out2)) {

@@ -214,7 +214,8 @@ export const jsEngine: Engine = {
     jsEngine.gatherDot(idx, sel, rows, k, G, W, H, D, out);
   },
 
-  sparseBackward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum) {
+  sparseBackward(idx, val, rows, k, G, W, Xc, H, D, dWdec, dWenc, gpSum, overwrite, rowSq) {
+    if (overwrite) dWdec.fill(0, 0, H * D), dWenc.fill(0, 0, H * D);
     const n = rows * k, dp = val instanceof Float64Array ? new Float64Array(n) : new Float32Array(n);
     jsEngine.scatterDot(idx, val, val, rows, k, G, W, H, D, dWdec, dp);
     for (let j = 0; j < n; j++) {
@@ -222,6 +223,12 @@ export const jsEngine: Engine = {
       gpSum[idx[j]] += dp[j];
     }
     jsEngine.scatterRows(idx, dp, rows, k, Xc, H, D, dWenc);
+    if (rowSq)
+      for (let i = 0; i < H; i++) {
+        let s = 0;
+        for (let d = i * D; d < (i + 1) * D; d++) s += dWdec[d] * dWdec[d] + dWenc[d] * dWenc[d];
+        rowSq[i] = s;
+      }
   },
 
   adam(p, g, m, v, lr, beta1, beta2, eps, bc1, bc2, gradScale) {

@@ -56,9 +56,11 @@ export interface Engine {
    * A sparse code's backward with the selection held constant, in one pass per latent: dW_dec[idx]
    * += val·G, dp = G·W_dec[idx]ᵀ where val > 0 (else 0), gpSum[idx] += dp, dW_enc[idx] += dp·Xc.
    * The same bits as scatterDot(idx, val, val, …), the mask and scatterRows(idx, dp, …) in turn.
-   * idx, val [rows, k]; G, Xc [rows, D]; W, dWdec, dWenc [H, D]; gpSum [H].
+   * idx, val [rows, k]; G, Xc [rows, D]; W, dWdec, dWenc [H, D]; gpSum [H]. With overwrite, every
+   * row of dWdec and dWenc is set to 0 first (the caller need not zero them); with rowSq [H],
+   * rowSq[i] = Σ dWdec[i]² + Σ dWenc[i]² of the rows as left, for every latent.
    */
-  sparseBackward(idx: Int32Array, val: Arr, rows: number, k: number, G: Arr, W: Arr, Xc: Arr, H: number, D: number, dWdec: Arr, dWenc: Arr, gpSum: Arr): void;
+  sparseBackward(idx: Int32Array, val: Arr, rows: number, k: number, G: Arr, W: Arr, Xc: Arr, H: number, D: number, dWdec: Arr, dWenc: Arr, gpSum: Arr, overwrite?: boolean, rowSq?: Float64Array | null): void;
   /** One Adam step on the gradient gradScale·g, with bias corrections bc1 = 1 − β1^t, bc2 = 1 − β2^t. */
   adam(p: Arr, g: Arr, m: Arr, v: Arr, lr: number, beta1: number, beta2: number, eps: number, bc1: number, bc2: number, gradScale: number): void;
   /**

@@ -226,13 +226,17 @@ export class AuxK {
     return { loss: num / den, state: { ...st, diff, den } };
   }
 
-  /** d(α·num/den)/dê = α·2/den·(ê − e), pushed through the aux selection. ê has no b_dec. */
-  backward(e: Engine, s: AuxState | null, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr): void {
+  /**
+   * d(α·num/den)/dê = α·2/den·(ê − e), pushed through the aux selection. ê has no b_dec. rowSq [H]
+   * (Engine.sparseBackward's, or null) is kept true for the rows this adds to.
+   */
+  backward(e: Engine, s: AuxState | null, B: number, Wdec: Arr, Xc: Arr, dWdec: Arr, dWenc: Arr, gpSum: Arr, rowSq: Float64Array | null = null): void {
     if (!s) return;
     const { D } = this.dims;
     const Ga = scaled(e, s.diff, (this.alpha * 2) / s.den, this.ws.f("Gaux", B * D, s.diff));
     if (!s.dead) {
-      e.sparseBackward(s.idx!, s.val!, B, s.kAux, Ga, Wdec, Xc, this.dims.H, D, dWdec, dWenc, gpSum);
+      // rows all over the decoder: rowSq, if asked for, is taken again for every latent
+      e.sparseBackward(s.idx!, s.val!, B, s.kAux, Ga, Wdec, Xc, this.dims.H, D, dWdec, dWenc, gpSum, false, rowSq);
       return;
     }
     const n = s.dead.length, Z = s.Z!, ws = this.ws;
@@ -246,6 +250,8 @@ export class AuxK {
     e.gemm(true, false, n, D, B, 1, GZ, Xc, 0, dW); // dW_enc[dead] = dPᵀ Xc
     addRows(dWenc, dW, s.dead, D);
     for (let j = 0; j < n; j++) gpSum[s.dead[j]] += colSum[j];
+    if (rowSq)
+      for (const i of s.dead) rowSq[i] = e.sumSquares(dWdec.subarray(i * D, (i + 1) * D)) + e.sumSquares(dWenc.subarray(i * D, (i + 1) * D));
   }
 }
 

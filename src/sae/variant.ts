@@ -191,10 +191,19 @@ export interface SaeModel<S = any> {
   readonly nonTrainable?: readonly string[];
   /** bytes of scratch memory the model holds */
   workspaceBytes(): number;
+  /**
+   * gradients backward writes whole (=) instead of adding to: the step does not zero them first (a
+   * pass of 100 MB at H = 16384, D = 768 saved; docs/training.md#one-step)
+   */
+  readonly writesGradients?: readonly string[];
   /** computes the loss, and returns with it the state backward needs */
   forward(inp: StepInput): ForwardResult<S>;
-  /** accumulates (+=) into grads the gradient of the loss of the forward that returned `state` */
-  backward(inp: StepInput, state: S, grads: ParamSet): void;
+  /**
+   * accumulates (+=) into grads the gradient of the loss of the forward that returned `state`
+   * (writes those of writesGradients); may return Σ g² over every gradient in grads, when it had
+   * them on the way, so that the step's clipping need not read them again
+   */
+  backward(inp: StepInput, state: S, grads: ParamSet): number | void;
 }
 
 export const ENCODER = ["encoder"] as const;

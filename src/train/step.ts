@@ -29,13 +29,16 @@ export interface StepSettings {
 
 export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: ParamSet, X: Arr, B: number, o: StepSettings): { fwd: ForwardResult; gradNorm: number } {
   const { D, H } = model.dims;
-  e.zero(grads.buf);
+  const written = model.writesGradients ?? [];
+  if (written.length === 0) e.zero(grads.buf);
+  else for (const { name } of grads.specs) if (!written.includes(name)) e.zero(grads.get(name));
   const inp = { e, p: s.p, X, B, coeff: o.coeff, dead: o.dead, training: true };
   const fwd = model.forward(inp);
-  model.backward(inp, fwd.state, grads);
+  const squares = model.backward(inp, fwd.state, grads);
   const frozen = new Set([...(o.frozen ?? []), ...(model.nonTrainable ?? [])]);
   for (const name of frozen) e.zero(grads.get(name));
-  const gradNorm = Math.sqrt(e.sumSquares(grads.buf));
+  // the backward's own Σ g² holds while nothing was zeroed after it
+  const gradNorm = Math.sqrt(typeof squares === "number" && frozen.size === 0 ? squares : e.sumSquares(grads.buf));
   // clipping scales the whole gradient; Adam applies the factor as it reads it (projection is linear)
   const clip = o.gradClip > 0 && gradNorm > o.gradClip ? o.gradClip / gradNorm : 1;
   // a unit-norm decoder takes the projection, its Adam step and the renormalisation in one pass
