@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createStandard } from "../src/sae/standard/index.ts";
 import { createTopK } from "../src/sae/topk/fast.ts";
+import { createBatchTopK } from "../src/sae/batchtopk/fast.ts";
 import { ParamSet } from "../src/sae/params.ts";
 import { jsEngine } from "../src/engine/js.ts";
 import { selectEngine } from "../src/engine/index.ts";
@@ -12,7 +13,9 @@ import { foldScale } from "../src/sae/init.ts";
 import { Rng } from "../src/rng.ts";
 import { SyntheticSource, firingProbabilities } from "../src/data/synthetic.ts";
 import { randn } from "./helpers.ts";
-import { codeValue } from "../src/sae/variant.ts";
+import { codeValue, type SaeModel } from "../src/sae/variant.ts";
+import { VARIANTS, createModel } from "../src/sae/index.ts";
+import { configFromObject } from "../src/config/load.ts";
 
 const settings = { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, gradClip: 0, dead: null };
 
@@ -64,15 +67,15 @@ for (const variant of ["standard", "topk"] as const) {
   });
 }
 
-test("topk: the gradients its backward writes whole need no zeroing, and its Σ g² is the step's norm (AuxK dense, sparse, off)", () => {
+test("topk, batchtopk: the gradients their backward writes whole need no zeroing, and its Σ g² is the step's norm (AuxK dense, sparse, off)", () => {
   // TopK writes W_enc's and W_dec's gradients row by row and sums their squares on the way
   // (docs/training.md#one-step). Against the same model with both turned off (zeroed gradients, the
   // step's own sum), from gradients left full of NaN: the same norm to float64 rounding, the same
   // weights to float32 rounding (the clip factor comes from that norm), clipping on.
   const { engine: e } = selectEngine();
   const D = 16, H = 48, B = 32;
-  for (const [what, dead, auxPath] of [["AuxK dense", 6, "dense"], ["AuxK sparse", 40, "sparse"], ["no dead latents", 0, "auto"]] as const) {
-    const model = createTopK({ D, H }, { k: 4, kAux: 4, auxCoefficient: 0.5, applyBDecToInput: true, auxPath });
+  for (const [what, dead, auxPath, create] of [["AuxK dense", 6, "dense", createTopK], ["AuxK sparse", 40, "sparse", createTopK], ["no dead latents", 0, "auto", createTopK], ["batchtopk, AuxK dense", 6, "dense", createBatchTopK], ["batchtopk, AuxK sparse", 40, "sparse", createBatchTopK]] as const) {
+    const model: SaeModel = create({ D, H }, { k: 4, kAux: 4, auxCoefficient: 0.5, applyBDecToInput: true, auxPath });
     const legacy = { ...model, writesGradients: undefined, backward: (...a: Parameters<typeof model.backward>) => void model.backward(...a) };
     const mask = new Uint8Array(H).map((_, i) => (i < dead ? 1 : 0));
     const states = [model, legacy].map(() => {
@@ -90,6 +93,29 @@ test("topk: the gradients its backward writes whole need no zeroing, and its Σ 
       const [a, b] = [states[0].p.buf, states[1].p.buf];
       for (let i = 0; i < a.length; i++) assert.ok(Number.isFinite(a[i]) && Math.abs(a[i] - b[i]) <= 1e-6, `${what}, step ${step}: weight ${i} ${a[i]} against ${b[i]}`);
     }
+  }
+});
+
+test("every variant: a step does not depend on what the gradient buffer held before it", () => {
+  // the step zeroes what the backward adds to and skips what it writes whole (writesGradients):
+  // a variant that declared writes it only adds to (Matryoshka shares BatchTopK's fields) would
+  // carry the last step's gradients, here NaN, into this one
+  const { engine: e } = selectEngine();
+  const D = 12, H = 40, B = 16;
+  for (const v of VARIANTS) {
+    const c = configFromObject({ data: { d_in: D }, sae: { variant: v.name, d_sae: H, k: 4, matryoshka_prefixes: [8, 40] } }).config;
+    const model = createModel(c);
+    const after = [0, NaN].map((fill) => {
+      const st = { p: new ParamSet(model.specs), m: new ParamSet(model.specs), v: new ParamSet(model.specs), adamT: 0 };
+      st.p.buf.set(randn(st.p.buf.length, new Rng(5), 0.3, Float32Array));
+      if (model.specs.some((sp) => sp.name === "threshold")) st.p.get("threshold").fill(0.05);
+      const grads = st.p.like();
+      grads.buf.fill(fill);
+      const dead = new Uint8Array(H).map((_, i) => (i % 5 === 0 ? 1 : 0));
+      optimizerStep(e, model, st, grads, randn(B * D, new Rng(6), 1, Float32Array), B, { ...settings, gradClip: 1, coeff: 0.1, dead });
+      return st.p.buf;
+    });
+    assert.deepEqual(after[1], after[0], `${v.name}: the step read stale gradients`);
   }
 });
 

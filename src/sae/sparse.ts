@@ -3,7 +3,8 @@
 // docs/variants.md#auxk).
 import type { Arr, Engine } from "../engine/types.ts";
 import type { Dims } from "./variant.ts";
-import { Workspace, scaled } from "./variant.ts";
+import { Workspace, backpropInputBias, scaled } from "./variant.ts";
+import type { ParamSet } from "./params.ts";
 
 /** the sparse computation runs when no row has more than H / SPARSE_DENOMINATOR active latents */
 export const SPARSE_DENOMINATOR = 16;
@@ -67,6 +68,33 @@ function rowLengths(ws: Workspace, val: Arr, B: number, m: number): Int32Array {
     len[b] = j - j0;
   }
   return len;
+}
+
+/** what codeBackward reads of its variant's forward: the encoder input, the residual, the code */
+export interface CodeState { Xc: Arr; E: Arr; idx: Int32Array; val: Arr; k: number; aux: AuxState | null }
+
+/**
+ * The backward of a code of k (index, value) pairs per row with AuxK's (TopK, BatchTopK) into the
+ * gradients of W_enc, b_enc, W_dec, b_dec: W_dec's and W_enc's written whole, their rows' squares
+ * summed while each row is in L1 (the variants' writesGradients; docs/training.md#one-step). Returns
+ * Σ g² over the four. inputBias: the encoder input subtracts b_dec (b_dec's gradient through it).
+ */
+export function codeBackward(e: Engine, ws: Workspace, auxk: AuxK, dims: Dims, p: ParamSet, g: ParamSet, B: number, { Xc, E, idx, val, k, aux }: CodeState, inputBias: boolean): number {
+  const { D, H } = dims;
+  const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
+  const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
+  const gpSum = ws.f("gpSum", H, E);
+  gpSum.fill(0);
+  const G = scaled(e, E, 2 / B, ws.f("G", B * D, E)); // dL/dX̂ [B, D]
+  e.colSum(G, B, D, dbDec, true);
+  const rowSq = ws.d("rowSq", H);
+  e.sparseBackward(idx, val, B, k, G, Wdec, Xc, H, D, dWdec, dWenc, gpSum, true, rowSq);
+  auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum, rowSq);
+  for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
+  if (inputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+  let squares = e.sumSquares(dbEnc) + e.sumSquares(dbDec);
+  for (let i = 0; i < H; i++) squares += rowSq[i];
+  return squares;
 }
 
 /**

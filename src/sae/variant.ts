@@ -200,8 +200,9 @@ export interface SaeModel<S = any> {
   forward(inp: StepInput): ForwardResult<S>;
   /**
    * accumulates (+=) into grads the gradient of the loss of the forward that returned `state`
-   * (writes those of writesGradients); may return Σ g² over every gradient in grads, when it had
-   * them on the way, so that the step's clipping need not read them again
+   * (writes those of writesGradients; leaves those of nonTrainable parameters at 0); may return
+   * Σ g² over every gradient in grads, when it had them on the way, so that the step's clipping need
+   * not read them again
    */
   backward(inp: StepInput, state: S, grads: ParamSet): number | void;
 }

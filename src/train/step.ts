@@ -37,8 +37,9 @@ export function optimizerStep(e: Engine, model: SaeModel, s: OptimState, grads: 
   const squares = model.backward(inp, fwd.state, grads);
   const frozen = new Set([...(o.frozen ?? []), ...(model.nonTrainable ?? [])]);
   for (const name of frozen) e.zero(grads.get(name));
-  // the backward's own Σ g² holds while nothing was zeroed after it
-  const gradNorm = Math.sqrt(typeof squares === "number" && frozen.size === 0 ? squares : e.sumSquares(grads.buf));
+  // the backward's own Σ g² holds while no gradient it wrote was zeroed after it (it leaves those
+  // of non-trainable parameters at 0)
+  const gradNorm = Math.sqrt(typeof squares === "number" && (o.frozen?.size ?? 0) === 0 ? squares : e.sumSquares(grads.buf));
   // clipping scales the whole gradient; Adam applies the factor as it reads it (projection is linear)
   const clip = o.gradClip > 0 && gradNorm > o.gradClip ? o.gradClip / gradNorm : 1;
   // a unit-norm decoder takes the projection, its Adam step and the renormalisation in one pass

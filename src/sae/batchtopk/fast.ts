@@ -14,8 +14,8 @@
 // radix select); ties at the cut go to the earlier row-major position.
 import type { Arr, Engine } from "../../engine/types.ts";
 import type { Dims, ForwardResult, LossTerms, SaeModel, StepInput } from "../variant.ts";
-import { Workspace, backpropInputBias, centerInput, denseDecode, residual, scaled, standardSpecs } from "../variant.ts";
-import { AuxK, type AuxState } from "../sparse.ts";
+import { Workspace, centerInput, denseDecode, residual, standardSpecs } from "../variant.ts";
+import { AuxK, codeBackward, type AuxState } from "../sparse.ts";
 import { ENCODER_BLOCK_ROWS, type TopKOptions } from "../topk/fast.ts";
 import type { ParamSet, ParamSpec } from "../params.ts";
 
@@ -55,6 +55,7 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
   return {
     variant: "batchtopk",
     ...batchTopKFields(dims, opt, ws),
+    writesGradients: ["W_enc", "W_dec"], // codeBackward's (Matryoshka, on the same fields, adds)
 
     forward({ e, p, X, B, dead, auxTarget, training }): ForwardResult<BatchTopKState> {
       const Wdec = p.get("W_dec"), bDec = p.get("b_dec");
@@ -72,18 +73,9 @@ export function createBatchTopK(dims: Dims, opt: BatchTopKOptions): SaeModel<Bat
       return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: kSel, idx, val }, Xhat, state: { training: true, Xc, E, idx, val, k: kSel, aux: auxState } };
     },
 
-    backward({ e, p, X, B }: StepInput, { training, Xc, E, idx, val, k: kSel, aux }: BatchTopKState, g: ParamSet): void {
-      if (!training) throw new Error("batchtopk: backward needs a training forward (training: true)");
-      const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
-      const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
-      const gpSum = ws.f("gpSum", H, X);
-      gpSum.fill(0);
-      const G = scaled(e, E, 2 / B, ws.f("G", B * D, X));
-      e.colSum(G, B, D, dbDec, true);
-      e.sparseBackward(idx, val, B, kSel, G, Wdec, Xc, H, D, dWdec, dWenc, gpSum);
-      auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum);
-      for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
-      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
+    backward({ e, p, B }: StepInput, state: BatchTopKState, g: ParamSet): number {
+      if (!state.training) throw new Error("batchtopk: backward needs a training forward (training: true)");
+      return codeBackward(e, ws, auxk, dims, p, g, B, state, opt.applyBDecToInput && !opt.fixedInputBias);
     },
   };
 }

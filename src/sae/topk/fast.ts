@@ -6,8 +6,8 @@
 // latents (sparse outer products), so after the encoder GEMM a step costs O(B·K·D).
 import type { Arr } from "../../engine/types.ts";
 import type { Dims, ForwardResult, SaeModel, StepInput } from "../variant.ts";
-import { Workspace, backpropInputBias, centerInput, residual, scaled, standardSpecs } from "../variant.ts";
-import { AuxK, type AuxState } from "../sparse.ts";
+import { Workspace, centerInput, residual, standardSpecs } from "../variant.ts";
+import { AuxK, codeBackward, type AuxState } from "../sparse.ts";
 import type { ParamSet } from "../params.ts";
 
 export interface TopKOptions {
@@ -73,23 +73,8 @@ export function createTopK(dims: Dims, opt: TopKOptions): SaeModel<TopKState> {
       return { terms: { loss: mse + auxk.alpha * aux, mse, sparsity: 0, aux }, code: { kind: "sparse", k: K, idx, val }, Xhat, state: { Xc, E, idx, val, aux: auxState } };
     },
 
-    backward({ e, p, X, B }: StepInput, { Xc, E, idx, val, aux }: TopKState, g: ParamSet): number {
-      const Wenc = p.get("W_enc"), Wdec = p.get("W_dec");
-      const dWenc = g.get("W_enc"), dbEnc = g.get("b_enc"), dWdec = g.get("W_dec"), dbDec = g.get("b_dec");
-      const gpSum = ws.f("gpSum", H, X);
-      gpSum.fill(0);
-      const G = scaled(e, E, 2 / B, ws.f("G", B * D, X)); // dL/dX̂ [B, D]
-      e.colSum(G, B, D, dbDec, true);
-      // W_dec's and W_enc's gradients written whole, each row's squares summed while it is in L1
-      // (writesGradients; docs/training.md#one-step)
-      const rowSq = ws.d("rowSq", H);
-      e.sparseBackward(idx, val, B, K, G, Wdec, Xc, H, D, dWdec, dWenc, gpSum, true, rowSq);
-      auxk.backward(e, aux, B, Wdec, Xc, dWdec, dWenc, gpSum, rowSq);
-      for (let i = 0; i < H; i++) dbEnc[i] += gpSum[i];
-      if (opt.applyBDecToInput && !opt.fixedInputBias) backpropInputBias(e, gpSum, Wenc, dims, dbDec);
-      let squares = e.sumSquares(dbEnc) + e.sumSquares(dbDec);
-      for (let i = 0; i < H; i++) squares += rowSq[i];
-      return squares;
+    backward({ e, p, B }: StepInput, state: TopKState, g: ParamSet): number {
+      return codeBackward(e, ws, auxk, dims, p, g, B, { ...state, k: K }, opt.applyBDecToInput && !opt.fixedInputBias);
     },
   };
 }
